@@ -1,0 +1,56 @@
+"""``python -m models``: list presets, or inspect a checkpoint file without building a model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from models.checkpoint import CheckpointError, infer_config
+from models.presets import PRESETS, Preset
+
+
+def matching_presets(config: dict) -> list[str]:
+    """Names of presets whose architecture, heads and class count agree with an inferred config."""
+    def fits(p: Preset) -> bool:
+        if p.task != config.get("task") or p.heads != config.get("heads") or p.num_classes != config.get("num_classes"):
+            return False
+        args = p.arch_args
+        if config.get("family") == "resnet":
+            return p.arch == "resnet_csra" and args.get("depth") == config["depth"]
+        return p.arch == "vit_csra" and args.get("variant") == config.get("variant")
+
+    return sorted(name for name, p in PRESETS.items() if fits(p))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    parser = argparse.ArgumentParser(prog="python -m models", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    inspect = sub.add_parser("inspect", help="print the architecture stored in a checkpoint")
+    inspect.add_argument("checkpoint", help="path to a .pth/.pt state_dict (plain, or under 'state_dict'/'model')")
+    inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
+    sub.add_parser("list", help="list the registered presets")
+    args = parser.parse_args(argv)
+
+    if args.command == "list":
+        for name, p in sorted(PRESETS.items()):
+            size = f"{p.image_size}px"
+            print(f"{name:22s} {p.task:15s} {p.arch:14s} {size:6s} {p.num_classes:3d} classes  {p.description}")
+        return 0
+    try:
+        config = infer_config(args.checkpoint)
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    config["matching_presets"] = matching_presets(config)
+    if args.json:
+        print(json.dumps(config, indent=2))
+    else:
+        for key, value in config.items():
+            print(f"{key:17s} {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Safe, strict checkpoint loading and architecture inference from a state_dict alone."""
+
+from __future__ import annotations
+
+import pickle
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from models.vit_csra import VIT_VARIANTS
+
+RESNET_DEPTH_BY_BLOCKS: dict[tuple[str, tuple[int, ...]], int] = {
+    ("basic", (2, 2, 2, 2)): 18,
+    ("basic", (3, 4, 6, 3)): 34,
+    ("bottleneck", (3, 4, 6, 3)): 50,
+    ("bottleneck", (3, 4, 23, 3)): 101,
+    ("bottleneck", (3, 8, 36, 3)): 152,
+}
+HEAD_KEY = re.compile(r"^classifier\.multi_head\.(\d+)\.head\.weight$")
+SHOW_FIRST = 5
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read or does not fit the model."""
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state_dict without executing pickled code; unwrap ``state_dict``/``model``; strip ``module.``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        blocked = re.search(r"(?:unsupported )?GLOBAL ([\w.]+)", str(exc))
+        if blocked:
+            raise CheckpointError(
+                f"{path}: refused, the file would execute pickled code ({blocked.group(1)}); "
+                "only plain tensors and containers are loaded"
+            ) from None
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (unreadable pickle)") from None
+    except Exception as exc:  # zip/pickle corruption surfaces as several exception types
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
+    return extract_state_dict(obj, source=str(path))
+
+
+def extract_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """Find the tensor mapping in a loaded checkpoint object and strip a DataParallel ``module.`` prefix."""
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model"):
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{source}: no state_dict found (expected a mapping of names to tensors)")
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
+
+
+def _first(items: list[str]) -> str:
+    more = f" (+{len(items) - SHOW_FIRST} more)" if len(items) > SHOW_FIRST else ""
+    return ", ".join(items[:SHOW_FIRST]) + more
+
+
+def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Raise ``CheckpointError`` listing missing keys, unexpected keys and shape mismatches, if any."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing key(s): {_first(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s): {_first(unexpected)}")
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatch(es): {_first(shapes)}")
+    if problems:
+        raise CheckpointError(f"{source} does not fit the model: " + "; ".join(problems))
+
+
+def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a checkpoint strictly into ``model`` (weights only, ``module.`` stripped) and return it."""
+    state = read_state_dict(path)
+    check_state_dict(model, state, source=str(path))
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def _count_indices(keys: list[str], pattern: str) -> int:
+    rx = re.compile(pattern)
+    found = {int(m.group(1)) for k in keys if (m := rx.match(k))}
+    return max(found) + 1 if found else 0
+
+
+def infer_state_dict_config(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """Recover the architecture (family, depth, width, heads, classes) from tensor names and shapes."""
+    keys = list(state)
+    head_ids = sorted(int(m.group(1)) for k in keys if (m := HEAD_KEY.match(k)))
+    config: dict[str, Any] = {}
+    if head_ids:
+        head = state[f"classifier.multi_head.{head_ids[0]}.head.weight"]
+        config.update(task="classification", heads=len(head_ids), num_classes=int(head.shape[0]),
+                      feature_dim=int(head.shape[1]))
+    if "patch_embed.proj.weight" in state and "pos_embed" in state:
+        width = int(state["patch_embed.proj.weight"].shape[0])
+        patch = int(state["patch_embed.proj.weight"].shape[-1])
+        tokens = int(state["pos_embed"].shape[1]) - (1 if "cls_token" in state else 0)
+        depth = _count_indices(keys, r"^blocks\.(\d+)\.")
+        variant = next((n for n, (d, dp, _) in VIT_VARIANTS.items() if d == width and dp == depth), None)
+        num_heads = next((h for d, _, h in VIT_VARIANTS.values() if d == width), max(1, width // 64))
+        config.update(family="vit", arch="vit_csra", embed_dim=width, depth=depth, num_heads=num_heads,
+                      patch_size=patch, base_size=round(tokens**0.5) * patch, variant=variant)
+    elif "conv1.weight" in state and "layer1.0.conv1.weight" in state:
+        kind = "bottleneck" if "layer1.0.conv3.weight" in state else "basic"
+        blocks = tuple(_count_indices(keys, rf"^layer{i}\.(\d+)\.") for i in range(1, 5))
+        depth = RESNET_DEPTH_BY_BLOCKS.get((kind, blocks))
+        if depth is None:
+            raise CheckpointError(f"ResNet with {kind} blocks {blocks} matches no depth in 18/34/50/101/152")
+        config.update(family="resnet", arch="resnet_csra", depth=depth, block=kind)
+    else:
+        raise CheckpointError(f"unrecognised architecture: first keys are {_first(keys)}")
+    if "task" not in config:
+        raise CheckpointError("no CSRA classifier keys (classifier.multi_head.N.head.weight) found")
+    return config
+
+
+def infer_config(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint without building a model and return its architecture config."""
+    return infer_state_dict_config(read_state_dict(path))
