@@ -30,6 +30,11 @@ class CheckpointError(ValueError):
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a state_dict without executing pickled code; unwrap ``state_dict``/``model``; strip ``module.``."""
+    return extract_state_dict(read_checkpoint(path), source=str(path))
+
+
+def read_checkpoint(path: str | Path) -> Any:
+    """``torch.load`` with ``weights_only=True`` and one-line errors; returns the raw loaded object."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
@@ -45,7 +50,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: not a PyTorch checkpoint (unreadable pickle)") from None
     except Exception as exc:  # zip/pickle corruption surfaces as several exception types
         raise CheckpointError(f"{path}: not a PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
-    return extract_state_dict(obj, source=str(path))
+    return obj
 
 
 def extract_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:

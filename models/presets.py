@@ -82,6 +82,15 @@ def get_preset(name: str) -> Preset:
         raise KeyError(f"unknown model preset {name!r}; known presets: {', '.join(sorted(PRESETS))}") from None
 
 
+def preset_from_dict(data: dict[str, Any]) -> Preset:
+    """Rebuild a preset from ``Preset.to_dict()`` output (as stored in training checkpoints and manifests)."""
+    fields = {k: v for k, v in data.items() if k in Preset.__dataclass_fields__}
+    for key in ("class_names", "mean", "std"):
+        if key in fields:
+            fields[key] = tuple(fields[key])
+    return Preset(**fields)
+
+
 OVERRIDABLE = ("num_classes", "class_names", "heads", "lam", "image_size", "threshold", "arch_args")
 
 
