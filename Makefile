@@ -3,8 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+STORE ?= model_store
+DATA ?= data/embedded
+RUNS ?= runs/demo
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
-.PHONY: install test lint serve clean
+.PHONY: install test lint serve model-store reproduce bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,8 +24,32 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	$(VENV)/bin/pytest
 
-serve: $(STAMP)
-	@echo "make serve arrives with the server issue (#6); for now see 'python -m models list'."
+# The default store: the demo MSL classifier and the demo L_sb segmenter, trained on the embedded
+# dataset and exported. Each step is a file target, so a second run does nothing.
+$(DATA)/dataset.json: | $(STAMP)
+	$(PY) -m training make-dataset $(DATA) --n-train 800 --n-test 200 --image-size 128 --seed 0
+
+$(RUNS)/classifier/best.pth: $(DATA)/dataset.json
+	$(PY) -m training classify --data $(DATA) --preset resnet18-csra --method msl --image-size 128 \
+		--epochs 10 --warmup-epochs 1 --decay-epochs 8 --out $(RUNS)/classifier
+
+$(RUNS)/segmenter/final.pth: $(DATA)/dataset.json
+	$(PY) -m training segment --data $(DATA) --preset deeplabv2-r18 --loss sb --image-size 128 \
+		--iters 900 --switch-iter 450 --eval-every 300 --out $(RUNS)/segmenter
+
+$(STORE)/demo-classifier/1/manifest.json: $(RUNS)/classifier/best.pth
+	$(PY) -m export $< --name demo-classifier --store $(STORE) --formats onnx,torchscript,mar,triton --force
+
+$(STORE)/demo-segmenter/1/manifest.json: $(RUNS)/segmenter/final.pth
+	$(PY) -m export $< --name demo-segmenter --store $(STORE) --formats onnx,torchscript,mar,triton --force
+
+model-store: $(STORE)/demo-classifier/1/manifest.json $(STORE)/demo-segmenter/1/manifest.json
+
+serve: model-store
+	$(PY) -m server --store $(STORE) --host $(HOST) --port $(PORT)
+
+reproduce: $(STAMP)
+	$(PY) -m training reproduce
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,111 @@
+"""MSL loss, L_sw size weights and EWC against hand computations from SPEC."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from training.objectives import EWC, msl_loss, size_balanced_ce, size_weights
+
+
+class TinyLinear(nn.Module):
+    """logits = W · mean_pixels(x): small enough to compute the MSL loss by hand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor([[1.0, -2.0], [0.5, 0.25]]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3))[:, :2] @ self.w.T
+
+
+def bce(z: float, y: float) -> float:
+    p = 1 / (1 + math.exp(-z))
+    return -(y * math.log(p) + (1 - y) * math.log(1 - p))
+
+
+def test_msl_loss_matches_hand_computation() -> None:
+    x = torch.zeros(1, 3, 2, 2)
+    x[0, 0] = torch.tensor([[1.0, 1.0], [1.0, 1.0]])
+    x[0, 1] = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
+    holes = torch.tensor([[[1.0, 0.0], [0.0, 0.0]]])  # hides pixel (0, 0)
+    y = torch.tensor([[1.0, 0.0]])
+    model = TinyLinear()
+    parts = msl_loss(model, x, y, holes)
+    # clean channel means (1, 1); masked: (0.75, 0.5)
+    clean = [1 * 1 - 2 * 1, 0.5 * 1 + 0.25 * 1]
+    masked = [1 * 0.75 - 2 * 0.5, 0.5 * 0.75 + 0.25 * 0.5]
+    l1 = (bce(clean[0], 1) + bce(clean[1], 0)) / 2
+    l2 = (bce(masked[0], 1) + bce(masked[1], 0)) / 2
+    sig = lambda z: 1 / (1 + math.exp(-z))  # noqa: E731
+    l3 = ((sig(clean[0]) - sig(masked[0])) ** 2 + (sig(clean[1]) - sig(masked[1])) ** 2) / 2
+    assert parts.clean_bce.item() == pytest.approx(l1, rel=1e-6)
+    assert parts.masked_bce.item() == pytest.approx(l2, rel=1e-6)
+    assert parts.consistency.item() == pytest.approx(l3, rel=1e-6)
+    assert parts.total.item() == pytest.approx(0.3 * l1 + 0.2 * l2 + 0.5 * l3, rel=1e-6)
+
+
+def test_msl_gradient_flows_through_both_branches_of_the_consistency_term() -> None:
+    model = TinyLinear()
+    x = torch.rand(2, 3, 4, 4)
+    holes = (torch.rand(2, 4, 4) > 0.5).float()
+    y = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    parts = msl_loss(model, x, y, holes, weights=(0.0, 0.0, 1.0))
+    (grad,) = torch.autograd.grad(parts.total, model.w)
+    clean, masked = model(x), model(x * (1 - holes[:, None]))
+    detached = ((torch.sigmoid(clean) - torch.sigmoid(masked).detach()) ** 2).mean()
+    (grad_detached,) = torch.autograd.grad(detached, model.w)
+    assert not torch.allclose(grad, grad_detached)
+
+
+def test_size_weights_for_a_big_and_a_small_component() -> None:
+    labels = np.zeros((60, 80), dtype=np.uint8)
+    labels[5:45, 5:45] = 3  # 1600 px
+    labels[50:55, 60:65] = 3  # 25 px, same class, separate component
+    labels[0, :] = 255
+    w = size_weights(labels, tau=5.0)
+    n_fg = 1625
+    assert w[20, 20] == pytest.approx(n_fg / 1600)  # 1.015625
+    assert w[52, 62] == pytest.approx(5.0)  # 1625 / 25 = 65, capped at tau
+    assert w[58, 2] == 1.0 and w[0, 10] == 0.0
+    assert size_weights(labels, tau=100.0)[52, 62] == pytest.approx(65.0)
+
+
+def test_size_balanced_ce_is_weighted_mean() -> None:
+    logits = torch.tensor([[[[2.0, 0.0]], [[0.0, 1.0]]]])  # (1, 2 classes, 1, 2)
+    labels = torch.tensor([[[0, 1]]])
+    weights = torch.tensor([[[1.0, 3.0]]])
+    ce0 = -math.log(math.exp(2) / (math.exp(2) + 1))
+    ce1 = -math.log(math.exp(1) / (math.exp(0) + math.exp(1)))
+    expected = (1 * ce0 + 3 * ce1) / 4
+    assert size_balanced_ce(logits, labels, weights).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_ewc_changes_the_gradient_by_exactly_two_lambda_f_delta() -> None:
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    ewc = EWC(lam=500.0)
+    for _ in range(3):
+        model.zero_grad()
+        model(torch.randn(8, 4)).pow(2).mean().backward()
+        ewc.accumulate(model)
+    ewc.consolidate(model)
+    assert ewc.active
+    for fisher in ewc.fisher.values():
+        assert float(fisher.max()) == pytest.approx(1.0) and float(fisher.min()) >= 0.0
+    with torch.no_grad():
+        model.weight.add_(0.1)
+    x = torch.randn(8, 4)
+    task = model(x).pow(2).mean()
+    (g_task,) = torch.autograd.grad(task, model.weight)
+    (g_total,) = torch.autograd.grad(model(x).pow(2).mean() + ewc.penalty(model), model.weight)
+    expected = g_task + 2 * 500.0 * ewc.fisher["weight"] * 0.1
+    torch.testing.assert_close(g_total, expected, rtol=1e-5, atol=1e-5)
+    assert (g_total - g_task).abs().max() > 1.0
+
+
+def test_ewc_needs_gradients_before_consolidating() -> None:
+    with pytest.raises(ValueError, match="no gradients accumulated"):
+        EWC().consolidate(nn.Linear(2, 2))

@@ -1,0 +1,163 @@
+"""Train a CSRA recognizer with plain BCE (``baseline``) or MSL (``msl``), torchvision-reference style.
+
+    python -m training classify --data data/embedded --preset resnet18-csra --method msl --out runs/msl
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+import models
+from robustness.masks import apply_mask, masks, parse_ratio
+from robustness.metrics import multilabel_metrics
+from training.common import append_log, lr_factor, make_sgd, save_checkpoint, seed_everything, set_lr
+from training.data import classification_datasets
+from training.objectives import msl_loss
+
+
+def normalise(images: torch.Tensor, preset: models.Preset) -> torch.Tensor:
+    """Apply the preset's mean/std to [0, 1] images (identity for VOC/COCO presets)."""
+    mean = torch.tensor(preset.mean, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(preset.std, device=images.device).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
+def hole_batch(n: int, size: int, ratio: tuple[float, float], seed: int) -> torch.Tensor:
+    """n seeded irregular masks (1 = hole) as a float tensor, drawn independently of augmentation."""
+    return torch.from_numpy(masks(n, size, size, ratio, seed=seed).astype(np.float32))
+
+
+def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, args: argparse.Namespace,
+                    epoch: int, steps_per_epoch: int) -> dict[str, float]:
+    """One pass over the training set; returns mean loss terms."""
+    model.train()
+    totals: dict[str, float] = {}
+    ratio = parse_ratio(args.mask_ratio)
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs} [{args.method}]", leave=False)
+    for i, (images, targets) in enumerate(bar):
+        step = epoch * steps_per_epoch + i
+        set_lr(optimizer, lr_factor(step, args.warmup_epochs * steps_per_epoch,
+                                    [e * steps_per_epoch for e in args.decay_epochs]))
+        images = normalise(images, model.preset)
+        targets = targets.float().clamp_min(0)  # training targets are 0/1
+        if args.method == "msl":
+            holes = hole_batch(len(images), images.shape[-1], ratio, seed=args.seed * 1_000_003 + step)
+            parts = msl_loss(model, images, targets, holes)
+            loss = parts.total
+            terms = {"loss": loss.item(), "bce_clean": parts.clean_bce.item(), "bce_masked": parts.masked_bce.item(),
+                     "mse": parts.consistency.item()}
+        else:
+            loss = F.binary_cross_entropy_with_logits(model(images), targets)
+            terms = {"loss": loss.item()}
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        for k, v in terms.items():
+            totals[k] = totals.get(k, 0.0) + v
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+    return {k: v / max(1, len(loader)) for k, v in totals.items()}
+
+
+@torch.no_grad()
+def predict_scores(model: nn.Module, loader: DataLoader, mask_ratio: str | None = None,
+                   mask_seed: int = 12345) -> tuple[np.ndarray, np.ndarray]:
+    """Sigmoid scores and targets over a loader; with ``mask_ratio`` each image gets one seeded mask."""
+    model.eval()
+    scores, targets, seen = [], [], 0
+    for images, target in loader:
+        images = normalise(images, model.preset)
+        if mask_ratio is not None:
+            holes = torch.from_numpy(np.stack([
+                masks(1, images.shape[-2], images.shape[-1], mask_ratio, seed=mask_seed + seen + j)[0]
+                for j in range(len(images))]).astype(np.float32))
+            images = apply_mask(images, holes)
+        scores.append(torch.sigmoid(model(images)).numpy())
+        targets.append(target.numpy())
+        seen += len(images)
+    return np.concatenate(scores), np.concatenate(targets)
+
+
+def evaluate(model: nn.Module, loader: DataLoader, mask_ratio: str | None = "high") -> dict[str, Any]:
+    """Clean metrics, plus the same metrics with one high-ratio mask per test image (supplement Table 6)."""
+    result = {"clean": multilabel_metrics(*predict_scores(model, loader), threshold=model.preset.threshold)}
+    if mask_ratio:
+        result["masked"] = multilabel_metrics(*predict_scores(model, loader, mask_ratio),
+                                              threshold=model.preset.threshold)
+    return result
+
+
+def build_model(args: argparse.Namespace, class_names: list[str]) -> nn.Module:
+    """The preset with the dataset's classes and the requested input size."""
+    return models.create_model(args.preset, class_names=class_names, image_size=args.image_size)
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    """Train, evaluating after every epoch; keep the best-by-mAP checkpoint and the last one for resuming."""
+    seed_everything(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    preset = models.get_preset(args.preset)
+    size = args.image_size or preset.image_size
+    train_set, test_set, class_names = classification_datasets(args.data, size, limit=args.limit)
+    model = build_model(args, class_names)
+    generator = torch.Generator().manual_seed(args.seed)
+    train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=True,
+                              num_workers=args.workers, generator=generator)
+    test_loader = DataLoader(test_set, batch_size=32, num_workers=args.workers)
+    optimizer = make_sgd(model, args.lr)
+    start_epoch, best = 0, {"mAP": -1.0, "epoch": -1}
+    last = out / "last.pth"
+    if args.resume and last.exists():
+        state = torch.load(last, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, best = state["epoch"] + 1, state["best"]
+        print(f"resumed from {last} at epoch {start_epoch}")
+    steps_per_epoch = len(train_loader)
+    for epoch in range(start_epoch, args.epochs):
+        started = time.perf_counter()
+        losses = train_one_epoch(model, train_loader, optimizer, args, epoch, steps_per_epoch)
+        metrics = evaluate(model, test_loader, args.eval_mask_ratio)
+        record = {"epoch": epoch + 1, "method": args.method, "train": losses, **metrics,
+                  "seconds": round(time.perf_counter() - started, 1)}
+        append_log(out / "log.json", record)
+        if metrics["clean"]["mAP"] > best["mAP"]:
+            best = {"mAP": metrics["clean"]["mAP"], "epoch": epoch + 1}
+            save_checkpoint(out / "best.pth", model, epoch=epoch, metrics=metrics, method=args.method)
+        save_checkpoint(last, model, epoch=epoch, optimizer=optimizer.state_dict(), best=best)
+        masked = f", masked mAP {metrics['masked']['mAP']:.1f}" if "masked" in metrics else ""
+        tqdm.write(f"epoch {epoch + 1}: loss {losses['loss']:.4f}, mAP {metrics['clean']['mAP']:.1f}{masked}")
+    return {"best": best, "log": str(out / "log.json"), "checkpoint": str(out / "best.pth")}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``python -m training classify``."""
+    parser.add_argument("--data", required=True, help="dataset folder with train.json/test.json lists")
+    parser.add_argument("--preset", default="resnet18-csra", help="model preset (default resnet18-csra)")
+    parser.add_argument("--method", choices=("baseline", "msl"), default="msl", help="BCE only, or MSL")
+    parser.add_argument("--mask-ratio", default="high", help="MSL training masks: low|medium|high|b1..b6|a-b")
+    parser.add_argument("--eval-mask-ratio", default="high", help="extra masked evaluation ('' to skip)")
+    parser.add_argument("--image-size", type=int, help="input size (default: the preset's)")
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=0.01, help="backbone rate; the head gets 10x")
+    parser.add_argument("--warmup-epochs", type=int, default=2)
+    parser.add_argument("--decay-epochs", type=int, nargs="*", default=[9], help="epochs where lr drops 10x")
+    parser.add_argument("--limit", type=int, help="use only the first N training images")
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--threads", type=int, help="torch intra-op threads")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True, help="output folder (checkpoints, log.json)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pth")

@@ -1,0 +1,128 @@
+"""Training objectives from the seeds: MSL (SPEC §1), the size-weighted CE L_sw and EWC (SPEC §2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+from torch import nn
+
+from robustness.masks import apply_mask
+
+# Reference weights: 0.3 * BCE(clean) + 0.2 * BCE(masked) + 0.5 * MSE(probabilities).
+MSL_WEIGHTS = (0.3, 0.2, 0.5)
+EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+
+
+@dataclass
+class MSLLoss:
+    """Terms of one MSL step, kept for logging; ``total`` is what is back-propagated."""
+
+    total: torch.Tensor
+    clean_bce: torch.Tensor
+    masked_bce: torch.Tensor
+    consistency: torch.Tensor
+
+
+def msl_loss(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, holes: torch.Tensor,
+             weights: tuple[float, float, float] = MSL_WEIGHTS) -> MSLLoss:
+    """The same network on the clean and the masked image; nothing detached (SPEC §1).
+
+    ``images`` are already normalised; ``holes`` (B, H, W) is 1 where the image is hidden, so the
+    masked copy is ``images * (1 - holes)``. Targets are 0/1 (a VOC 0 "ignored" is not used in training).
+    """
+    clean = model(images)
+    masked = model(apply_mask(images, holes))
+    l1 = F.binary_cross_entropy_with_logits(clean, targets)
+    l2 = F.binary_cross_entropy_with_logits(masked, targets)
+    l3 = F.mse_loss(torch.sigmoid(clean), torch.sigmoid(masked))
+    w1, w2, w3 = weights
+    return MSLLoss(w1 * l1 + w2 * l2 + w3 * l3, l1, l2, l3)
+
+
+def size_weights(label_map: np.ndarray, tau: float = 5.0, ignore_index: int = 255, background: int = 0) -> np.ndarray:
+    """L_sw pixel weights for one (H, W) label map: ``min(tau, N_fg / |C|)`` per 8-connected component.
+
+    Background pixels weigh 1; ignored pixels weigh 0 so they drop out of ``sum(w * CE) / sum(w)``.
+    """
+    label_map = np.asarray(label_map)
+    weights = np.ones(label_map.shape, dtype=np.float32)
+    weights[label_map == ignore_index] = 0.0
+    foreground = (label_map != background) & (label_map != ignore_index)
+    n_fg = int(foreground.sum())
+    if n_fg == 0:
+        return weights
+    for cls in np.unique(label_map[foreground]):
+        components, count = ndimage.label(label_map == cls, structure=EIGHT_CONNECTED)
+        sizes = np.bincount(components.ravel(), minlength=count + 1).astype(np.float64)
+        per_component = np.minimum(tau, n_fg / np.maximum(sizes, 1.0))
+        mask = components > 0
+        weights[mask] = per_component[components[mask]]
+    return weights
+
+
+def batch_size_weights(labels: torch.Tensor, tau: float = 5.0, ignore_index: int = 255) -> torch.Tensor:
+    """``size_weights`` for a (B, H, W) batch of label maps, as a float tensor on the labels' device."""
+    maps = labels.detach().cpu().numpy()
+    stacked = np.stack([size_weights(m, tau, ignore_index) for m in maps])
+    return torch.from_numpy(stacked).to(labels.device)
+
+
+def size_balanced_ce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
+                     ignore_index: int = 255) -> torch.Tensor:
+    """``sum(w * CE) / sum(w)`` over valid pixels (L_sw, SPEC §2)."""
+    ce = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="none")
+    weights = weights * (labels != ignore_index)
+    return (weights * ce).sum() / weights.sum().clamp_min(1e-12)
+
+
+class EWC:
+    """Elastic weight consolidation: ``lam * sum F_i (theta_i - theta*_i)^2`` (SPEC §2).
+
+    During the CE phase, call ``accumulate(model)`` after each backward to keep a running mean of
+    squared gradients; ``consolidate(model)`` at the switch freezes theta* and F (each tensor of F
+    normalised to [0, 1] by its maximum). ``penalty(model)`` is then added to the loss.
+    """
+
+    def __init__(self, lam: float = 500.0) -> None:
+        self.lam = lam
+        self.steps = 0
+        self.squared_grads: dict[str, torch.Tensor] = {}
+        self.fisher: dict[str, torch.Tensor] = {}
+        self.anchor: dict[str, torch.Tensor] = {}
+
+    def accumulate(self, model: nn.Module) -> None:
+        """Fold the current gradients into the running mean of squared gradients."""
+        self.steps += 1
+        for name, p in model.named_parameters():
+            if p.grad is None:
+                continue
+            g2 = p.grad.detach() ** 2
+            if name not in self.squared_grads:
+                self.squared_grads[name] = g2.clone()
+            else:
+                self.squared_grads[name] += (g2 - self.squared_grads[name]) / self.steps
+
+    def consolidate(self, model: nn.Module) -> None:
+        """Freeze theta* = current parameters and F = per-tensor max-normalised squared-gradient mean."""
+        if not self.squared_grads:
+            raise ValueError("EWC.consolidate: no gradients accumulated before the switch")
+        self.fisher = {n: g / g.max() if g.max() > 0 else torch.zeros_like(g) for n, g in self.squared_grads.items()}
+        self.anchor = {n: p.detach().clone() for n, p in model.named_parameters() if n in self.fisher}
+
+    @property
+    def active(self) -> bool:
+        """True once consolidated."""
+        return bool(self.fisher)
+
+    def penalty(self, model: nn.Module) -> torch.Tensor:
+        """The EWC term for the model's current parameters (zero before ``consolidate``)."""
+        params = dict(model.named_parameters())
+        device = next(model.parameters()).device
+        total = torch.zeros((), device=device)
+        for name, fisher in self.fisher.items():
+            total = total + (fisher * (params[name] - self.anchor[name]) ** 2).sum()
+        return self.lam * total

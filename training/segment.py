@@ -1,0 +1,152 @@
+"""Train a segmenter with plain CE (``--loss ce``) or CE then L_sw + EWC (``--loss sb``), SPEC §2.
+
+    python -m training segment --data data/embedded --preset deeplabv2-r18 --loss sb --out runs/sb
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+import models
+from robustness.metrics import SegmentationMetrics
+from training.classify import normalise
+from training.common import append_log, lr_factor, make_sgd, save_checkpoint, seed_everything, set_lr
+from training.data import segmentation_datasets
+from training.objectives import EWC, batch_size_weights, size_balanced_ce
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset, num_classes: int) -> dict[str, Any]:
+    """mIoU and IA-mIoU (S/M/L) at the label maps' original resolution."""
+    model.eval()
+    metrics = SegmentationMetrics(num_classes)
+    for image, class_map, instance_map in dataset:
+        logits = model(normalise(image[None], model.preset))
+        if logits.shape[-2:] != class_map.shape[-2:]:
+            logits = F.interpolate(logits, size=tuple(class_map.shape[-2:]), mode="bilinear", align_corners=False)
+        metrics.update(logits.argmax(1)[0].numpy(), np.asarray(class_map), np.asarray(instance_map))
+    result = metrics.compute()
+    return {k: float(result[k]) for k in ("mIoU", "IA-mIoU", "IA_S", "IA_M", "IA_L")}
+
+
+def segmentation_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, use_sb: bool,
+                      tau: float, ewc: EWC | None) -> tuple[torch.Tensor, dict[str, float]]:
+    """CE, or (after the switch) size-weighted CE plus the EWC penalty."""
+    logits = model(images)
+    if not use_sb:
+        loss = F.cross_entropy(logits, labels, ignore_index=255)
+        return loss, {"ce": loss.item()}
+    loss = size_balanced_ce(logits, labels, batch_size_weights(labels, tau))
+    terms = {"sw": loss.item()}
+    if ewc is not None and ewc.active:
+        penalty = ewc.penalty(model)
+        loss = loss + penalty
+        terms["ewc"] = penalty.item()
+    return loss, terms
+
+
+def save_switch_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int,
+                      ewc: EWC) -> None:
+    """Everything needed to continue from the switch: weights, optimiser, step and the Fisher statistics."""
+    save_checkpoint(path, model, step=step, optimizer=optimizer.state_dict(),
+                    ewc={"steps": ewc.steps, "squared_grads": ewc.squared_grads})
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    """Iteration-based training: CE until the switch (Fisher accumulated), then CE or L_sw + EWC.
+
+    Both losses share the CE phase, so ``--start-from OUT/switch.pth`` lets a second run skip it.
+    At the switch the learning rate drops by ``--finetune-lr-factor`` for both losses: with EWC's
+    curvature ``2 * lambda * F`` (F up to 1), SGD with momentum is stable only for
+    ``lr * 2 * lambda < 2 * (1 + momentum)``.
+    """
+    seed_everything(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    size = args.image_size or models.get_preset(args.preset).image_size
+    train_set, test_set, class_names = segmentation_datasets(args.data, size, limit=args.limit)
+    model = models.create_model(args.preset, class_names=class_names, image_size=args.image_size)
+    optimizer = make_sgd(model, args.lr)
+    switch = args.switch_iter if args.switch_iter is not None else args.iters // 2
+    if not 0 < switch <= args.iters:
+        raise ValueError(f"--switch-iter {switch} must lie in 1..{args.iters}")
+    ewc = EWC(args.ewc_lambda)
+    first = 0
+    if args.start_from:
+        state = torch.load(args.start_from, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        ewc.steps, ewc.squared_grads = state["ewc"]["steps"], state["ewc"]["squared_grads"]
+        first = state["step"]
+    loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=True,
+                        num_workers=args.workers, generator=torch.Generator().manual_seed(args.seed + first))
+    batches = itertools.chain.from_iterable(itertools.repeat(loader))
+    started = time.perf_counter()
+    model.train()
+    metrics: dict[str, Any] = {}
+    bar = tqdm(range(first, args.iters), desc=f"segment [{args.loss}]", initial=first, total=args.iters)
+    for step in bar:
+        if step == switch:
+            save_switch_state(out / "switch.pth", model, optimizer, step, ewc)
+            if args.loss == "sb" and args.ewc_lambda > 0:
+                ewc.consolidate(model)
+        factor = lr_factor(step, args.warmup_iters, []) * (args.finetune_lr_factor if step >= switch else 1.0)
+        set_lr(optimizer, factor)
+        images, labels, _ = next(batches)
+        use_sb = args.loss == "sb" and step >= switch
+        loss, terms = segmentation_loss(model, normalise(images, model.preset), labels.long(), use_sb, args.tau,
+                                        ewc if use_sb else None)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if switch - args.fisher_iters <= step < switch:
+            ewc.accumulate(model)
+        optimizer.step()
+        bar.set_postfix(loss=f"{loss.item():.4f}", phase="sb" if use_sb else "ce")
+        if (step + 1) % args.eval_every == 0 or step + 1 == args.iters:
+            metrics = evaluate(model, test_set, len(class_names))
+            model.train()
+            append_log(out / "log.json", {"iter": step + 1, "loss": args.loss, "phase": "sb" if use_sb else "ce",
+                                          "train": terms, **metrics,
+                                          "seconds": round(time.perf_counter() - started, 1)})
+            tqdm.write(f"iter {step + 1}: mIoU {metrics['mIoU']:.3f}, IA-mIoU {metrics['IA-mIoU']:.3f}, "
+                       f"IA_S {metrics['IA_S']:.3f}")
+    save_checkpoint(out / "final.pth", model, iters=args.iters, loss=args.loss, metrics=metrics)
+    return {"metrics": metrics, "checkpoint": str(out / "final.pth"), "log": str(out / "log.json")}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``python -m training segment``."""
+    parser.add_argument("--data", required=True, help="VOC-style folder with SegmentationClass/Object")
+    parser.add_argument("--preset", default="deeplabv2-r18", help="segmenter preset (default deeplabv2-r18)")
+    parser.add_argument("--loss", choices=("ce", "sb"), default="sb", help="plain CE, or CE then L_sw + EWC")
+    parser.add_argument("--iters", type=int, default=1200)
+    parser.add_argument("--switch-iter", type=int, help="CE -> L_sb switch (default: half of --iters)")
+    parser.add_argument("--fisher-iters", type=int, default=100, help="CE iterations averaged into the Fisher")
+    parser.add_argument("--tau", type=float, default=5.0, help="size-weight cap")
+    parser.add_argument("--ewc-lambda", type=float, default=500.0, help="EWC strength (0 disables)")
+    parser.add_argument("--image-size", type=int, help="training crop size (default: the preset's)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=0.01, help="backbone rate; the head gets 10x")
+    parser.add_argument("--warmup-iters", type=int, default=50)
+    parser.add_argument("--finetune-lr-factor", type=float, default=0.01,
+                        help="learning-rate factor after the switch, for both losses (EWC stability, see docs)")
+    parser.add_argument("--start-from", help="continue from a switch.pth written by a run with the same settings")
+    parser.add_argument("--eval-every", type=int, default=300)
+    parser.add_argument("--limit", type=int, help="use only the first N training images")
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--threads", type=int, help="torch intra-op threads")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True, help="output folder (final.pth, log.json)")
