@@ -154,3 +154,24 @@ def test_manifest_json_is_the_source_of_truth_for_classes(r18_store: Path) -> No
     data = json.loads((r18_store / "r18" / "1" / "manifest.json").read_text())
     assert data["class_names"] == list(models.get_preset("resnet18-csra-128").class_names)
     assert shutil.which("java") is not None  # TorchServe needs it; the .mar test below relies on it
+
+
+def test_deeplabv2_r18_exports_pixel_logits_at_any_size(tmp_path: Path) -> None:
+    ckpt = save_random("deeplabv2-r18", tmp_path / "seg.pth", seed=5)
+    manifest = export_entry(resolve_source(ckpt, "deeplabv2-r18", image_size=96), "seg", "1", tmp_path / "store",
+                            formats=("onnx", "torchscript", "triton"), progress=False)
+    assert manifest.task == "segmentation" and manifest.output["kind"] == "pixel_logits"
+    assert manifest.class_names[0] == "background" and len(manifest.class_names) == 11
+    sizes = {tuple(c["input"][2:]) for c in manifest.data["parity"]["checks"]}
+    assert len(sizes) >= 3
+    session = ort.InferenceSession(str(manifest.artifact("model.onnx")), providers=["CPUExecutionProvider"])
+    model = models.load_checkpoint(models.create_model("deeplabv2-r18"), ckpt).eval()
+    x = torch.rand(2, 3, 72, 136)
+    out = session.run(None, {"images": x.numpy()})[0]
+    assert out.shape == (2, 11, 72, 136)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    np.testing.assert_allclose(out, expected, atol=1e-3 * max(1.0, float(np.abs(expected).max())))
+    assert (out.argmax(1) == expected.argmax(1)).mean() > 0.999
+    config = (tmp_path / "store" / "triton" / "seg" / "config.pbtxt").read_text()
+    assert "dims: [ 3, -1, -1 ]" in config and "dims: [ 11, -1, -1 ]" in config
