@@ -1,0 +1,365 @@
+"""``python -m loadtests.bench_server``: server requests/s against raw ONNX Runtime images/s, same model, one run.
+
+1. Raw ONNX Runtime at saturation: an in-process loop over batches of ``--max-batch`` images, with the
+   same session options the server uses. This is the ceiling.
+2. The server (`python -m server`, a subprocess on a free 127.0.0.1 port) at saturation: ``--concurrency``
+   clients keep requests in flight, each POSTing a JPEG to /predict. Two load generators: ``socket`` (a
+   hand-written keep-alive HTTP/1.1 client that costs almost no CPU) and ``httpx`` (httpx.AsyncClient).
+
+The machine is shared, so the two are measured in alternating windows (``--rounds`` pairs) and each
+ratio is taken within a pair; the table shows medians. CPU seconds per image are measured too: they do
+not depend on what else the machine runs. The goal is a ratio of 0.9 or more. With ``--output`` the
+figures are written to a Markdown file together with the command and the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import os
+import platform
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+from tqdm import tqdm
+
+from export.store import entry_dir, load_manifest
+from server.runtimes import cpu_session_options
+from server.settings import available_cores
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Work done in a timed window."""
+
+    count: int
+    seconds: float
+    errors: int = 0
+    client_cpu: float = 0.0  # load-generator CPU seconds spent in the window
+    server_cpu: float = 0.0  # server process CPU seconds spent in the window
+
+    @property
+    def rate(self) -> float:
+        """Items per second."""
+        return self.count / self.seconds
+
+
+def build_store(preset: str, name: str, folder: Path) -> Path:
+    """Export a randomly initialised preset into a fresh store (the benchmark needs speed, not accuracy)."""
+    import torch
+
+    import models
+    from export.pipeline import export_entry
+    from export.source import resolve_source
+
+    torch.manual_seed(0)
+    checkpoint = folder / f"{name}.pth"
+    torch.save(models.create_model(preset).state_dict(), checkpoint)
+    store = folder / "model_store"
+    export_entry(resolve_source(checkpoint, preset), name, "1", store, formats=("onnx",))
+    return store
+
+
+def raw_session(model_path: Path, batch: int, size: tuple[int, int], threads: int):
+    """An ONNX Runtime session with the server's options, warmed up, and its input batch."""
+    session = ort.InferenceSession(str(model_path), sess_options=cpu_session_options(threads),
+                                   providers=["CPUExecutionProvider"])
+    images = np.random.default_rng(0).random((batch, 3, *size), dtype=np.float32)
+    for _ in range(3):
+        session.run(None, {"images": images})
+    return session, images
+
+
+def raw_onnxruntime(session, images: np.ndarray, seconds: float) -> Throughput:
+    """Images/s of an in-process loop over full batches (``server_cpu`` holds this process's CPU time)."""
+    done, start, cpu_start = 0, time.perf_counter(), time.process_time()
+    while time.perf_counter() - start < seconds:
+        session.run(None, {"images": images})
+        done += len(images)
+    return Throughput(done, time.perf_counter() - start, server_cpu=time.process_time() - cpu_start)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(store: Path, name: str, port: int, flags: list[str]) -> subprocess.Popen:
+    """Launch `python -m server` for one model and wait for /ready."""
+    command = [sys.executable, "-m", "server", "--store", str(store), "--models", name, "--port", str(port),
+               *flags]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with code {process.returncode}: {' '.join(command)}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
+                return process
+        time.sleep(0.2)
+    stop_server(process)
+    raise RuntimeError("server not ready after 120 s")
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    """SIGTERM by pid, SIGKILL if it lingers."""
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+CONTENT_LENGTH = re.compile(rb"content-length: *(\d+)", re.IGNORECASE)
+
+
+async def _httpx_worker(url: str, payload: bytes, concurrency: int):
+    """A request function backed by one shared httpx.AsyncClient (connection pool of ``concurrency``)."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    client = httpx.AsyncClient(base_url=url, limits=limits, timeout=60)
+    headers = {"Content-Type": "image/jpeg"}
+
+    async def call() -> int:
+        return (await client.post("/predict", content=payload, headers=headers)).status_code
+
+    return call, client.aclose
+
+
+async def _socket_worker(url: str, payload: bytes) -> tuple:
+    """A request function over one keep-alive HTTP/1.1 connection written by hand (a near-free client)."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    request = (b"POST /predict HTTP/1.1\r\nHost: bench\r\nContent-Type: image/jpeg\r\n"
+               b"Content-Length: %d\r\n\r\n" % len(payload)) + payload
+
+    async def call() -> int:
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(int(CONTENT_LENGTH.search(head).group(1)))
+        return int(head[9:12])
+
+    async def close() -> None:
+        writer.close()
+
+    return call, close
+
+
+async def saturate(url: str, payload: bytes, concurrency: int, warmup: float, seconds: float,
+                   client: str, server_pid: int) -> Throughput:
+    """Keep ``concurrency`` requests in flight; count answers completed inside the timed window."""
+    counts = {"ok": 0, "errors": 0}
+    if client == "httpx":
+        call, close = await _httpx_worker(url, payload, concurrency)
+        calls, closers = [call] * concurrency, [close]
+    else:
+        pairs = [await _socket_worker(url, payload) for _ in range(concurrency)]
+        calls, closers = [c for c, _ in pairs], [c for _, c in pairs]
+    start = time.perf_counter()
+    window_start, window_end = start + warmup, start + warmup + seconds
+    cpu = {"client": 0.0, "server": 0.0}
+
+    async def worker(call) -> None:
+        while time.perf_counter() < window_end:
+            status = await call()
+            now = time.perf_counter()
+            if window_start <= now < window_end:
+                counts["ok" if status == 200 else "errors"] += 1
+
+    async def clock() -> None:
+        await asyncio.sleep(warmup)
+        client_start, server_start = time.process_time(), process_cpu_seconds(server_pid)
+        await asyncio.sleep(seconds)
+        cpu["client"] = time.process_time() - client_start
+        cpu["server"] = process_cpu_seconds(server_pid) - server_start
+
+    await asyncio.gather(clock(), *(worker(call) for call in calls))
+    for close in closers:
+        await close()
+    return Throughput(counts["ok"], seconds, counts["errors"], client_cpu=cpu["client"], server_cpu=cpu["server"])
+
+
+def jpeg_payload(width: int, height: int) -> bytes:
+    """A deterministic JPEG of the given size."""
+    rng = np.random.default_rng(0)
+    coarse = rng.integers(0, 256, (max(2, height // 16), max(2, width // 16), 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(coarse).resize((width, height), Image.BILINEAR).save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'WxH' -> (width, height)."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"image size {text!r} must look like 224x224") from None
+    return width, height
+
+
+@dataclass(frozen=True)
+class Round:
+    """One raw window followed by one server window."""
+
+    raw: Throughput
+    served: Throughput
+
+    @property
+    def ratio(self) -> float:
+        """Server requests/s over raw images/s."""
+        return self.served.rate / self.raw.rate
+
+    @property
+    def raw_cpu_ms(self) -> float:
+        """CPU milliseconds per image, raw loop."""
+        return 1000 * self.raw.server_cpu / self.raw.count
+
+    @property
+    def served_cpu_ms(self) -> tuple[float, float]:
+        """CPU milliseconds per request: (server, load generator)."""
+        count = max(self.served.count, 1)
+        return 1000 * self.served.server_cpu / count, 1000 * self.served.client_cpu / count
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """A payload, a load generator and a number of requests in flight, with its rounds."""
+
+    payload: tuple[int, int]
+    client: str
+    concurrency: int
+    rounds: list[Round]
+
+    def median(self, values) -> float:
+        """Median of a list of numbers."""
+        return float(np.median(list(values)))
+
+
+def markdown(args: argparse.Namespace, size: tuple[int, int], configurations: list[Configuration],
+             command: str) -> str:
+    """The benchmark section for docs."""
+    lines = [
+        "## Server against raw ONNX Runtime (`loadtests/bench_server.py`)",
+        "",
+        "Goal (issue 6): server requests/s at saturation >= 0.9 x raw ONNX Runtime images/s on the same model.",
+        "",
+        "Command:",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        f"Machine: {platform.machine()}, {available_cores()} cores available (shared with other jobs), Python "
+        f"{platform.python_version()}, onnxruntime {ort.__version__}. Model `{args.preset}` (random weights) at "
+        f"{size[0]}x{size[1]}, CPUExecutionProvider, {available_cores()} intra-op threads. Raw: an in-process "
+        f"loop over batches of {args.max_batch}. Server: `--max-batch {args.max_batch} --max-delay-ms "
+        f"{args.max_delay_ms:g} --workers {args.workers}`, default logging (one JSON line per request). "
+        f"{args.rounds} rounds per row, each a {args.seconds:g} s raw window then a {args.seconds:g} s server "
+        f"window (after {args.warmup:g} s of untimed load); the throughput ratio is taken within each round "
+        "and the table shows medians. The load generator shares the two cores with the server: `socket` is "
+        "a hand-written keep-alive HTTP/1.1 client (about 0.1 ms of CPU per request), `httpx` is "
+        "httpx.AsyncClient (about 1.5 ms per request, taken from the server's CPU). The last column compares "
+        "CPU time: raw CPU ms per image over server + client CPU ms per request, which does not depend on "
+        "what else runs on the machine.",
+        "",
+        "| payload | client | in flight | raw images/s | server requests/s | ratio | CPU ms raw / server + client "
+        "| CPU ratio |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in configurations:
+        width, height = c.payload
+        raw_cpu = c.median(r.raw_cpu_ms for r in c.rounds)
+        server_cpu = c.median(r.served_cpu_ms[0] for r in c.rounds)
+        client_cpu = c.median(r.served_cpu_ms[1] for r in c.rounds)
+        errors = sum(r.served.errors for r in c.rounds)
+        lines.append(
+            f"| {width}x{height} JPEG | {c.client} | {c.concurrency} | {c.median(r.raw.rate for r in c.rounds):.1f} "
+            f"| {c.median(r.served.rate for r in c.rounds):.1f}{f' ({errors} errors)' if errors else ''} "
+            f"| {c.median(r.ratio for r in c.rounds):.2f} | {raw_cpu:.1f} / {server_cpu:.1f} + {client_cpu:.1f} "
+            f"| {raw_cpu / (server_cpu + client_cpu):.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run both measurements and print (optionally write) the comparison."""
+    parser = argparse.ArgumentParser(prog="python -m loadtests.bench_server", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="resnet18-csra", help="model preset to export with random weights")
+    parser.add_argument("--store", type=Path, help="use this store instead of exporting (with --model)")
+    parser.add_argument("--model", default="bench", help="model name in the store")
+    parser.add_argument("--seconds", type=float, default=8.0, help="timed window (raw and server, per round)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="untimed load before each server window")
+    parser.add_argument("--rounds", type=int, default=3, help="raw/server window pairs per row")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[16], help="requests in flight")
+    parser.add_argument("--clients", nargs="+", choices=["socket", "httpx"], default=["socket", "httpx"],
+                        help="load generators to use")
+    parser.add_argument("--payload", type=parse_size, nargs="+", default=[(224, 224), (640, 480)],
+                        help="JPEG sizes to POST, e.g. 224x224 640x480")
+    parser.add_argument("--max-batch", type=int, default=8)
+    parser.add_argument("--max-delay-ms", type=float, default=5.0)
+    parser.add_argument("--workers", type=int, default=1, help="server --workers (concurrent batches)")
+    parser.add_argument("--output", type=Path, help="write the Markdown section here")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
+        store = args.store or build_store(args.preset, args.model, Path(tmp))
+        manifest = load_manifest(entry_dir(store, args.model))
+        size = tuple(int(v) for v in manifest.input["size"])
+        session, images = raw_session(manifest.artifact("model.onnx"), args.max_batch, size, available_cores())
+        port = free_port()
+        flags = ["--max-batch", str(args.max_batch), "--max-delay-ms", str(args.max_delay_ms),
+                 "--workers", str(args.workers), "--queue-size", str(4 * max(args.concurrency))]
+        process = start_server(store, args.model, port, flags)
+        plan = [(p, c, n) for p in args.payload for c in args.clients for n in args.concurrency]
+        configurations = []
+        try:
+            with tqdm(total=len(plan) * args.rounds, desc="bench rounds", unit="round") as bar:
+                for payload_size, client, concurrency in plan:
+                    payload = jpeg_payload(*payload_size)
+                    rounds = []
+                    for _ in range(args.rounds):
+                        raw = raw_onnxruntime(session, images, args.seconds)
+                        served = asyncio.run(saturate(f"http://127.0.0.1:{port}", payload, concurrency,
+                                                      args.warmup, args.seconds, client, process.pid))
+                        rounds.append(Round(raw, served))
+                        bar.update()
+                        bar.write(f"{payload_size[0]}x{payload_size[1]} {client} x{concurrency}: raw "
+                                  f"{raw.rate:.1f} images/s, server {served.rate:.1f} requests/s, "
+                                  f"ratio {rounds[-1].ratio:.2f}")
+                    configurations.append(Configuration(payload_size, client, concurrency, rounds))
+        finally:
+            stop_server(process)
+    command = "python -m loadtests.bench_server " + " ".join(sys.argv[1:] if argv is None else argv)
+    text = markdown(args, (size[1], size[0]), configurations, command.strip())
+    print(text)
+    if args.output:
+        args.output.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""``python -m server --store model_store``: serve the store's models with uvicorn."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import uvicorn
+
+from server.logs import configure_logging
+from server.main import create_app
+from server.settings import parse_settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse flags and env vars, check the store, then serve until interrupted; one-line errors, exit 2."""
+    try:
+        settings = parse_settings(argv)
+        configure_logging(settings.log_level)
+        app = create_app(settings, show_banner=True)
+    except (ValueError, OSError) as exc:  # ManifestError is a ValueError
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
+                timeout_graceful_shutdown=5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Structured logs: every record is one JSON line; each request adds one ``server.access`` line."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import sys
+from typing import Any
+
+from starlette.requests import Request
+
+ACCESS_LOGGER = "server.access"
+SCOPE_KEY = "server.log"  # per-request fields that routes add (model, batch size...) for the access line
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats a record as one JSON object; ``extra={"fields": {...}}`` is merged in."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The JSON line for one record."""
+        line: dict[str, Any] = {
+            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            line.update(fields)
+        else:
+            line["msg"] = record.getMessage()
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def configure_logging(level: str = "info") -> None:
+    """Send every logger (ours and uvicorn's) to stderr as JSON lines."""
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        raise ValueError(f"log level {level!r} must be one of debug, info, warning, error")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(numeric)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+    logging.getLogger("uvicorn.access").disabled = True  # replaced by our one line per request
+
+
+def annotate(request: Request, **fields: Any) -> None:
+    """Add fields (model, batch_size, ...) to this request's access-log line."""
+    request.scope.setdefault(SCOPE_KEY, {}).update(fields)

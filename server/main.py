@@ -1,0 +1,65 @@
+"""Build the FastAPI app: one settings object, one model registry, one router per resource."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+from fastapi import FastAPI
+
+from server.banner import banner
+from server.dependencies import ServerContext
+from server.errors import register_error_handlers
+from server.metrics import ServerMetrics
+from server.middleware import BodyLimitMiddleware, RequestLogMiddleware
+from server.registry import ModelRegistry, read_store
+from server.routes import predict, robustness, segment, status, v2
+from server.settings import Settings
+
+log = logging.getLogger("server")
+
+DESCRIPTION = """Multi-label recognition (`/predict`), segmentation (`/segment`) and occlusion robustness
+(`/robustness`) for models exported to the model store, with dynamic batching on ONNX Runtime, the
+KServe v2 protocol under `/v2`, and Prometheus metrics at `/metrics`. Every error is
+`{"error": code, "detail": text}`."""
+
+
+def create_app(settings: Settings, registry: ModelRegistry | None = None, show_banner: bool = False) -> FastAPI:
+    """The app for these settings; reads and verifies the store now, loads and warms models after start-up."""
+    metrics = ServerMetrics()
+    registry = registry or ModelRegistry(read_store(settings), settings, metrics)
+    registry.metrics = metrics
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async def load() -> None:
+            await registry.load()
+            if registry.ready:
+                log.info("all models ready")
+            if show_banner:
+                providers = {name: r.backend.provider for name, r in registry.runners.items()}
+                print(banner(settings, registry.manifests, providers), flush=True)
+
+        loading = asyncio.create_task(load(), name="load-models")
+        try:
+            yield
+        finally:
+            loading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loading
+            await registry.close()
+            decode_pool.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="occlusion-serve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
+    app.state.context = ServerContext(settings, registry, metrics, decode_pool)
+    register_error_handlers(app)
+    for router in (status.router, status.protected, predict.router, segment.router, robustness.router,
+                   v2.router, v2.models):
+        app.include_router(router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestLogMiddleware, metrics=metrics)  # outermost: sees every response, 413s included
+    return app

@@ -1,0 +1,49 @@
+"""Prometheus metrics, in a registry owned by one app (two apps in one process never share counters)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128)
+
+
+class ServerMetrics:
+    """Request counts and latency per route, and per model: queue depth, batch sizes, inference time."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("requests", "HTTP requests by route template and status code",
+                                ["route", "status"], registry=self.registry)
+        self.latency = Histogram("request_latency_seconds", "Time from request start to response end",
+                                 ["route"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.queue_depth = Gauge("queue_depth", "Requests waiting in a model's batching queue",
+                                 ["model"], registry=self.registry)
+        self.batch_size = Histogram("batch_size", "Images per inference batch", ["model"],
+                                    buckets=BATCH_BUCKETS, registry=self.registry)
+        self.inference = Histogram("inference_seconds", "Wall time of one batch inference", ["model"],
+                                   buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.rejected = Counter("rejected_requests", "Requests refused by a model queue (queue_full, deadline)",
+                                ["model", "reason"], registry=self.registry)
+
+    def observe_request(self, route: str, status: int, seconds: float) -> None:
+        """Count one finished HTTP request."""
+        self.requests.labels(route=route, status=str(status)).inc()
+        self.latency.labels(route=route).observe(seconds)
+
+    def observe_batch(self, model: str, size: int, seconds: float) -> None:
+        """Record one batch run by a model."""
+        self.batch_size.labels(model=model).observe(size)
+        self.inference.labels(model=model).observe(seconds)
+
+    def set_queue_depth(self, model: str, depth: int) -> None:
+        """Current number of requests waiting for a model."""
+        self.queue_depth.labels(model=model).set(depth)
+
+    def count_rejection(self, model: str, reason: str) -> None:
+        """A request refused by a model's queue."""
+        self.rejected.labels(model=model, reason=reason).inc()
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)

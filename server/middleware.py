@@ -1,0 +1,104 @@
+"""Pure ASGI middleware: the streaming upload limit, and one log line plus metrics per request."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from server.errors import ApiError, error_response
+from server.logs import ACCESS_LOGGER, SCOPE_KEY
+from server.metrics import ServerMetrics
+
+access_log = logging.getLogger(ACCESS_LOGGER)
+START_KEY = "server.start"  # time.monotonic() at arrival; deadlines count from it
+
+
+def too_large(limit: int, seen: str) -> ApiError:
+    """The 413 error for a body over the upload limit."""
+    return ApiError(413, "payload_too_large",
+                    f"the request body is {seen}; the limit is {limit:,} bytes (--max-body-bytes)")
+
+
+class BodyLimitMiddleware:
+    """Refuse bodies over ``max_bytes``: at once if Content-Length says so, else as soon as the stream passes it."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Wrap ``receive`` so that reading past the limit raises a 413 ApiError."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            error = too_large(self.max_bytes, f"{int(declared):,} bytes (Content-Length)")
+            await error_response(413, error.code, str(error.detail), {"Connection": "close"})(scope, receive, send)
+            return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise too_large(self.max_bytes, f"over {self.max_bytes:,} bytes and still streaming")
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except ApiError as error:  # raised from receive outside any route (no handler saw it)
+            if started:
+                raise
+            await error_response(error.status_code, error.code, str(error.detail))(scope, receive, send)
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's path template (bounded label set for metrics), or 'unmatched'."""
+    route = scope.get("route")
+    return getattr(route, "path", None) or "unmatched"
+
+
+class RequestLogMiddleware:
+    """One JSON access line and the request metrics for every HTTP request, errors included."""
+
+    def __init__(self, app: ASGIApp, metrics: ServerMetrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Time the request, remember its status, then log and count it."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.monotonic()
+        scope[START_KEY] = start
+        fields: dict[str, Any] = {}
+        scope[SCOPE_KEY] = fields
+        status = 500
+
+        async def status_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, status_send)
+        finally:
+            duration = time.monotonic() - start
+            route = route_template(scope)
+            self.metrics.observe_request(route, status, duration)
+            if access_log.isEnabledFor(logging.INFO):
+                line = {"method": scope["method"], "path": scope["path"], "route": route, "status": status,
+                        "duration_ms": round(duration * 1000, 2), **fields}
+                access_log.info("request", extra={"fields": line})

@@ -1,0 +1,107 @@
+"""Model outputs -> answers: sigmoid labels for classifiers; class maps, PNGs and region statistics for segmenters."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+from scipy.special import expit
+
+from robustness.metrics import size_bucket
+
+DIGITS = 6  # scores are rounded so that JSON answers are stable and short
+EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+PNG_COMPRESSION = 3
+
+
+def voc_palette() -> np.ndarray:
+    """The standard PASCAL VOC colour map as (256, 3) uint8: class 0 black, 1 dark red, 2 dark green...
+
+    The same map as ``training.datasets.palette`` (a test checks it); written here so that the server does
+    not import the training package and, through it, torch.
+    """
+    index = np.arange(256)
+    palette = np.zeros((256, 3), dtype=np.int64)
+    for bit in range(8):
+        for channel in range(3):
+            palette[:, channel] |= ((index >> (3 * bit + channel)) & 1) << (7 - bit)
+    return palette.astype(np.uint8)
+
+
+VOC_PALETTE = voc_palette()
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Element-wise logistic function in float64 (no overflow warnings)."""
+    return expit(np.asarray(logits, dtype=np.float64))
+
+
+def labels_above(scores: np.ndarray, class_names: Sequence[str], threshold: float,
+                 top_k: int | None = None) -> list[dict[str, Any]]:
+    """``[{name, score}]`` of classes with score >= threshold, highest first, at most ``top_k``."""
+    order = np.argsort(-scores, kind="stable")
+    labels = [{"name": class_names[i], "score": round(float(scores[i]), DIGITS)} for i in order
+              if scores[i] >= threshold]
+    return labels if top_k is None else labels[:top_k]
+
+
+def score_table(scores: np.ndarray, class_names: Sequence[str]) -> dict[str, float]:
+    """Every class's score, in class order."""
+    return {name: round(float(s), DIGITS) for name, s in zip(class_names, scores, strict=True)}
+
+
+def class_map(logits: np.ndarray) -> np.ndarray:
+    """(C, H, W) pixel logits -> (H, W) uint8 class ids (argmax; softmax does not change it)."""
+    if logits.shape[0] > 256:
+        raise ValueError(f"{logits.shape[0]} classes do not fit a uint8 class map (at most 256)")
+    return np.argmax(logits, axis=0).astype(np.uint8)
+
+
+def resize_class_map(classes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of a uint8 class map to (width, height)."""
+    if (classes.shape[1], classes.shape[0]) == size:
+        return classes
+    return np.asarray(Image.fromarray(classes, mode="L").resize(size, Image.NEAREST))
+
+
+def palette_png(classes: np.ndarray) -> bytes:
+    """A palette PNG whose pixel values are the class ids (VOC colours)."""
+    image = Image.fromarray(classes, mode="L").convert("P")
+    image.putpalette(VOC_PALETTE.tobytes())
+    out = io.BytesIO()
+    image.save(out, format="PNG", compress_level=PNG_COMPRESSION)
+    return out.getvalue()
+
+
+def overlay_png(rgb: Image.Image, classes: np.ndarray, alpha: float) -> bytes:
+    """The class colours blended over the image with weight ``alpha``; class 0 (background) is left clear."""
+    pixels = np.asarray(rgb, dtype=np.float32)
+    colours = VOC_PALETTE[classes].astype(np.float32)
+    weight = np.where(classes[..., None] > 0, np.float32(alpha), np.float32(0.0))
+    blended = pixels * (1.0 - weight) + colours * weight
+    out = io.BytesIO()
+    Image.fromarray(np.clip(np.round(blended), 0, 255).astype(np.uint8), mode="RGB").save(
+        out, format="PNG", compress_level=PNG_COMPRESSION)
+    return out.getvalue()
+
+
+def region_statistics(classes: np.ndarray, class_names: Sequence[str]) -> list[dict[str, Any]]:
+    """Per class present: pixel area, area fraction and 8-connected instances counted by S/M/L size."""
+    counts = np.bincount(classes.ravel(), minlength=len(class_names))
+    total = classes.size
+    out = []
+    for cls in np.flatnonzero(counts).tolist():
+        blobs, n_blobs = ndimage.label(classes == cls, structure=EIGHT_CONNECTED)
+        areas = np.bincount(blobs.ravel(), minlength=n_blobs + 1)[1:]
+        buckets = {"S": 0, "M": 0, "L": 0}
+        for area in areas.tolist():
+            buckets[size_bucket(area)] += 1
+        name = class_names[cls] if cls < len(class_names) else f"class_{cls}"
+        out.append({"id": cls, "name": name, "pixels": int(counts[cls]),
+                    "fraction": round(float(counts[cls]) / total, DIGITS),
+                    "instances": {"count": int(n_blobs), **buckets}})
+    return out

@@ -1,0 +1,141 @@
+"""The served models: manifests read (and verified) at start, runners loaded and warmed in the background."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from export.store import Manifest, ManifestError, list_entries, load_manifest
+from server.errors import ApiError
+from server.metrics import ServerMetrics
+from server.runner import ModelRunner, RunnerConfig
+from server.settings import Settings
+
+log = logging.getLogger("server.registry")
+
+TASKS = ("classification", "segmentation")
+LOADING, READY, FAILED = "loading", "ready", "failed"
+
+
+def read_store(settings: Settings) -> dict[str, Manifest]:
+    """Verified manifests of the models to serve, by name; ManifestError or ValueError names the problem."""
+    manifests = {m.name: m for m in (load_manifest(entry) for entry in list_entries(settings.store))}
+    if not manifests:
+        raise ManifestError(f"{settings.store}: no exported models (build some with `python -m export`)")
+    if settings.models:
+        unknown = [name for name in settings.models if name not in manifests]
+        if unknown:
+            raise ValueError(f"--models names {', '.join(unknown)} not in {settings.store}; "
+                             f"available: {', '.join(manifests)}")
+        manifests = {name: manifests[name] for name in settings.models}
+    for manifest in manifests.values():
+        if manifest.task not in TASKS:
+            raise ManifestError(f"{manifest.path}: task {manifest.task!r} is not one of {', '.join(TASKS)}")
+    if settings.default_model is not None and settings.default_model not in manifests:
+        raise ValueError(f"--default-model {settings.default_model!r} is not served; available: {', '.join(manifests)}")
+    return manifests
+
+
+class ModelRegistry:
+    """Name -> manifest and runner, with per-model state: loading, ready or failed."""
+
+    def __init__(self, manifests: dict[str, Manifest], settings: Settings,
+                 metrics: ServerMetrics | None = None) -> None:
+        self.manifests, self.settings, self.metrics = manifests, settings, metrics
+        self.runners: dict[str, ModelRunner] = {}
+        self.states = dict.fromkeys(manifests, LOADING)
+        self.errors: dict[str, str] = {}
+        self.config = RunnerConfig(backend=settings.backend, providers=settings.providers, threads=settings.threads,
+                                   max_batch=settings.max_batch, max_delay_ms=settings.max_delay_ms,
+                                   queue_size=settings.queue_size, workers=settings.workers,
+                                   extra_latency_ms=settings.extra_latency_ms)
+
+    @property
+    def ready(self) -> bool:
+        """True when every model is loaded and warm."""
+        return all(state == READY for state in self.states.values())
+
+    def _build(self, manifest: Manifest) -> ModelRunner:
+        runner = ModelRunner(manifest, self.config, self.metrics)
+        runner.warmup()
+        return runner
+
+    async def load(self) -> None:
+        """Load and warm every model, one after the other, off the event loop."""
+        loop = asyncio.get_running_loop()
+        for name, manifest in self.manifests.items():
+            try:
+                runner = await loop.run_in_executor(None, self._build, manifest)
+            except Exception as exc:
+                self.states[name], self.errors[name] = FAILED, f"{type(exc).__name__}: {exc}"
+                log.error("model %s failed to load: %s", name, self.errors[name])
+                continue
+            runner.start()
+            self.runners[name] = runner
+            self.states[name] = READY
+            log.info("model %s ready on %s", name, runner.backend.provider)
+
+    async def close(self) -> None:
+        """Stop every runner."""
+        for runner in self.runners.values():
+            await runner.stop()
+
+    def default_for(self, tasks: tuple[str, ...]) -> str | None:
+        """The model used when a request names none: --default-model if its task fits, else the first that fits."""
+        default = self.settings.default_model
+        if default is not None and self.manifests[default].task in tasks:
+            return default
+        return next((name for name, m in self.manifests.items() if m.task in tasks), None)
+
+    def manifest(self, name: str) -> Manifest:
+        """The manifest of a served model, or 404 listing the served ones."""
+        if name not in self.manifests:
+            raise ApiError(404, "unknown_model",
+                           f"model {name!r} is not served; available: {', '.join(self.manifests)}")
+        return self.manifests[name]
+
+    def runner(self, name: str) -> ModelRunner:
+        """The runner of a served model; 503 while it loads, 500 if it failed."""
+        self.manifest(name)
+        state = self.states[name]
+        if state == LOADING:
+            raise ApiError(503, "model_loading", f"model {name!r} is still loading; retry shortly",
+                           headers={"Retry-After": "1"})
+        if state == FAILED:
+            raise ApiError(500, "model_failed", f"model {name!r} failed to load: {self.errors[name]}")
+        return self.runners[name]
+
+    def resolve(self, name: str | None, tasks: tuple[str, ...], endpoint: str) -> ModelRunner:
+        """The runner for ``model=`` (or the default), checking that its task is one the endpoint serves."""
+        if name is None:
+            name = self.default_for(tasks)
+            if name is None:
+                raise ApiError(404, "no_model_for_task", f"{endpoint} serves {' or '.join(tasks)} models; "
+                               f"none is served (available: {', '.join(self.manifests)})")
+        task = self.manifest(name).task
+        if task not in tasks:
+            fitting = [n for n, m in self.manifests.items() if m.task in tasks]
+            raise ApiError(400, "wrong_task", f"model {name!r} is a {task} model; {endpoint} serves "
+                           f"{' or '.join(tasks)} models ({', '.join(fitting) or 'none served'})")
+        return self.runner(name)
+
+    def describe(self, name: str) -> dict[str, Any]:
+        """One model's manifest facts, state and runtime, for /models."""
+        m = self.manifests[name]
+        out: dict[str, Any] = {
+            "name": m.name, "version": m.version, "task": m.task, "state": self.states[name],
+            "class_names": m.class_names, "threshold": m.threshold, "input": m.input, "output": m.output,
+            "architecture": m.data.get("architecture"), "precision": m.data.get("precision"),
+            "files": sorted(m.data["files"]),
+        }
+        if name in self.runners:
+            out.update(self.runners[name].describe())
+        else:
+            out.update({"backend": self.settings.backend, "provider": None, "providers": []})
+        out.setdefault("batching", {"max_batch": self.config.max_batch, "max_delay_ms": self.config.max_delay_ms,
+                                    "queue_size": self.config.queue_size, "workers": self.config.workers})
+        out["batching"]["timeout_ms"] = self.settings.timeout_ms
+        if name in self.errors:
+            out["error"] = self.errors[name]
+        return out

@@ -1,0 +1,1 @@
+"""One router per resource: status, predict, segment, robustness, KServe v2."""

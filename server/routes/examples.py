@@ -1,0 +1,94 @@
+"""Example bodies shown in the OpenAPI documentation (shapes of real answers from a 10-class demo model)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+TIMING = {"decode_ms": 1.21, "queue_ms": 0.35, "inference_ms": 11.8, "total_ms": 14.9, "batch_size": 1}
+
+PREDICT_EXAMPLE: dict[str, Any] = {
+    "model": "r18",
+    "labels": [{"name": "circle", "score": 0.912345}, {"name": "star", "score": 0.633}],
+    "threshold": 0.5,
+    "timing": TIMING,
+}
+
+SEGMENT_JSON_EXAMPLE: dict[str, Any] = {
+    "model": "seg",
+    "size": [480, 640],
+    "classes": [
+        {"id": 0, "name": "background", "pixels": 250000, "fraction": 0.813802,
+         "instances": {"count": 1, "S": 0, "M": 0, "L": 1}},
+        {"id": 3, "name": "star", "pixels": 57200, "fraction": 0.186198,
+         "instances": {"count": 3, "S": 1, "M": 1, "L": 1}},
+    ],
+    "timing": TIMING,
+}
+
+ROBUSTNESS_EXAMPLE: dict[str, Any] = {
+    "model": "r18", "task": "classification", "mask_ratio": {"spec": "high", "range": [0.5, 0.6]}, "n": 2, "seed": 0,
+    "threshold": 0.5,
+    "clean": {"labels": [{"name": "circle", "score": 0.91}], "scores": {"circle": 0.91, "square": 0.02}},
+    "hole_ratio": {"mean": 0.55, "min": 0.52, "max": 0.58},
+    "retention": {"circle": 0.5},
+    "mean_score_drop": 0.031, "mean_score_drop_positive": 0.27, "jaccard": 0.5, "flips": 1,
+    "masks": [
+        {"index": 0, "hole_ratio": 0.52, "labels": ["circle"], "jaccard": 1.0, "flips": 0, "score_drop": 0.01},
+        {"index": 1, "hole_ratio": 0.58, "labels": [], "jaccard": 0.0, "flips": 1, "score_drop": 0.05},
+    ],
+    "timing": {**TIMING, "batch_size": 3},
+}
+
+MODELS_EXAMPLE: dict[str, Any] = {
+    "models": [{
+        "name": "r18", "version": "1", "task": "classification", "state": "ready",
+        "class_names": ["circle", "square"], "threshold": 0.5,
+        "input": {"name": "images", "size": [128, 128], "mean": [0, 0, 0], "std": [1, 1, 1]},
+        "output": {"name": "logits", "kind": "class_logits"},
+        "backend": "onnx", "provider": "CPUExecutionProvider", "providers": ["CPUExecutionProvider"],
+        "batching": {"max_batch": 8, "max_delay_ms": 5.0, "queue_size": 64, "timeout_ms": 30000.0},
+    }],
+    "defaults": {"classification": "r18", "segmentation": None},
+}
+
+V2_METADATA: dict[str, Any] = {
+    "name": "r18", "versions": ["1"], "platform": "onnxruntime_onnx",
+    "inputs": [{"name": "images", "datatype": "FP32", "shape": [-1, 3, 128, 128]}],
+    "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}],
+}
+
+V2_INFER_REQUEST: dict[str, Any] = {
+    "id": "42",
+    "inputs": [{"name": "images", "shape": [1, 3, 128, 128], "datatype": "FP32",
+                "data": [0.5, 0.5, "... 49152 values in row-major order ..."]}],
+}
+
+V2_INFER_RESPONSE: dict[str, Any] = {
+    "model_name": "r18", "model_version": "1", "id": "42",
+    "outputs": [{"name": "logits", "datatype": "FP32", "shape": [1, 10], "data": [0.12, -1.3, 2.2, 0.0, 0.4,
+                                                                                   -0.7, 1.1, -2.0, 0.3, 0.9]}],
+}
+
+
+def _error(code: str, detail: str) -> dict[str, Any]:
+    return {"content": {"application/json": {"example": {"error": code, "detail": detail}}}}
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "empty body, bytes that are not an image, truncated image, or a model of the wrong task",
+          **_error("invalid_image", "the image data is truncated or corrupt: image file is truncated")},
+    401: {"description": "--api-key is set and the bearer token is missing or wrong",
+          **_error("missing_api_key", "this server requires 'Authorization: Bearer <key>'")},
+    404: {"description": "unknown model", **_error("unknown_model", "model 'x' is not served; available: r18, seg")},
+    413: {"description": "body over --max-body-bytes, or image over --max-pixels",
+          **_error("image_too_large", "the image declares 100000x100000 = 10,000,000,000 pixels; the limit is "
+                                      "40,000,000 (--max-pixels)")},
+    415: {"description": "neither multipart nor image/*",
+          **_error("unsupported_media_type", "Content-Type 'text/plain' is not accepted")},
+    422: {"description": "bad query parameter (the detail lists the allowed values)",
+          **_error("invalid_parameter", "format: Input should be 'png', 'json' or 'overlay' (got 'gif') "
+                                        "(allowed: 'png', 'json' or 'overlay')")},
+    503: {"description": "the model's queue is full (see Retry-After) or the model is still loading",
+          **_error("queue_full", "model 'r18' has 64 requests waiting; retry later")},
+    504: {"description": "no answer within --timeout-ms", **_error("deadline_exceeded", "no answer within 30000 ms")},
+}

@@ -1,0 +1,89 @@
+"""KServe v2 / Open Inference Protocol over HTTP: health, server and model metadata, infer (FP32 tensors)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import JSONResponse, Response
+
+from server.dependencies import ContextDep, RegistryDep, SettingsDep, require_api_key
+from server.errors import ApiError
+from server.inference import run_model
+from server.kserve import HEADER_LENGTH, infer_response, model_metadata, parse_infer_request
+from server.registry import ModelRegistry
+from server.routes.examples import V2_INFER_REQUEST, V2_INFER_RESPONSE, V2_METADATA
+from server.routes.status import readiness
+
+PROTOCOL_VERSION = "2"
+PLATFORMS = {"onnx": "onnxruntime_onnx", "torchscript": "pytorch_libtorch"}
+router = APIRouter(prefix="/v2", tags=["kserve-v2"])
+models = APIRouter(prefix="/v2", tags=["kserve-v2"], dependencies=[Depends(require_api_key)])
+ModelName = Path(..., description="model name from /v2/models/... or /models", examples=["r18"])
+
+
+@router.get("/health/live", summary="v2 liveness")
+async def live() -> JSONResponse:
+    """200 while the process serves HTTP."""
+    return JSONResponse({"live": True})
+
+
+@router.get("/health/ready", summary="v2 readiness: every model warm")
+async def ready(registry: RegistryDep) -> JSONResponse:
+    """200 when every model is warm, else 503."""
+    return readiness(registry)
+
+
+@router.get("", summary="v2 server metadata")
+async def server_metadata() -> JSONResponse:
+    """Server name, version and supported extensions."""
+    return JSONResponse({"name": "occlusion-serve", "version": PROTOCOL_VERSION, "extensions": ["binary_tensor_data"]})
+
+
+def _check_version(registry: ModelRegistry, model: str, request: Request) -> None:
+    """404 for an unknown model, or for a version (``/versions/{v}/`` routes) other than the served one."""
+    manifest = registry.manifest(model)
+    version = request.path_params.get("version")
+    if version is not None and version != manifest.version:
+        raise ApiError(404, "unknown_version", f"model {model!r} has version {manifest.version!r}, not {version!r}")
+
+
+@models.get("/models/{model}", summary="v2 model metadata: input and output tensors",
+            responses={200: {"content": {"application/json": {"example": V2_METADATA}}}})
+@models.get("/models/{model}/versions/{version}", include_in_schema=False)
+async def metadata(request: Request, registry: RegistryDep, settings: SettingsDep,
+                   model: str = ModelName) -> JSONResponse:
+    """Tensor names, FP32 datatype and shapes (-1 = any batch)."""
+    _check_version(registry, model, request)
+    return JSONResponse(model_metadata(registry.manifest(model), PLATFORMS[settings.backend]))
+
+
+@models.get("/models/{model}/ready", summary="v2 model readiness")
+@models.get("/models/{model}/versions/{version}/ready", include_in_schema=False)
+async def model_ready(request: Request, registry: RegistryDep, model: str = ModelName) -> JSONResponse:
+    """200 when the model is warm, 503 while it loads."""
+    _check_version(registry, model, request)
+    is_ready = registry.states[model] == "ready"
+    return JSONResponse({"name": model, "ready": is_ready}, status_code=200 if is_ready else 503)
+
+
+@models.post(
+    "/models/{model}/infer",
+    summary="v2 inference on FP32 tensors",
+    description="Body as in the KServe v2 spec (JSON `data`, flat row-major), or Triton's binary tensor extension "
+                "(`Inference-Header-Content-Length`). Inputs are already preprocessed: resized and normalised "
+                "as the model's manifest says. Batched with concurrent requests.",
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"example": V2_INFER_REQUEST}, "application/octet-stream": {}}}},
+    responses={200: {"content": {"application/json": {"example": V2_INFER_RESPONSE}}}},
+)
+@models.post("/models/{model}/versions/{version}/infer", include_in_schema=False)
+async def infer(request: Request, ctx: ContextDep, model: str = ModelName) -> Response:
+    """Run the model on the request's tensor."""
+    _check_version(ctx.registry, model, request)
+    runner = ctx.registry.runner(model)
+    body = await request.body()
+    if not body:
+        raise ApiError(400, "empty_body", "the request carries no body; send a v2 inference request (JSON)")
+    parsed = parse_infer_request(body, request.headers.get(HEADER_LENGTH), runner.manifest)
+    result = await run_model(request, runner, parsed.images, ctx.settings, ctx.metrics)
+    content, headers = infer_response(runner.manifest, result.outputs, parsed)
+    return Response(content, headers=headers, media_type=headers["Content-Type"])

@@ -1,0 +1,115 @@
+"""A model runner shaped like a Ray Serve deployment: load once in ``__init__``, batched async ``__call__``.
+
+Under uvicorn the registry builds one runner per model; under Ray the same class can be wrapped with
+``serve.deployment`` unchanged, since scaling is configuration, not code.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from export.store import Manifest
+from server.batching import BatchResult, MicroBatcher
+from server.images import InputNormaliser
+from server.metrics import ServerMetrics
+from server.runtimes import Backend, OnnxBackend, TorchScriptBackend
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    """How one model is run and batched."""
+
+    backend: str = "onnx"
+    providers: tuple[str, ...] = ()
+    threads: int = 1
+    max_batch: int = 8
+    max_delay_ms: float = 5.0
+    queue_size: int = 64
+    workers: int = 1
+    extra_latency_ms: float = 0.0
+
+
+def load_backend(manifest: Manifest, config: RunnerConfig) -> Backend:
+    """Open the manifest's artifact for the configured backend."""
+    if config.backend == "torchscript":
+        return TorchScriptBackend(manifest.artifact("model.pt"), threads=config.threads)
+    if config.backend == "onnx":
+        return OnnxBackend(manifest.artifact("model.onnx"), manifest.input["name"], manifest.output["name"],
+                           providers=config.providers, threads=config.threads)
+    raise ValueError(f"backend {config.backend!r} must be 'onnx' or 'torchscript'")
+
+
+class ModelRunner:
+    """One exported model: its session, its inference threads and its micro-batcher."""
+
+    def __init__(self, manifest: Manifest, config: RunnerConfig, metrics: ServerMetrics | None = None) -> None:
+        self.manifest, self.config, self.metrics = manifest, config, metrics
+        self.normaliser = InputNormaliser(manifest.input["mean"], manifest.input["std"])
+        self.backend = load_backend(manifest, config)
+        self.executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix=f"infer-{manifest.name}")
+        self.batcher: MicroBatcher | None = None
+        self.warm = False
+
+    @property
+    def name(self) -> str:
+        """Model name in the store."""
+        return self.manifest.name
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) the model is fed at."""
+        height, width = self.manifest.input["size"]
+        return int(height), int(width)
+
+    def infer(self, images: np.ndarray) -> np.ndarray:
+        """Synchronous forward pass on a float32 NCHW batch (runs in the inference thread)."""
+        if self.config.extra_latency_ms:
+            time.sleep(self.config.extra_latency_ms / 1000.0)
+        return self.backend.run(images)
+
+    def warmup(self, runs: int = 3) -> None:
+        """Run the largest and the smallest batch a few times (TorchScript optimises over its first calls)."""
+        height, width = self.input_size
+        for n in sorted({self.config.max_batch, 1}, reverse=True):
+            for _ in range(runs):
+                self.backend.run(np.zeros((n, 3, height, width), dtype=np.float32))
+        self.warm = True
+
+    def start(self) -> None:
+        """Create the micro-batcher on the running event loop."""
+        metrics, name = self.metrics, self.name
+        self.batcher = MicroBatcher(
+            self.infer, self.executor, self.config.max_batch, self.config.max_delay_ms / 1000.0,
+            self.config.queue_size,
+            on_batch=(lambda size, seconds: metrics.observe_batch(name, size, seconds)) if metrics else None,
+            on_depth=(lambda depth: metrics.set_queue_depth(name, depth)) if metrics else None,
+            concurrency=self.config.workers,
+        )
+        self.batcher.start()
+
+    async def __call__(self, images: np.ndarray, deadline: float | None = None, exclusive: bool = False) -> BatchResult:
+        """Outputs for an (n, 3, H, W) stack, batched with concurrent calls unless ``exclusive``."""
+        if self.batcher is None:
+            raise RuntimeError(f"model {self.name!r} is not started")
+        return await self.batcher.submit(images, deadline, exclusive)
+
+    async def stop(self) -> None:
+        """Stop batching and release the inference thread."""
+        if self.batcher is not None:
+            await self.batcher.stop()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    def describe(self) -> dict[str, Any]:
+        """Runtime facts for /models."""
+        return {
+            "backend": self.backend.kind,
+            "provider": self.backend.provider,
+            "providers": list(self.backend.providers),
+            "batching": {"max_batch": self.config.max_batch, "max_delay_ms": self.config.max_delay_ms,
+                         "queue_size": self.config.queue_size, "workers": self.config.workers},
+        }

@@ -1,0 +1,161 @@
+"""One settings object for the whole server, filled from flags, then ``SERVER_*`` env vars, then defaults."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+BACKENDS = ("onnx", "torchscript")
+ENV_PREFIX = "SERVER_"
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (the affinity mask, not the machine's total)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable about the server; the app receives one instance through dependencies."""
+
+    store: Path = Path("model_store")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    models: tuple[str, ...] = ()
+    default_model: str | None = None
+    backend: str = "onnx"
+    providers: tuple[str, ...] = ()
+    max_batch: int = 8
+    max_delay_ms: float = 5.0
+    queue_size: int = 64
+    timeout_ms: float = 30_000.0
+    max_body_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    api_key: str | None = field(default=None, repr=False)
+    intra_op_threads: int = 0
+    workers: int = 1
+    decode_threads: int = 0
+    extra_latency_ms: float = 0.0
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.backend in BACKENDS, f"backend {self.backend!r} must be one of {', '.join(BACKENDS)}"),
+            (1 <= self.port <= 65535, f"port {self.port} must lie in 1..65535"),
+            (self.max_batch >= 1, f"max batch {self.max_batch} must be >= 1"),
+            (self.max_delay_ms >= 0, f"max delay {self.max_delay_ms} ms must be >= 0"),
+            (self.queue_size >= 1, f"queue size {self.queue_size} must be >= 1"),
+            (self.timeout_ms > 0, f"timeout {self.timeout_ms} ms must be > 0"),
+            (self.max_body_bytes >= 1, f"upload limit {self.max_body_bytes} bytes must be >= 1"),
+            (self.max_pixels >= 1, f"pixel limit {self.max_pixels} must be >= 1"),
+            (self.intra_op_threads >= 0, f"intra-op threads {self.intra_op_threads} must be >= 0 (0 = all cores)"),
+            (self.workers >= 1, f"workers {self.workers} must be >= 1"),
+            (self.decode_threads >= 0, f"decode threads {self.decode_threads} must be >= 0 (0 = all cores)"),
+            (self.extra_latency_ms >= 0, f"extra latency {self.extra_latency_ms} ms must be >= 0"),
+            (self.api_key is None or len(self.api_key) > 0, "api key must not be empty (leave it unset instead)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    @property
+    def threads(self) -> int:
+        """Intra-op threads per worker (0 means the available cores shared among the workers)."""
+        return self.intra_op_threads or max(1, available_cores() // self.workers)
+
+    @property
+    def decode_workers(self) -> int:
+        """Threads that decode and resize images (0 means every available core)."""
+        return self.decode_threads or available_cores()
+
+    def public(self) -> dict[str, Any]:
+        """Settings as JSON-ready data, without the API key."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "api_key"}
+        out["store"] = str(self.store)
+        out["models"], out["providers"] = list(self.models), list(self.providers)
+        out["api_key_required"] = self.api_key is not None
+        return out
+
+
+def _comma_list(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+# flag -> (Settings field, type parser, help). The env var is SERVER_<FIELD upper-cased>.
+OPTIONS: dict[str, tuple[str, Any, str]] = {
+    "--store": ("store", Path, "model store folder written by `python -m export`"),
+    "--host": ("host", str, "interface to bind (keep 127.0.0.1 unless behind a proxy)"),
+    "--port": ("port", int, "TCP port"),
+    "--models": ("models", _comma_list, "comma list of model names to serve (default: every model in the store)"),
+    "--default-model": ("default_model", str,
+                        "model used when a request has no model= (default: the first model of the endpoint's task)"),
+    "--backend": ("backend", str, f"runtime: {' | '.join(BACKENDS)} (torchscript needs model.pt in the entry)"),
+    "--providers": ("providers", _comma_list,
+                    "ONNX Runtime providers in order, e.g. cuda,cpu (default: TensorRT, CUDA, CPU, whichever exist)"),
+    "--max-batch": ("max_batch", int, "largest batch the micro-batcher forms"),
+    "--max-delay-ms": ("max_delay_ms", float, "longest a request waits for companions before its batch runs"),
+    "--queue-size": ("queue_size", int, "requests waiting per model; beyond it the server answers 503 at once"),
+    "--timeout-ms": ("timeout_ms", float, "per-request deadline from arrival to answer; past it: 504"),
+    "--max-body-bytes": ("max_body_bytes", int, "upload limit, enforced while the body streams in: 413"),
+    "--max-pixels": ("max_pixels", int, "largest width*height accepted, checked from the header before decoding: 413"),
+    "--api-key": ("api_key", str, "require 'Authorization: Bearer KEY' on model endpoints (health stays open)"),
+    "--intra-op-threads": ("intra_op_threads", int, "runtime threads per batch (0 = all cores / workers)"),
+    "--workers": ("workers", int, "batches of one model that may run at the same time (each with its own threads)"),
+    "--decode-threads": ("decode_threads", int, "threads for image decoding and resizing (0 = all cores)"),
+    "--extra-latency-ms": ("extra_latency_ms", float,
+                           "testing only: sleep this long in every batch, to simulate a slower model"),
+    "--log-level": ("log_level", str, "debug | info | warning | error"),
+}
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable that sets a field, e.g. ``max_batch`` -> ``SERVER_MAX_BATCH``."""
+    return ENV_PREFIX + field_name.upper()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Argument parser whose --help lists every flag, its env var and its default."""
+    parser = argparse.ArgumentParser(
+        prog="python -m server",
+        description="Serve exported models from a model store: /predict, /segment, /robustness, KServe v2, /metrics.",
+        epilog="Precedence: flag, then environment variable, then default. "
+               "Example: python -m server --store model_store --port 8000 --max-batch 8",
+    )
+    defaults = Settings()
+    for flag, (name, _, text) in OPTIONS.items():
+        default = getattr(defaults, name)
+        shown = ",".join(default) if isinstance(default, tuple) else default
+        shown = "unset" if shown in ("", None) or name == "api_key" else shown
+        parser.add_argument(flag, dest=name, default=None, metavar=name.upper(),
+                            help=f"{text} [env {env_name(name)}; default: {shown}]")
+    return parser
+
+
+def settings_from(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Combine parsed flags, environment variables and defaults; ValueError names a bad value."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for flag, (name, parse, _) in OPTIONS.items():
+        raw = getattr(args, name, None) if args is not None else None
+        source = flag
+        if raw is None and env_name(name) in environ:
+            raw, source = environ[env_name(name)], env_name(name)
+        if raw is None:
+            continue
+        try:
+            values[name] = parse(raw)
+        except ValueError:
+            raise ValueError(f"{source}={raw!r} is not a valid {parse.__name__.lstrip('_')}") from None
+    return Settings(**values)
+
+
+def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Parse a command line (plus environment) into Settings."""
+    return settings_from(build_parser().parse_args(argv), environ)

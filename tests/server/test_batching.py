@@ -1,0 +1,146 @@
+"""MicroBatcher: grouping, the max-batch cap, exclusive batches, the bounded queue and deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from server.batching import DeadlineExceededError, MicroBatcher, QueueFullError
+
+
+class RecordingModel:
+    """Doubles its input and remembers every batch size; can be slowed down or made to fail."""
+
+    def __init__(self, delay: float = 0.0, fail: bool = False) -> None:
+        self.sizes: list[int] = []
+        self.delay, self.fail = delay, fail
+        self.threads: set[str] = set()
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        self.threads.add(threading.current_thread().name)
+        self.sizes.append(len(images))
+        time.sleep(self.delay)
+        if self.fail:
+            raise RuntimeError("runtime exploded")
+        return images * 2
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def with_batcher(model: RecordingModel, body, **kwargs):
+    executor = ThreadPoolExecutor(1, thread_name_prefix="infer-test")
+    batcher = MicroBatcher(model, executor, **{"max_batch": 4, "max_delay": 0.05, "queue_size": 16, **kwargs})
+    batcher.start()
+    try:
+        return await body(batcher)
+    finally:
+        await batcher.stop()
+        executor.shutdown()
+
+
+def stack(value: float, n: int = 1) -> np.ndarray:
+    return np.full((n, 1, 2, 2), value, dtype=np.float32)
+
+
+def test_concurrent_requests_share_a_batch_and_get_their_own_rows():
+    model = RecordingModel()
+
+    async def body(batcher):
+        return await asyncio.gather(*(batcher.submit(stack(i)) for i in range(3)))
+
+    results = run(with_batcher(model, body))
+    assert model.sizes == [3]
+    assert [float(r.outputs[0, 0, 0, 0]) for r in results] == [0.0, 2.0, 4.0]
+    assert all(r.batch_size == 3 for r in results)
+    assert model.threads == {"infer-test_0"}  # inference runs off the event loop thread
+
+
+def test_batches_never_exceed_max_batch_and_keep_request_order():
+    model = RecordingModel()
+
+    async def body(batcher):
+        return await asyncio.gather(*(batcher.submit(stack(i, n=2)) for i in range(5)))
+
+    results = run(with_batcher(model, body))
+    assert model.sizes == [4, 4, 2]
+    assert [r.outputs.shape[0] for r in results] == [2] * 5
+    assert [float(r.outputs[1, 0, 0, 0]) for r in results] == [0.0, 2.0, 4.0, 6.0, 8.0]
+
+
+def test_a_lone_request_waits_at_most_max_delay():
+    model = RecordingModel()
+
+    async def body(batcher):
+        start = time.monotonic()
+        result = await batcher.submit(stack(1))
+        return time.monotonic() - start, result
+
+    elapsed, result = run(with_batcher(model, body, max_delay=0.02))
+    assert result.batch_size == 1 and 0.015 <= elapsed < 0.5
+
+
+def test_exclusive_stacks_run_alone():
+    model = RecordingModel()
+
+    async def body(batcher):
+        return await asyncio.gather(batcher.submit(stack(1)), batcher.submit(stack(2, n=3), exclusive=True),
+                                    batcher.submit(stack(3)))
+
+    results = run(with_batcher(model, body, max_batch=8))
+    assert sorted(model.sizes) == [1, 1, 3] and results[1].batch_size == 3
+
+
+def test_full_queue_refuses_immediately():
+    model = RecordingModel(delay=0.2)
+
+    async def body(batcher):
+        first = asyncio.ensure_future(batcher.submit(stack(0)))
+        await asyncio.sleep(0.05)  # the first batch is running; the queue is empty again
+        second = asyncio.ensure_future(batcher.submit(stack(1)))
+        await asyncio.sleep(0)
+        start = time.monotonic()
+        with pytest.raises(QueueFullError, match="1 requests are already waiting"):
+            await batcher.submit(stack(2))
+        refused_after = time.monotonic() - start
+        await asyncio.gather(first, second)
+        return refused_after
+
+    assert run(with_batcher(model, body, max_batch=1, max_delay=0.0, queue_size=1)) < 0.01
+    assert model.sizes == [1, 1]
+
+
+def test_deadline_gives_up_and_a_queued_request_past_it_is_never_run():
+    model = RecordingModel(delay=0.15)
+
+    async def body(batcher):
+        first = asyncio.ensure_future(batcher.submit(stack(0)))
+        await asyncio.sleep(0.01)
+        with pytest.raises(DeadlineExceededError):
+            await batcher.submit(stack(1), deadline=time.monotonic() + 0.05)
+        await first
+        await asyncio.sleep(0.05)
+
+    run(with_batcher(model, body, max_batch=1, max_delay=0.0))
+    assert model.sizes == [1]
+
+
+def test_runtime_errors_reach_every_request_of_the_batch():
+    model = RecordingModel(fail=True)
+
+    async def body(batcher):
+        return await asyncio.gather(batcher.submit(stack(0)), batcher.submit(stack(1)), return_exceptions=True)
+
+    results = run(with_batcher(model, body))
+    assert [str(r) for r in results] == ["runtime exploded", "runtime exploded"]
+
+
+def test_invalid_configuration_is_rejected():
+    with pytest.raises(ValueError, match="max_batch=0"):
+        MicroBatcher(RecordingModel(), ThreadPoolExecutor(1), max_batch=0, max_delay=0.0, queue_size=1)

@@ -1,0 +1,60 @@
+"""Settings: flags over env vars over defaults, validation, --help, and the CLI's one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from server.settings import OPTIONS, Settings, env_name, parse_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_defaults():
+    s = parse_settings([], environ={})
+    assert (s.host, s.port, s.backend, s.max_batch, s.queue_size) == ("127.0.0.1", 8000, "onnx", 8, 64)
+    assert s.store == Path("model_store") and s.api_key is None and s.providers == ()
+
+
+def test_flags_win_over_env_and_env_over_defaults():
+    env = {"SERVER_PORT": "9001", "SERVER_MAX_BATCH": "4", "SERVER_PROVIDERS": "cuda, cpu"}
+    s = parse_settings(["--port", "9002"], environ=env)
+    assert s.port == 9002 and s.max_batch == 4 and s.providers == ("cuda", "cpu")
+
+
+@pytest.mark.parametrize(("argv", "env", "fragment"), [
+    (["--backend", "tensorflow"], {}, "onnx, torchscript"),
+    (["--max-batch", "0"], {}, "max batch 0"),
+    ([], {"SERVER_PORT": "eighty"}, "SERVER_PORT='eighty' is not a valid int"),
+    (["--queue-size", "-1"], {}, "queue size -1"),
+    (["--api-key", ""], {}, "api key must not be empty"),
+])
+def test_bad_values_name_the_setting(argv, env, fragment):
+    with pytest.raises(ValueError, match=None) as info:
+        parse_settings(argv, environ=env)
+    assert fragment in str(info.value)
+
+
+def test_public_settings_hide_the_api_key():
+    public = Settings(api_key="secret").public()
+    assert "api_key" not in public and public["api_key_required"] is True
+    assert "secret" not in repr(Settings(api_key="secret"))
+
+
+def test_help_documents_every_flag_and_env_var():
+    out = subprocess.run([sys.executable, "-m", "server", "--help"], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout
+    flat = " ".join(out.split())
+    for flag, (name, _, _) in OPTIONS.items():
+        assert flag in flat and env_name(name) in flat
+
+
+def test_cli_reports_a_missing_store_in_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "server", "--store", str(tmp_path / "none")], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "model store folder not found" in result.stderr
+    assert "Traceback" not in result.stderr
