@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from loadtests import compare, run
+from loadtests import compare, run, stress
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -14,9 +14,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run.add_arguments(sub.add_parser("run", help="load-test the server against an SLO file"))
     compare.add_arguments(sub.add_parser("compare", help="raw ONNX Runtime vs this server vs TorchServe"))
+    stress.add_arguments(sub.add_parser("overload", help="3x capacity: immediate 503 sheds, bounded p99, recovery"))
+    stress.add_arguments(sub.add_parser("soak", help="70% of capacity for 10 minutes: failures and RSS growth"))
     args = parser.parse_args(argv)
     try:
-        return {"run": run.main, "compare": compare.main}[args.command](args)
+        commands = {"run": run.main, "compare": compare.main, "overload": stress.main, "soak": stress.main}
+        return commands[args.command](args)
     except (ValueError, RuntimeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -15,7 +15,7 @@ import itertools
 import os
 import tempfile
 
-from locust import FastHttpUser, constant, task
+from locust import FastHttpUser, constant, constant_throughput, task
 from PIL import Image
 
 from loadtests.payloads import load_payloads
@@ -32,7 +32,7 @@ MIXED = [p for name, p in sorted(PAYLOADS.items()) if not name.endswith("1080p")
 
 def parse_weights(spec: str) -> dict[str, int]:
     """``"predict=8,segment=2"`` -> ``{"predict": 8, "segment": 2}``; unknown names are an error."""
-    weights = {"predict": 8, "segment": 2, "robustness": 1, "torchserve": 0}
+    weights = {"predict": 8, "segment": 2, "robustness": 1, "torchserve": 0, "paced": 0}
     for item in filter(None, (s.strip() for s in spec.split(","))):
         name, _, value = item.partition("=")
         if name not in weights or not value.isdigit():
@@ -132,3 +132,25 @@ class TorchServeUser(ImageUser):
             body = response.json() if response.status_code == 200 else {}
             ok = isinstance(body.get("labels"), list)
             fail_unless(response, ok, f"bad TorchServe answer ({response.status_code})")
+
+
+class PacedPredictUser(ImageUser):
+    """Open-loop ``POST /predict`` at ``LOADTEST_RATE`` requests/s per user (overload and soak runs).
+
+    Accepted answers are reported as "/predict (accepted)", immediate 503 sheds (with Retry-After)
+    as "/predict (shed 503)", so their latencies are measured apart; anything else is a failure.
+    """
+
+    weight = WEIGHTS["paced"]
+    wait_time = constant_throughput(float(os.environ.get("LOADTEST_RATE", "1")))
+
+    @task
+    def predict(self) -> None:
+        with self.post_image("/predict", "/predict") as response:
+            if response.status_code == 503 and response.headers.get("Retry-After"):
+                response.request_meta["name"] = "/predict (shed 503)"
+                response.success()
+                return
+            response.request_meta["name"] = "/predict (accepted)"
+            body = response.json() if response.status_code == 200 else {}
+            fail_unless(response, isinstance(body.get("labels"), list), f"bad /predict answer ({response.status_code})")

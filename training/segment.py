@@ -67,9 +67,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     """Iteration-based training: CE until the switch (Fisher accumulated), then CE or L_sw + EWC.
 
     Both losses share the CE phase, so ``--start-from OUT/switch.pth`` lets a second run skip it.
-    At the switch the learning rate drops by ``--finetune-lr-factor`` for both losses: with EWC's
-    curvature ``2 * lambda * F`` (F up to 1), SGD with momentum is stable only for
-    ``lr * 2 * lambda < 2 * (1 + momentum)``.
+    At the switch every parameter group moves to ``lr * --finetune-lr-factor`` (no 10x head) for both
+    losses: EWC's curvature is ``2 * lambda * F`` with F up to 1, and SGD with momentum m is stable only
+    for ``lr * 2 * lambda < 2 * (1 + m)``; with lambda = 500 that means lr < 0.0038.
     """
     seed_everything(args.seed)
     if args.threads:
@@ -103,8 +103,11 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             save_switch_state(out / "switch.pth", model, optimizer, step, ewc)
             if args.loss == "sb" and args.ewc_lambda > 0:
                 ewc.consolidate(model)
-        factor = lr_factor(step, args.warmup_iters, []) * (args.finetune_lr_factor if step >= switch else 1.0)
-        set_lr(optimizer, factor)
+        if step >= switch:
+            for group in optimizer.param_groups:  # uniform rate: the 10x head would break EWC stability
+                group["lr"] = args.lr * args.finetune_lr_factor
+        else:
+            set_lr(optimizer, lr_factor(step, args.warmup_iters, []))
         images, labels, _ = next(batches)
         use_sb = args.loss == "sb" and step >= switch
         loss, terms = segmentation_loss(model, normalise(images, model.preset), labels.long(), use_sb, args.tau,
@@ -141,8 +144,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=0.01, help="backbone rate; the head gets 10x")
     parser.add_argument("--warmup-iters", type=int, default=50)
-    parser.add_argument("--finetune-lr-factor", type=float, default=0.01,
-                        help="learning-rate factor after the switch, for both losses (EWC stability, see docs)")
+    parser.add_argument("--finetune-lr-factor", type=float, default=0.1,
+                        help="after the switch every group runs at lr * this, for both losses (default 0.1; "
+                             "EWC with lambda=500 needs lr < 0.0038 to stay stable)")
     parser.add_argument("--start-from", help="continue from a switch.pth written by a run with the same settings")
     parser.add_argument("--eval-every", type=int, default=300)
     parser.add_argument("--limit", type=int, help="use only the first N training images")

@@ -52,7 +52,7 @@ def test_slo_check_reads_bounds_per_endpoint(tmp_path: Path) -> None:
 
 def test_only_loopback_targets_and_bounded_durations() -> None:
     assert require_loopback("http://127.0.0.1:8000") == "http://127.0.0.1:8000"
-    with pytest.raises(ValueError, match="only target 127.0.0.1"):
+    with pytest.raises(ValueError, match=r"only target 127\.0\.0\.1"):
         require_loopback("http://10.0.0.5:8000")
     assert parse_seconds("1m30s") == 90 and parse_seconds("45") == 45
     result = run_loadtests("run", "--host", "http://192.168.1.9:8000", "--duration", "5s")
