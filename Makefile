@@ -27,15 +27,15 @@ test: $(STAMP) lint
 # The default store: the demo MSL classifier and the demo L_sb segmenter, trained on the embedded
 # dataset and exported. Each step is a file target, so a second run does nothing.
 $(DATA)/dataset.json: | $(STAMP)
-	$(PY) -m training make-dataset $(DATA) --n-train 800 --n-test 200 --image-size 128 --seed 0
+	$(PY) -m training make-dataset $(DATA) --n-train 800 --n-test 200 --image-size 224 --seed 0 --overwrite
 
 $(RUNS)/classifier/best.pth: $(DATA)/dataset.json
 	$(PY) -m training classify --data $(DATA) --preset resnet18-csra --method msl --image-size 128 \
-		--epochs 10 --warmup-epochs 1 --decay-epochs 8 --out $(RUNS)/classifier
+		--epochs 4 --warmup-epochs 1 --decay-epochs 3 --out $(RUNS)/classifier
 
 $(RUNS)/segmenter/final.pth: $(DATA)/dataset.json
-	$(PY) -m training segment --data $(DATA) --preset deeplabv2-r18 --loss sb --image-size 128 \
-		--iters 900 --switch-iter 450 --eval-every 300 --out $(RUNS)/segmenter
+	$(PY) -m training segment --data $(DATA) --preset deeplabv2-r18-os16 --loss sb --image-size 128 \
+		--iters 400 --switch-iter 250 --eval-every 200 --out $(RUNS)/segmenter
 
 $(STORE)/demo-classifier/1/manifest.json: $(RUNS)/classifier/best.pth
 	$(PY) -m export $< --name demo-classifier --store $(STORE) --formats onnx,torchscript,mar,triton --force

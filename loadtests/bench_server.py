@@ -22,7 +22,6 @@ import os
 import platform
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from export.store import entry_dir, load_manifest
+from export.torchserve import free_port
 from server.runtimes import cpu_session_options
 from server.settings import available_cores
 
@@ -92,13 +92,6 @@ def raw_onnxruntime(session, images: np.ndarray, seconds: float) -> Throughput:
         session.run(None, {"images": images})
         done += len(images)
     return Throughput(done, time.perf_counter() - start, server_cpu=time.process_time() - cpu_start)
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_server(store: Path, name: str, port: int, flags: list[str]) -> subprocess.Popen:
