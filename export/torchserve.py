@@ -83,7 +83,8 @@ class TorchServeProcess:
                  max_batch_delay_ms: int = 5, workdir: str | Path | None = None) -> None:
         self.store, self.name = Path(store).resolve(), name
         self.workers, self.batch_size, self.max_batch_delay_ms = workers, batch_size, max_batch_delay_ms
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="torchserve-"))
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="torchserve-")).resolve()
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.port, self.management_port, self.metrics_port = free_port(), free_port(), free_port()
         self.process: subprocess.Popen | None = None
 
