@@ -106,6 +106,23 @@ def retry_after(runner: ModelRunner) -> str:
     return str(max(1, math.ceil(batches * max(runner.config.max_delay_ms, 50.0) / 1000.0)))
 
 
+def queue_full(runner: ModelRunner, metrics: ServerMetrics) -> ApiError:
+    """The 503 answer for a full queue (counted), with a Retry-After estimate."""
+    metrics.count_rejection(runner.name, "queue_full")
+    return ApiError(503, "queue_full", f"model {runner.name!r} has {runner.config.queue_size} requests waiting; "
+                    "retry later", headers={"Retry-After": retry_after(runner)})
+
+
+def admit(runner: ModelRunner, metrics: ServerMetrics) -> None:
+    """Shed at once, before the body is read or decoded, when the model's queue is already full.
+
+    Under overload most requests are refused here, so refusing costs no upload read and no JPEG
+    decode; the batcher's own bounded queue still catches the few that arrive while others decode.
+    """
+    if runner.batcher is not None and runner.batcher.depth >= runner.config.queue_size:
+        raise queue_full(runner, metrics)
+
+
 async def run_model(request: Request, runner: ModelRunner, images: np.ndarray, settings: Settings,
                     metrics: ServerMetrics, exclusive: bool = False) -> BatchResult:
     """Submit images to the runner's batcher; 503 when its queue is full, 504 past the deadline."""
@@ -113,9 +130,7 @@ async def run_model(request: Request, runner: ModelRunner, images: np.ndarray, s
     try:
         result = await runner(images, deadline_of(request, settings), exclusive)
     except QueueFullError:
-        metrics.count_rejection(runner.name, "queue_full")
-        raise ApiError(503, "queue_full", f"model {runner.name!r} has {runner.config.queue_size} requests waiting; "
-                       "retry later", headers={"Retry-After": retry_after(runner)}) from None
+        raise queue_full(runner, metrics) from None
     except DeadlineExceededError:
         metrics.count_rejection(runner.name, "deadline")
         raise ApiError(504, "deadline_exceeded",

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from server.dependencies import ContextDep, require_api_key
-from server.inference import IMAGE_REQUEST_BODY, off_loop, prepare_image, read_image_bytes, run_model, timing
+from server.inference import IMAGE_REQUEST_BODY, admit, off_loop, prepare_image, read_image_bytes, run_model, timing
 from server.postprocess import labels_above, score_table, sigmoid
 from server.routes.examples import ERRORS, PREDICT_EXAMPLE
 
@@ -32,6 +32,7 @@ async def predict(
 ) -> JSONResponse:
     """Labels above the threshold for one image."""
     runner = ctx.registry.resolve(model, ("classification",), "/predict")
+    admit(runner, ctx.metrics)
     data = await read_image_bytes(request)
     prepared = await off_loop(ctx.decode_pool, prepare_image, data, runner, ctx.settings.max_pixels)
     result = await run_model(request, runner, prepared.tensor[None], ctx.settings, ctx.metrics)

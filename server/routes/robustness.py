@@ -11,7 +11,15 @@ from fastapi.responses import JSONResponse
 from robustness.masks import RATIO_CHOICES, apply_mask, masks, parse_ratio
 from server.dependencies import ContextDep, require_api_key
 from server.errors import ApiError
-from server.inference import IMAGE_REQUEST_BODY, PreparedImage, off_loop, prepare_image, read_image_bytes, run_model
+from server.inference import (
+    IMAGE_REQUEST_BODY,
+    PreparedImage,
+    admit,
+    off_loop,
+    prepare_image,
+    read_image_bytes,
+    run_model,
+)
 from server.inference import timing as request_timing
 from server.postprocess import class_map, sigmoid
 from server.robustness_report import classification_robustness, masked_pngs, segmentation_robustness
@@ -90,6 +98,7 @@ async def robustness(
 ) -> JSONResponse:
     """Measure the robustness of one image's prediction to occlusion."""
     runner = ctx.registry.resolve(model, ("classification", "segmentation"), "/robustness")
+    admit(runner, ctx.metrics)
     try:
         ratio = parse_ratio(mask_ratio)
     except ValueError as exc:

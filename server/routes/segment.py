@@ -11,6 +11,7 @@ from server.dependencies import ContextDep, require_api_key
 from server.inference import (
     IMAGE_REQUEST_BODY,
     PreparedImage,
+    admit,
     off_loop,
     prepare_image,
     read_image_bytes,
@@ -56,6 +57,7 @@ async def segment(
 ) -> Response:
     """Segment one image."""
     runner = ctx.registry.resolve(model, ("segmentation",), "/segment")
+    admit(runner, ctx.metrics)
     data = await read_image_bytes(request)
     # The overlay needs the full-resolution image; the class map alone does not.
     pool = ctx.decode_pool

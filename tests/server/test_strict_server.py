@@ -62,3 +62,20 @@ def test_full_queue_sheds_with_503_at_once_and_late_answers_are_504(strict_serve
     with strict_server.client() as client:
         text = client.get("/metrics").text
     assert f'rejected_requests_total{{model="{CLASSIFIER}",reason="queue_full"}}' in text
+
+
+def test_full_queue_sheds_before_reading_or_decoding_the_body(strict_server):
+    """While the queue is full, even a body that is not an image gets the 503 (it was never decoded)."""
+    time.sleep(2 * EXTRA_LATENCY_MS / 1000)  # let batches of earlier tests finish: the server starts idle
+    with ThreadPoolExecutor(3) as pool:
+        busy = [pool.submit(post_predict, strict_server, AUTH) for _ in range(2)]
+        time.sleep(0.2)  # one request in its 500 ms batch, one waiting: the queue of one is full
+        with strict_server.client() as client:
+            response = client.post("/predict", content=b"not an image at all",
+                                   headers={"Content-Type": "image/png", **AUTH})
+        [future.result() for future in busy]
+    assert response.status_code == 503 and response.json()["error"] == "queue_full"
+    with strict_server.client() as client:
+        response = client.post("/predict", content=b"not an image at all",
+                               headers={"Content-Type": "image/png", **AUTH})
+    assert response.status_code == 400 and response.json()["error"] == "not_an_image"
