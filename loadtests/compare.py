@@ -145,11 +145,15 @@ def main(args: argparse.Namespace) -> int:
         f"p95 (b) {ours.p95:.0f} ms vs (c) {theirs.p95:.0f} ms.",
         "",
     ]
-    report = "\n".join(lines)
-    print(report)
-    if args.docs:
-        update_section(args.docs, f"compare:{args.model}", report)
+    publish("\n".join(lines), args.docs, f"compare:{args.model}")
     return 0
+
+
+def publish(report: str, docs: Path | None, key: str) -> None:
+    """Print a Markdown report and, if asked, record it in ``docs`` under ``key``."""
+    print(report)
+    if docs:
+        update_section(docs, key, report)
 
 
 def update_section(path: Path, key: str, text: str) -> None:

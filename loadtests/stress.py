@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from loadtests.compare import machine_facts, update_section
+from loadtests.compare import machine_facts, publish
 from loadtests.locust_run import parse_seconds, read_stats, run_locust
 from loadtests.payloads import build_payloads
 from loadtests.processes import ServerProcess
@@ -113,8 +113,5 @@ def main(args: argparse.Namespace) -> int:
         "once the load stopped.",
         "",
     ]
-    report = "\n".join(lines)
-    print(report)
-    if args.docs:
-        update_section(args.docs, f"{mode}:{args.model}", report)
+    publish("\n".join(lines), args.docs, f"{mode}:{args.model}")
     return 0
