@@ -16,13 +16,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import io
 import os
 import platform
 import re
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,11 +33,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from export.store import entry_dir, load_manifest
-from export.torchserve import free_port
+from loadtests.processes import ServerProcess
 from server.runtimes import cpu_session_options
 from server.settings import available_cores
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -92,34 +87,6 @@ def raw_onnxruntime(session, images: np.ndarray, seconds: float) -> Throughput:
         session.run(None, {"images": images})
         done += len(images)
     return Throughput(done, time.perf_counter() - start, server_cpu=time.process_time() - cpu_start)
-
-
-def start_server(store: Path, name: str, port: int, flags: list[str]) -> subprocess.Popen:
-    """Launch `python -m server` for one model and wait for /ready."""
-    command = [sys.executable, "-m", "server", "--store", str(store), "--models", name, "--port", str(port),
-               *flags]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with code {process.returncode}: {' '.join(command)}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
-                return process
-        time.sleep(0.2)
-    stop_server(process)
-    raise RuntimeError("server not ready after 120 s")
-
-
-def stop_server(process: subprocess.Popen) -> None:
-    """SIGTERM by pid, SIGKILL if it lingers."""
-    if process.poll() is None:
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -323,10 +290,9 @@ def main(argv: list[str] | None = None) -> int:
         manifest = load_manifest(entry_dir(store, args.model))
         size = tuple(int(v) for v in manifest.input["size"])
         session, images = raw_session(manifest.artifact("model.onnx"), args.max_batch, size, available_cores())
-        port = free_port()
-        flags = ["--max-batch", str(args.max_batch), "--max-delay-ms", str(args.max_delay_ms),
+        flags = ["--models", args.model, "--max-batch", str(args.max_batch), "--max-delay-ms", str(args.max_delay_ms),
                  "--workers", str(args.workers), "--queue-size", str(4 * max(args.concurrency))]
-        process = start_server(store, args.model, port, flags)
+        server = ServerProcess(store, flags).start()
         plan = [(p, c, n) for p in args.payload for c in args.clients for n in args.concurrency]
         configurations = []
         try:
@@ -336,8 +302,8 @@ def main(argv: list[str] | None = None) -> int:
                     rounds = []
                     for _ in range(args.rounds):
                         raw = raw_onnxruntime(session, images, args.seconds)
-                        served = asyncio.run(saturate(f"http://127.0.0.1:{port}", payload, concurrency,
-                                                      args.warmup, args.seconds, client, process.pid))
+                        served = asyncio.run(saturate(server.url, payload, concurrency,
+                                                      args.warmup, args.seconds, client, server.process.pid))
                         rounds.append(Round(raw, served))
                         bar.update()
                         bar.write(f"{payload_size[0]}x{payload_size[1]} {client} x{concurrency}: raw "
@@ -345,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
                                   f"ratio {rounds[-1].ratio:.2f}")
                     configurations.append(Configuration(payload_size, client, concurrency, rounds))
         finally:
-            stop_server(process)
+            server.stop()
     command = "python -m loadtests.bench_server " + " ".join(sys.argv[1:] if argv is None else argv)
     text = markdown(args, (size[1], size[0]), configurations, command.strip())
     print(text)
