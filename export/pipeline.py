@@ -26,6 +26,7 @@ from export.store import (
     ManifestError,
     file_record,
     load_manifest,
+    sha256_file,
     validate_name,
     write_manifest,
 )
@@ -62,8 +63,6 @@ def build_manifest(src: ExportSource, name: str, version: str, files: dict[str, 
                    parity: dict[str, Any], opset: int, fp16: bool) -> dict[str, Any]:
     """The manifest: everything a server needs to feed the model and read its answer."""
     p = src.preset
-    from export.store import sha256_file
-
     return {
         "schema": SCHEMA_VERSION,
         "name": name,

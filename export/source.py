@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,4 +67,4 @@ def resolve_source(checkpoint: str | Path, preset_name: str | None = None, **ove
     model = build_model(preset)
     check_state_dict(model, state, source=str(checkpoint))
     model.load_state_dict(state, strict=True)
-    return ExportSource(model.eval(), replace(preset), checkpoint, origin)
+    return ExportSource(model.eval(), preset, checkpoint, origin)

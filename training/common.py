@@ -20,8 +20,8 @@ def seed_everything(seed: int) -> None:
 
 
 def head_parameter_names(model: nn.Module) -> set[str]:
-    """Parameters of the task head (CSRA classifier or segmentation classifier) get the 10x rate."""
-    return {n for n, _ in model.named_parameters() if n.startswith(("classifier.", "head.", "aspp."))}
+    """Parameters of the task head get the 10x rate: every model here names it ``classifier``."""
+    return {n for n, _ in model.named_parameters() if n.startswith("classifier.")}
 
 
 def make_sgd(model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 1e-4,
