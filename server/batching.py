@@ -63,13 +63,14 @@ class MicroBatcher:
 
     def __init__(self, run_batch: Callable[[np.ndarray], np.ndarray], executor: Executor, max_batch: int,
                  max_delay: float, queue_size: int, on_batch: BatchObserver | None = None,
-                 on_depth: Callable[[int], None] | None = None, concurrency: int = 1) -> None:
+                 on_depth: Callable[[int], None] | None = None, concurrency: int = 1,
+                 on_running: Callable[[int], None] | None = None) -> None:
         if max_batch < 1 or queue_size < 1 or max_delay < 0 or concurrency < 1:
             raise ValueError(f"max_batch={max_batch}, queue_size={queue_size} and concurrency={concurrency} "
                              f"must be >= 1, max_delay={max_delay} >= 0")
         self.run_batch, self.executor = run_batch, executor
         self.max_batch, self.max_delay, self.queue_size = max_batch, max_delay, queue_size
-        self.on_batch, self.on_depth = on_batch, on_depth
+        self.on_batch, self.on_depth, self.on_running = on_batch, on_depth, on_running
         self.concurrency = concurrency
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=queue_size)
         self._carry: _Pending | None = None
@@ -80,6 +81,11 @@ class MicroBatcher:
     def depth(self) -> int:
         """Requests waiting, not yet in a running batch."""
         return self._queue.qsize() + (self._carry is not None)
+
+    @property
+    def running(self) -> int:
+        """Batches handed to the executor and not finished yet."""
+        return len(self._running)
 
     def start(self) -> None:
         """Start the batching loop on the running event loop."""
@@ -125,6 +131,10 @@ class MicroBatcher:
     def _report_depth(self) -> None:
         if self.on_depth is not None:
             self.on_depth(self.depth)
+
+    def _report_running(self) -> None:
+        if self.on_running is not None:
+            self.on_running(self.running)
 
     async def _next(self, timeout: float | None) -> _Pending | None:
         """The next live request: the carried one, a queued one, or None after ``timeout`` seconds."""
@@ -176,7 +186,8 @@ class MicroBatcher:
             self._report_depth()
             task = asyncio.get_running_loop().create_task(self._run(batch))
             self._running.add(task)
-            task.add_done_callback(lambda done: (self._running.discard(done), slots.release()))
+            self._report_running()
+            task.add_done_callback(lambda done: (self._running.discard(done), slots.release(), self._report_running()))
 
     def _stack_and_run(self, stacks: list[np.ndarray]) -> np.ndarray:
         """Concatenate (in the inference thread, not on the event loop) and run."""

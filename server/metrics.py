@@ -9,7 +9,7 @@ BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128)
 
 
 class ServerMetrics:
-    """Request counts and latency per route, and per model: queue depth, batch sizes, inference time."""
+    """Request counts and latency per route; per model: queue depth, running batches, batch sizes, inference time."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -19,6 +19,8 @@ class ServerMetrics:
                                  ["route"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.queue_depth = Gauge("queue_depth", "Requests waiting in a model's batching queue",
                                  ["model"], registry=self.registry)
+        self.running = Gauge("batches_running", "Batches a model is running right now",
+                             ["model"], registry=self.registry)
         self.batch_size = Histogram("batch_size", "Images per inference batch", ["model"],
                                     buckets=BATCH_BUCKETS, registry=self.registry)
         self.inference = Histogram("inference_seconds", "Wall time of one batch inference", ["model"],
@@ -39,6 +41,10 @@ class ServerMetrics:
     def set_queue_depth(self, model: str, depth: int) -> None:
         """Current number of requests waiting for a model."""
         self.queue_depth.labels(model=model).set(depth)
+
+    def set_running(self, model: str, running: int) -> None:
+        """Current number of batches a model is running."""
+        self.running.labels(model=model).set(running)
 
     def count_rejection(self, model: str, reason: str) -> None:
         """A request refused by a model's queue."""

@@ -89,6 +89,7 @@ class ModelRunner:
             on_batch=(lambda size, seconds: metrics.observe_batch(name, size, seconds)) if metrics else None,
             on_depth=(lambda depth: metrics.set_queue_depth(name, depth)) if metrics else None,
             concurrency=self.config.workers,
+            on_running=(lambda running: metrics.set_running(name, running)) if metrics else None,
         )
         self.batcher.start()
 

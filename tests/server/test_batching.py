@@ -116,6 +116,25 @@ def test_full_queue_refuses_immediately():
     assert model.sizes == [1, 1]
 
 
+def test_running_batches_and_queue_depth_are_reported_as_they_change():
+    model = RecordingModel(delay=0.1)
+    running: list[int] = []
+    depths: list[int] = []
+
+    async def body(batcher):
+        first = asyncio.ensure_future(batcher.submit(stack(0)))
+        await asyncio.sleep(0.03)
+        during = batcher.running
+        await asyncio.gather(first, batcher.submit(stack(1)))
+        await asyncio.sleep(0)  # done-callbacks run on the next loop turn
+        return during, batcher.running
+
+    assert run(with_batcher(model, body, max_batch=1, max_delay=0.0, on_running=running.append,
+                            on_depth=depths.append)) == (1, 0)
+    assert running == [1, 0, 1, 0]
+    assert max(depths) == 1 and depths[-1] == 0
+
+
 def test_deadline_gives_up_and_a_queued_request_past_it_is_never_run():
     model = RecordingModel(delay=0.15)
 

@@ -94,7 +94,8 @@ def test_metrics_count_requests_by_route_and_status(client):
     client.post("/predict?model=nope", content=b"x", headers={"Content-Type": "image/png"})
     text = client.get("/metrics").text
     assert metric(text, "requests_total", route="/predict", status="404") == before + 1
-    for family in ("request_latency_seconds_bucket", "queue_depth", "batch_size_bucket", "inference_seconds_bucket"):
+    for family in ("request_latency_seconds_bucket", "queue_depth", "batches_running", "batch_size_bucket",
+                   "inference_seconds_bucket"):
         assert family in text
 
 

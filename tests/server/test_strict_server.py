@@ -47,10 +47,39 @@ def test_torchscript_backend_answers_like_the_exported_onnx(strict_server, store
     assert (model["backend"], model["provider"]) == ("torchscript", "torchscript:cpu")
 
 
+def gauge(strict_server, family: str) -> float:
+    """The value of one of the classifier's gauges on /metrics."""
+    with strict_server.client() as client:
+        text = client.get("/metrics").text
+    line = next(line for line in text.splitlines() if line.startswith(f'{family}{{model="{CLASSIFIER}"}}'))
+    return float(line.split()[-1])
+
+
+def wait_for(strict_server, family: str, value: float, timeout: float = 10.0) -> None:
+    """Poll a gauge until it reads ``value``."""
+    stop = time.monotonic() + timeout
+    while gauge(strict_server, family) != value:
+        assert time.monotonic() < stop, f"{family} never reached {value}"
+        time.sleep(0.005)
+
+
+def fill_queue(strict_server, pool: ThreadPoolExecutor) -> list:
+    """One request in its 500 ms batch and one waiting (the queue of one is full); their futures."""
+    wait_for(strict_server, "batches_running", 0)  # earlier tests' batches are done
+    wait_for(strict_server, "queue_depth", 0)
+    busy = [pool.submit(post_predict, strict_server, AUTH)]
+    wait_for(strict_server, "batches_running", 1)
+    busy.append(pool.submit(post_predict, strict_server, AUTH))
+    wait_for(strict_server, "queue_depth", 1)
+    return busy
+
+
 def test_full_queue_sheds_with_503_at_once_and_late_answers_are_504(strict_server):
-    """One request runs (500 ms), one waits (it cannot finish before 1000 ms > 900 ms deadline: 504), six are shed."""
+    """One request runs (500 ms), one waits (it cannot finish before 1000 ms > 750 ms deadline: 504), six are shed."""
     with ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(lambda _: post_predict(strict_server, AUTH), range(8)))
+        busy = fill_queue(strict_server, pool)
+        shed = list(pool.map(lambda _: post_predict(strict_server, AUTH), range(6)))
+        results = [future.result() for future in busy] + shed
     statuses = sorted(status for status, *_ in results)
     assert statuses == [200, 503, 503, 503, 503, 503, 503, 504]
     for status, body, headers, seconds in results:
@@ -66,10 +95,8 @@ def test_full_queue_sheds_with_503_at_once_and_late_answers_are_504(strict_serve
 
 def test_full_queue_sheds_before_reading_or_decoding_the_body(strict_server):
     """While the queue is full, even a body that is not an image gets the 503 (it was never decoded)."""
-    time.sleep(2 * EXTRA_LATENCY_MS / 1000)  # let batches of earlier tests finish: the server starts idle
-    with ThreadPoolExecutor(3) as pool:
-        busy = [pool.submit(post_predict, strict_server, AUTH) for _ in range(2)]
-        time.sleep(0.2)  # one request in its 500 ms batch, one waiting: the queue of one is full
+    with ThreadPoolExecutor(2) as pool:
+        busy = fill_queue(strict_server, pool)
         with strict_server.client() as client:
             response = client.post("/predict", content=b"not an image at all",
                                    headers={"Content-Type": "image/png", **AUTH})
