@@ -16,13 +16,18 @@ RESNET_LAYERS: dict[int, tuple[type[BasicBlock] | type[Bottleneck], list[int]]] 
 }
 
 
+def resnet_blocks(depth: int) -> tuple[type[BasicBlock] | type[Bottleneck], list[int]]:
+    """The torchvision block type and per-stage block counts of a ResNet depth."""
+    if depth not in RESNET_LAYERS:
+        raise ValueError(f"ResNet depth must be one of {sorted(RESNET_LAYERS)}, got {depth!r}")
+    return RESNET_LAYERS[depth]
+
+
 class ResNetCSRA(ResNet):
     """ResNet without ``avgpool``/``fc``; the CSRA head reads the last feature map."""
 
     def __init__(self, depth: int = 101, num_classes: int = 20, heads: int = 1, lam: float = 0.1) -> None:
-        if depth not in RESNET_LAYERS:
-            raise ValueError(f"ResNet depth must be one of {sorted(RESNET_LAYERS)}, got {depth!r}")
-        block, layers = RESNET_LAYERS[depth]
+        block, layers = resnet_blocks(depth)
         super().__init__(block, layers)
         del self.fc, self.avgpool
         self.depth = depth

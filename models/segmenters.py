@@ -20,7 +20,7 @@ from torchvision.models.resnet import ResNet
 
 from models.classnames import EMBEDDED_CLASSES, VOC_CLASSES
 from models.presets import Preset, register_architecture, register_preset
-from models.resnet_csra import RESNET_LAYERS
+from models.resnet_csra import resnet_blocks
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -44,11 +44,9 @@ class DilatedResNet(ResNet):
     """A torchvision ResNet trunk (no avgpool/fc) with layer3/layer4 dilated to reach ``output_stride``."""
 
     def __init__(self, depth: int = 101, output_stride: int = 8) -> None:
-        if depth not in RESNET_LAYERS:
-            raise ValueError(f"ResNet depth must be one of {sorted(RESNET_LAYERS)}, got {depth!r}")
         if output_stride not in LAYER_DILATIONS:
             raise ValueError(f"output_stride must be one of {sorted(LAYER_DILATIONS)}, got {output_stride!r}")
-        block, layers = RESNET_LAYERS[depth]
+        block, layers = resnet_blocks(depth)
         super().__init__(block, layers)
         del self.fc, self.avgpool
         self.output_stride = output_stride
