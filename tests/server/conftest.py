@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,10 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from export.torchserve import free_port
+from loadtests.processes import ServerProcess
 from tests.conftest import CLASSIFIER, SEGMENTER, SEGMENTER_PRESET, SEGMENTER_SIZE  # noqa: F401  (re-exported)
-
-ROOT = Path(__file__).resolve().parents[2]
 
 API_KEY = "test-key-123"
 STARTUP_SECONDS = 120
@@ -26,54 +18,27 @@ STARTUP_SECONDS = 120
 
 @dataclass
 class LiveServer:
-    """A `python -m server` subprocess and how to reach it."""
+    """A `python -m server` subprocess (started by the load tests' ServerProcess) and how to reach it."""
 
-    process: subprocess.Popen
-    url: str
-    log: Path
+    server: ServerProcess
+
+    @property
+    def url(self) -> str:
+        """Base URL of the server."""
+        return self.server.url
 
     def client(self, **kwargs) -> httpx.Client:
         """An httpx client for this server."""
         return httpx.Client(base_url=self.url, timeout=30.0, **kwargs)
 
     def logs(self) -> str:
-        """Everything the server wrote to stderr so far."""
-        return self.log.read_text()
+        """Everything the server wrote so far."""
+        return self.server.logs()
 
 
 def launch_server(store: Path, log: Path, *flags: str) -> LiveServer:
-    """Start `python -m server` on a free port (without waiting for it)."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SERVER_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    command = [sys.executable, "-m", "server", "--store", str(store), "--port", str(port), *flags]
-    with open(log, "w") as sink:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
-    return LiveServer(process, f"http://127.0.0.1:{port}", log)
-
-
-def wait_ready(server: LiveServer) -> LiveServer:
-    """Wait until /ready answers 200; raise with the server's log if it exits or never gets there."""
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"server exited with {server.process.returncode}:\n{server.logs()}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(server.url + "/ready", timeout=1.0).status_code == 200:
-                return server
-        time.sleep(0.2)
-    raise RuntimeError(f"server not ready after {STARTUP_SECONDS} s:\n{server.logs()}")
-
-
-def stop_server(server: LiveServer) -> None:
-    """Stop the subprocess by pid: SIGTERM, then SIGKILL if it lingers."""
-    if server.process.poll() is None:
-        os.kill(server.process.pid, signal.SIGTERM)
-        try:
-            server.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(server.process.pid, signal.SIGKILL)
-            server.process.wait(timeout=10)
+    """Start `python -m server` on a free port, without SERVER_* variables from the environment (no waiting)."""
+    return LiveServer(ServerProcess(store, list(flags), log, inherit_server_env=False).launch())
 
 
 # The main server: generous queue, a 50 ms batching window, small upload and pixel limits for the bad-input tests.
@@ -101,11 +66,11 @@ def servers(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
                "strict": launch_server(store, logs / "strict.log", *STRICT_FLAGS)}
     try:
         for live in started.values():
-            wait_ready(live)
+            live.server.wait(STARTUP_SECONDS)
         yield started
     finally:
         for live in started.values():
-            stop_server(live)
+            live.server.stop()
 
 
 @pytest.fixture(scope="session")
