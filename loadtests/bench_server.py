@@ -1,7 +1,8 @@
 """``python -m loadtests.bench_server``: server requests/s against raw ONNX Runtime images/s, same model, one run.
 
-1. Raw ONNX Runtime at saturation: an in-process loop over batches of ``--max-batch`` images, with the
-   same session options the server uses. This is the ceiling.
+1. Raw ONNX Runtime at saturation: in-process loops over batches of ``--max-batch`` images, with the
+   same session options the server uses, in two layouts (one session on all cores, or one single-threaded
+   session per core side by side). The faster layout of each round is the ceiling.
 2. The server (`python -m server`, a subprocess on a free 127.0.0.1 port) at saturation: ``--concurrency``
    clients keep requests in flight, each POSTing a JPEG to /predict. Two load generators: ``socket`` (a
    hand-written keep-alive HTTP/1.1 client that costs almost no CPU) and ``httpx`` (httpx.AsyncClient).
@@ -23,6 +24,7 @@ import re
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,23 +72,48 @@ def build_store(preset: str, name: str, folder: Path) -> Path:
     return store
 
 
-def raw_session(model_path: Path, batch: int, size: tuple[int, int], threads: int):
-    """An ONNX Runtime session with the server's options, warmed up, and its input batch."""
-    session = ort.InferenceSession(str(model_path), sess_options=cpu_session_options(threads),
-                                   providers=["CPUExecutionProvider"])
+def raw_layouts(model_path: Path, batch: int, size: tuple[int, int], cores: int) -> tuple[dict, np.ndarray]:
+    """Warmed-up ONNX Runtime sessions with the server's options, in two layouts, and their input batch.
+
+    ``1xN``: one session with N intra-op threads; ``Nx1``: N single-threaded sessions run side by side
+    (what the server does with ``--workers N``). The faster of the two is the ceiling.
+    """
     images = np.random.default_rng(0).random((batch, 3, *size), dtype=np.float32)
-    for _ in range(3):
-        session.run(None, {"images": images})
-    return session, images
+
+    def session(threads: int) -> ort.InferenceSession:
+        created = ort.InferenceSession(str(model_path), sess_options=cpu_session_options(threads),
+                                       providers=["CPUExecutionProvider"])
+        for _ in range(3):
+            created.run(None, {"images": images})
+        return created
+
+    layouts = {f"1x{cores}": [session(cores)]}
+    if cores > 1:
+        layouts[f"{cores}x1"] = [session(1) for _ in range(cores)]
+    return layouts, images
 
 
-def raw_onnxruntime(session, images: np.ndarray, seconds: float) -> Throughput:
-    """Images/s of an in-process loop over full batches (``server_cpu`` holds this process's CPU time)."""
-    done, start, cpu_start = 0, time.perf_counter(), time.process_time()
+def _loop(session: ort.InferenceSession, images: np.ndarray, seconds: float) -> int:
+    done, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         session.run(None, {"images": images})
         done += len(images)
+    return done
+
+
+def raw_onnxruntime(sessions: list, images: np.ndarray, seconds: float) -> Throughput:
+    """Images/s of in-process loops over full batches, one thread per session (``server_cpu``: this process)."""
+    start, cpu_start = time.perf_counter(), time.process_time()
+    with ThreadPoolExecutor(len(sessions)) as pool:
+        done = sum(pool.map(lambda session: _loop(session, images, seconds), sessions))
     return Throughput(done, time.perf_counter() - start, server_cpu=time.process_time() - cpu_start)
+
+
+def best_raw(layouts: dict, images: np.ndarray, seconds: float) -> tuple[str, Throughput]:
+    """Run every layout for ``seconds``; the fastest one and its throughput."""
+    runs = {name: raw_onnxruntime(sessions, images, seconds) for name, sessions in layouts.items()}
+    name = max(runs, key=lambda key: runs[key].rate)
+    return name, runs[name]
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -183,8 +210,9 @@ def parse_size(text: str) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class Round:
-    """One raw window followed by one server window."""
+    """One raw window per layout followed by one server window."""
 
+    raw_layout: str  # the faster raw layout of this round, e.g. "2x1"
     raw: Throughput
     served: Throughput
 
@@ -235,19 +263,22 @@ def markdown(args: argparse.Namespace, size: tuple[int, int], configurations: li
         "",
         f"Machine: {platform.machine()}, {available_cores()} cores available (shared with other jobs), Python "
         f"{platform.python_version()}, onnxruntime {ort.__version__}. Model `{args.preset}` (random weights) at "
-        f"{size[0]}x{size[1]}, CPUExecutionProvider, {available_cores()} intra-op threads. Raw: an in-process "
-        f"loop over batches of {args.max_batch}. Server: `--max-batch {args.max_batch} --max-delay-ms "
+        f"{size[0]}x{size[1]}, CPUExecutionProvider. Raw: in-process loops over batches of {args.max_batch}, "
+        f"run as one session with {available_cores()} intra-op threads and as {available_cores()} one-thread "
+        "sessions side by side; each round keeps the faster layout (named in the table). "
+        f"Server: `--max-batch {args.max_batch} --max-delay-ms "
         f"{args.max_delay_ms:g} --workers {args.workers}`, default logging (one JSON line per request). "
-        f"{args.rounds} rounds per row, each a {args.seconds:g} s raw window then a {args.seconds:g} s server "
-        f"window (after {args.warmup:g} s of untimed load); the throughput ratio is taken within each round "
+        f"{args.rounds} rounds per row, each a {args.seconds:g} s raw window per layout then a "
+        f"{args.seconds:g} s server window (after {args.warmup:g} s of untimed load); the throughput ratio is "
+        "taken within each round "
         "and the table shows medians. The load generator shares the two cores with the server: `socket` is "
         "a hand-written keep-alive HTTP/1.1 client (about 0.1 ms of CPU per request), `httpx` is "
         "httpx.AsyncClient (about 1.5 ms per request, taken from the server's CPU). The last column compares "
         "CPU time: raw CPU ms per image over server + client CPU ms per request, which does not depend on "
         "what else runs on the machine.",
         "",
-        "| payload | client | in flight | raw images/s | server requests/s | ratio | CPU ms raw / server + client "
-        "| CPU ratio |",
+        "| payload | client | in flight | raw images/s (layout) | server requests/s | ratio "
+        "| CPU ms raw / server + client | CPU ratio |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for c in configurations:
@@ -258,6 +289,7 @@ def markdown(args: argparse.Namespace, size: tuple[int, int], configurations: li
         errors = sum(r.served.errors for r in c.rounds)
         lines.append(
             f"| {width}x{height} JPEG | {c.client} | {c.concurrency} | {c.median(r.raw.rate for r in c.rounds):.1f} "
+            f"({'/'.join(sorted({r.raw_layout for r in c.rounds}))}) "
             f"| {c.median(r.served.rate for r in c.rounds):.1f}{f' ({errors} errors)' if errors else ''} "
             f"| {c.median(r.ratio for r in c.rounds):.2f} | {raw_cpu:.1f} / {server_cpu:.1f} + {client_cpu:.1f} "
             f"| {raw_cpu / (server_cpu + client_cpu):.2f} |")
@@ -289,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         store = args.store or build_store(args.preset, args.model, Path(tmp))
         manifest = load_manifest(entry_dir(store, args.model))
         size = tuple(int(v) for v in manifest.input["size"])
-        session, images = raw_session(manifest.artifact("model.onnx"), args.max_batch, size, available_cores())
+        layouts, images = raw_layouts(manifest.artifact("model.onnx"), args.max_batch, size, available_cores())
         flags = ["--models", args.model, "--max-batch", str(args.max_batch), "--max-delay-ms", str(args.max_delay_ms),
                  "--workers", str(args.workers), "--queue-size", str(4 * max(args.concurrency))]
         server = ServerProcess(store, flags).start()
@@ -301,13 +333,13 @@ def main(argv: list[str] | None = None) -> int:
                     payload = jpeg_payload(*payload_size)
                     rounds = []
                     for _ in range(args.rounds):
-                        raw = raw_onnxruntime(session, images, args.seconds)
+                        layout, raw = best_raw(layouts, images, args.seconds)
                         served = asyncio.run(saturate(server.url, payload, concurrency,
                                                       args.warmup, args.seconds, client, server.process.pid))
-                        rounds.append(Round(raw, served))
+                        rounds.append(Round(layout, raw, served))
                         bar.update()
                         bar.write(f"{payload_size[0]}x{payload_size[1]} {client} x{concurrency}: raw "
-                                  f"{raw.rate:.1f} images/s, server {served.rate:.1f} requests/s, "
+                                  f"{raw.rate:.1f} images/s ({layout}), server {served.rate:.1f} requests/s, "
                                   f"ratio {rounds[-1].ratio:.2f}")
                     configurations.append(Configuration(payload_size, client, concurrency, rounds))
         finally:
