@@ -116,8 +116,10 @@ class TorchServeProcess:
         cmd = [str(binary if binary.exists() else "torchserve"), "--start", "--foreground", "--ncs",
                "--model-store", str(self.store), "--ts-config", str(config), "--disable-token-auth"]
         log = open(self.workdir / "torchserve.out", "wb")  # noqa: SIM115 - closed with the process
+        threads = str(max(1, (os.cpu_count() or 1) // self.workers))  # the workers share the cores
+        env = {**os.environ, "OCCLUSION_SERVE_THREADS": os.environ.get("OCCLUSION_SERVE_THREADS", threads)}
         self.process = subprocess.Popen(cmd, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+                                        start_new_session=True, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

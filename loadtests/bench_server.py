@@ -24,7 +24,6 @@ import re
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,24 +35,8 @@ from tqdm import tqdm
 
 from export.store import entry_dir, load_manifest
 from loadtests.processes import ServerProcess
-from server.runtimes import cpu_session_options
+from loadtests.raw_ceiling import Throughput, best_raw, raw_layouts
 from server.settings import available_cores
-
-
-@dataclass(frozen=True)
-class Throughput:
-    """Work done in a timed window."""
-
-    count: int
-    seconds: float
-    errors: int = 0
-    client_cpu: float = 0.0  # load-generator CPU seconds spent in the window
-    server_cpu: float = 0.0  # server process CPU seconds spent in the window
-
-    @property
-    def rate(self) -> float:
-        """Items per second."""
-        return self.count / self.seconds
 
 
 def build_store(preset: str, name: str, folder: Path) -> Path:
@@ -70,50 +53,6 @@ def build_store(preset: str, name: str, folder: Path) -> Path:
     store = folder / "model_store"
     export_entry(resolve_source(checkpoint, preset), name, "1", store, formats=("onnx",))
     return store
-
-
-def raw_layouts(model_path: Path, batch: int, size: tuple[int, int], cores: int) -> tuple[dict, np.ndarray]:
-    """Warmed-up ONNX Runtime sessions with the server's options, in two layouts, and their input batch.
-
-    ``1xN``: one session with N intra-op threads; ``Nx1``: N single-threaded sessions run side by side
-    (what the server does with ``--workers N``). The faster of the two is the ceiling.
-    """
-    images = np.random.default_rng(0).random((batch, 3, *size), dtype=np.float32)
-
-    def session(threads: int) -> ort.InferenceSession:
-        created = ort.InferenceSession(str(model_path), sess_options=cpu_session_options(threads),
-                                       providers=["CPUExecutionProvider"])
-        for _ in range(3):
-            created.run(None, {"images": images})
-        return created
-
-    layouts = {f"1x{cores}": [session(cores)]}
-    if cores > 1:
-        layouts[f"{cores}x1"] = [session(1) for _ in range(cores)]
-    return layouts, images
-
-
-def _loop(session: ort.InferenceSession, images: np.ndarray, seconds: float) -> int:
-    done, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        session.run(None, {"images": images})
-        done += len(images)
-    return done
-
-
-def raw_onnxruntime(sessions: list, images: np.ndarray, seconds: float) -> Throughput:
-    """Images/s of in-process loops over full batches, one thread per session (``server_cpu``: this process)."""
-    start, cpu_start = time.perf_counter(), time.process_time()
-    with ThreadPoolExecutor(len(sessions)) as pool:
-        done = sum(pool.map(lambda session: _loop(session, images, seconds), sessions))
-    return Throughput(done, time.perf_counter() - start, server_cpu=time.process_time() - cpu_start)
-
-
-def best_raw(layouts: dict, images: np.ndarray, seconds: float) -> tuple[str, Throughput]:
-    """Run every layout for ``seconds``; the fastest one and its throughput."""
-    runs = {name: raw_onnxruntime(sessions, images, seconds) for name, sessions in layouts.items()}
-    name = max(runs, key=lambda key: runs[key].rate)
-    return name, runs[name]
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -321,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         store = args.store or build_store(args.preset, args.model, Path(tmp))
         manifest = load_manifest(entry_dir(store, args.model))
         size = tuple(int(v) for v in manifest.input["size"])
-        layouts, images = raw_layouts(manifest.artifact("model.onnx"), args.max_batch, size, available_cores())
+        feed = {"images": np.random.default_rng(0).random((args.max_batch, 3, *size), dtype=np.float32)}
+        layouts = raw_layouts(manifest.artifact("model.onnx"), feed, available_cores())
         flags = ["--models", args.model, "--max-batch", str(args.max_batch), "--max-delay-ms", str(args.max_delay_ms),
                  "--workers", str(args.workers), "--queue-size", str(4 * max(args.concurrency))]
         server = ServerProcess(store, flags).start()
@@ -333,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
                     payload = jpeg_payload(*payload_size)
                     rounds = []
                     for _ in range(args.rounds):
-                        layout, raw = best_raw(layouts, images, args.seconds)
+                        layout, raw = best_raw(layouts, feed, args.seconds)
                         served = asyncio.run(saturate(server.url, payload, concurrency,
                                                       args.warmup, args.seconds, client, server.process.pid))
                         rounds.append(Round(layout, raw, served))

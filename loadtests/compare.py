@@ -12,7 +12,6 @@ import os
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ from export.torchserve import TorchServeProcess, write_mar
 from loadtests.locust_run import parse_seconds, read_stats, run_locust
 from loadtests.payloads import build_payloads
 from loadtests.processes import ServerProcess
+from loadtests.raw_ceiling import best_raw, raw_layouts
 from server.settings import available_cores
 
 
@@ -42,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--payload", default="scene-vga", help="payload name (see loadtests/payloads.py)")
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--max-delay-ms", type=float, default=5.0)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="batches run at once, for (b) and (c) alike (each with cores / workers threads)")
     parser.add_argument("--out", type=Path, default=Path("runs/compare"))
     parser.add_argument("--docs", type=Path, help="update this Markdown file (e.g. docs/benchmarks.md)")
 
@@ -61,25 +63,17 @@ def ensure_model(args: argparse.Namespace) -> Path:
                             args.store, formats=("onnx", "mar")).path
 
 
-def raw_onnx_images_per_second(entry: Path, payload: bytes, batch: int, seconds: float) -> float:
-    """(a) The ceiling: decode once, then run full batches back to back for ``seconds``."""
+def raw_onnx_images_per_second(entry: Path, payload: bytes, batch: int, seconds: float) -> tuple[str, float]:
+    """(a) The ceiling: decode once, then run full batches back to back; the faster thread layout and its rate."""
     manifest = load_manifest(entry)
     h, w = manifest.input["size"]
     image = Image.open(io.BytesIO(payload)).convert("RGB").resize((w, h), Image.BILINEAR)
     x = np.asarray(image, dtype=np.float32).transpose(2, 0, 1)[None] / 255.0
     mean = np.asarray(manifest.input["mean"], dtype=np.float32).reshape(1, 3, 1, 1)
     std = np.asarray(manifest.input["std"], dtype=np.float32).reshape(1, 3, 1, 1)
-    x = np.ascontiguousarray(np.repeat((x - mean) / std, batch, axis=0))
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = available_cores()
-    session = ort.InferenceSession(str(manifest.artifact("model.onnx")), options, providers=["CPUExecutionProvider"])
-    feed = {manifest.input["name"]: x}
-    session.run(None, feed)
-    done, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        session.run(None, feed)
-        done += batch
-    return done / (time.perf_counter() - start)
+    feed = {manifest.input["name"]: np.ascontiguousarray(np.repeat((x - mean) / std, batch, axis=0))}
+    layout, throughput = best_raw(raw_layouts(manifest.artifact("model.onnx"), feed, available_cores()), feed, seconds)
+    return layout, throughput.rate
 
 
 def machine_facts() -> str:
@@ -109,15 +103,16 @@ def main(args: argparse.Namespace) -> int:
     env = {"LOADTEST_PAYLOADS": str(payload_dir), "LOADTEST_PAYLOAD": args.payload}
     seconds = parse_seconds(args.duration)
     print("(a) raw ONNX Runtime loop ...", file=sys.stderr)
-    raw = raw_onnx_images_per_second(entry, payloads[args.payload].read_bytes(), args.max_batch, min(seconds, 20))
+    layout, raw = raw_onnx_images_per_second(entry, payloads[args.payload].read_bytes(), args.max_batch,
+                                             min(seconds, 20))
     print("(b) this server under Locust ...", file=sys.stderr)
     ours_args = ["--models", args.model, "--max-batch", str(args.max_batch), "--max-delay-ms", str(args.max_delay_ms),
-                 "--queue-size", str(max(64, 4 * args.users))]
+                 "--queue-size", str(max(64, 4 * args.users)), "--workers", str(args.workers)]
     with ServerProcess(args.store, ours_args, args.out / "server.log") as server:
         ours = read_stats(run_locust(server.url, args.users, args.users, args.duration, args.out / "ours",
                                      {**env, "LOADTEST_WEIGHTS": "predict=1,segment=0,robustness=0"}))[-1]
     print("(c) TorchServe under Locust ...", file=sys.stderr)
-    with TorchServeProcess(args.store, args.model, workers=1, batch_size=args.max_batch,
+    with TorchServeProcess(args.store, args.model, workers=args.workers, batch_size=args.max_batch,
                            max_batch_delay_ms=int(args.max_delay_ms), workdir=args.out / "torchserve") as ts:
         theirs = read_stats(run_locust(ts.url, args.users, args.users, args.duration, args.out / "torchserve",
                                        {**env, "LOADTEST_WEIGHTS": "predict=0,segment=0,robustness=0,torchserve=1",
@@ -130,13 +125,15 @@ def main(args: argparse.Namespace) -> int:
         f"Command: `python -m loadtests compare --model {args.model}"
         + (f" --preset {args.preset}" if args.preset else "") + (f" --image-size {args.image_size}" if args.image_size
                                                                  else "")
-        + f" --users {args.users} --duration {args.duration} --payload {args.payload}`",
+        + f" --users {args.users} --duration {args.duration} --payload {args.payload} --workers {args.workers}`",
         f"Machine: {machine_facts()}. Batching for (b) and (c): max batch {args.max_batch}, "
-        f"max delay {args.max_delay_ms:g} ms; TorchServe: 1 worker using every core.",
+        f"max delay {args.max_delay_ms:g} ms; {args.workers} worker(s) each, sharing the cores "
+        f"({max(1, available_cores() // args.workers)} ONNX Runtime threads per worker). (a) is the faster of "
+        f"one {available_cores()}-thread session and {available_cores()} one-thread sessions side by side: {layout}.",
         "",
         "| serving | req/s (img/s) | p50 ms | p95 ms | p99 ms | failures |",
         "|---|---:|---:|---:|---:|---:|",
-        f"| (a) raw ONNX Runtime loop, batch {args.max_batch} | {raw:.1f} | - | - | - | - |",
+        f"| (a) raw ONNX Runtime loop, batch {args.max_batch} ({layout}) | {raw:.1f} | - | - | - | - |",
         f"| (b) this server | {ours.rps:.1f} | {ours.p50:.0f} | {ours.p95:.0f} | {ours.p99:.0f} | {ours.failures} |",
         f"| (c) TorchServe 0.12, same ONNX | {theirs.rps:.1f} | {theirs.p50:.0f} | {theirs.p95:.0f} | "
         f"{theirs.p99:.0f} | {theirs.failures} |",
