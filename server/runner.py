@@ -92,6 +92,9 @@ class ModelRunner:
             on_running=(lambda running: metrics.set_running(name, running)) if metrics else None,
         )
         self.batcher.start()
+        if metrics:  # both gauges exist (at 0) from the start, not only after the first request
+            metrics.set_queue_depth(name, 0)
+            metrics.set_running(name, 0)
 
     async def __call__(self, images: np.ndarray, deadline: float | None = None, exclusive: bool = False) -> BatchResult:
         """Outputs for an (n, 3, H, W) stack, batched with concurrent calls unless ``exclusive``."""

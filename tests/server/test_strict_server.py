@@ -34,6 +34,8 @@ def test_missing_or_wrong_api_key_is_401(strict_server):
         assert client.get(f"/v2/models/{CLASSIFIER}").status_code == 401
         assert client.get("/health").status_code == 200  # probes stay open
         assert client.get("/ready").status_code == 200
+    # refused requests never reach the batcher; the model's gauges exist at 0 from start-up
+    assert gauge(strict_server, "queue_depth") == 0 and gauge(strict_server, "batches_running") == 0
 
 
 def test_torchscript_backend_answers_like_the_exported_onnx(strict_server, store):
