@@ -28,6 +28,7 @@ from loadtests.locust_run import parse_seconds, read_stats, run_locust
 from loadtests.payloads import build_payloads
 from loadtests.processes import ServerProcess
 from loadtests.raw_ceiling import best_raw, raw_layouts
+from server.images import InputNormaliser, resize_to_input
 from server.settings import available_cores
 
 
@@ -66,12 +67,9 @@ def ensure_model(args: argparse.Namespace) -> Path:
 def raw_onnx_images_per_second(entry: Path, payload: bytes, batch: int, seconds: float) -> tuple[str, float]:
     """(a) The ceiling: decode once, then run full batches back to back; the faster thread layout and its rate."""
     manifest = load_manifest(entry)
-    h, w = manifest.input["size"]
-    image = Image.open(io.BytesIO(payload)).convert("RGB").resize((w, h), Image.BILINEAR)
-    x = np.asarray(image, dtype=np.float32).transpose(2, 0, 1)[None] / 255.0
-    mean = np.asarray(manifest.input["mean"], dtype=np.float32).reshape(1, 3, 1, 1)
-    std = np.asarray(manifest.input["std"], dtype=np.float32).reshape(1, 3, 1, 1)
-    feed = {manifest.input["name"]: np.ascontiguousarray(np.repeat((x - mean) / std, batch, axis=0))}
+    image = resize_to_input(Image.open(io.BytesIO(payload)).convert("RGB"), tuple(manifest.input["size"]))
+    x = InputNormaliser(manifest.input["mean"], manifest.input["std"])(image)  # the server's own preprocessing
+    feed = {manifest.input["name"]: np.ascontiguousarray(np.repeat(x[None], batch, axis=0))}
     layout, throughput = best_raw(raw_layouts(manifest.artifact("model.onnx"), feed, available_cores()), feed, seconds)
     return layout, throughput.rate
 
