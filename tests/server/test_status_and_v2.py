@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -12,7 +11,7 @@ import tritonclient.http as triton
 from PIL import Image
 
 from tests.server.conftest import CLASSIFIER, SEGMENTER, SEGMENTER_SIZE
-from tests.server.oracle import model_input, png_bytes, random_rgb, run_exported
+from tests.server.oracle import metric, model_input, png_bytes, random_rgb, run_exported
 
 
 def test_health_and_ready(client):
@@ -59,15 +58,6 @@ def test_openapi_documents_every_endpoint_with_examples(client):
     assert set(predict["requestBody"]["content"]) == {"multipart/form-data", "image/*"}
     assert "example" in predict["responses"]["200"]["content"]["application/json"]
     assert "example" in spec["paths"]["/v2/models/{model}/infer"]["post"]["requestBody"]["content"]["application/json"]
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """One sample's value from the Prometheus text format (0 when absent)."""
-    for line in text.splitlines():
-        match = re.match(rf"^{name}\{{(.*)\}} (\S+)$", line)
-        if match and all(f'{k}="{v}"' in match.group(1) for k, v in labels.items()):
-            return float(match.group(2))
-    return 0.0
 
 
 def test_eight_concurrent_requests_are_batched(client, server):

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from tests.server.conftest import API_KEY, CLASSIFIER, EXTRA_LATENCY_MS, TIMEOUT_MS
-from tests.server.oracle import model_input, png_bytes, random_rgb, run_exported, sigmoid
+from tests.server.oracle import metric, model_input, png_bytes, random_rgb, run_exported, sigmoid
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 IMAGE = png_bytes(random_rgb(64, 64, seed=41))
@@ -35,7 +35,9 @@ def test_missing_or_wrong_api_key_is_401(strict_server):
         assert client.get("/health").status_code == 200  # probes stay open
         assert client.get("/ready").status_code == 200
     # refused requests never reach the batcher; the model's gauges exist at 0 from start-up
-    assert gauge(strict_server, "queue_depth") == 0 and gauge(strict_server, "batches_running") == 0
+    text = metrics_text(strict_server)
+    for family in ("queue_depth", "batches_running"):
+        assert f'{family}{{model="{CLASSIFIER}"}} 0.0' in text.splitlines()
 
 
 def test_torchscript_backend_answers_like_the_exported_onnx(strict_server, store):
@@ -49,18 +51,16 @@ def test_torchscript_backend_answers_like_the_exported_onnx(strict_server, store
     assert (model["backend"], model["provider"]) == ("torchscript", "torchscript:cpu")
 
 
-def gauge(strict_server, family: str) -> float:
-    """The value of one of the classifier's gauges on /metrics."""
+def metrics_text(strict_server) -> str:
+    """The server's /metrics page."""
     with strict_server.client() as client:
-        text = client.get("/metrics").text
-    line = next(line for line in text.splitlines() if line.startswith(f'{family}{{model="{CLASSIFIER}"}}'))
-    return float(line.split()[-1])
+        return client.get("/metrics").text
 
 
 def wait_for(strict_server, family: str, value: float, timeout: float = 10.0) -> None:
     """Poll a gauge until it reads ``value``."""
     stop = time.monotonic() + timeout
-    while gauge(strict_server, family) != value:
+    while metric(metrics_text(strict_server), family, model=CLASSIFIER) != value:
         assert time.monotonic() < stop, f"{family} never reached {value}"
         time.sleep(0.005)
 
@@ -90,8 +90,7 @@ def test_full_queue_sheds_with_503_at_once_and_late_answers_are_504(strict_serve
             assert seconds < EXTRA_LATENCY_MS / 1000  # refused before any batch could finish
         if status == 504:
             assert body["error"] == "deadline_exceeded" and f"{TIMEOUT_MS} ms" in body["detail"]
-    with strict_server.client() as client:
-        text = client.get("/metrics").text
+    text = metrics_text(strict_server)
     assert f'rejected_requests_total{{model="{CLASSIFIER}",reason="queue_full"}}' in text
 
 
