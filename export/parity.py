@@ -29,12 +29,14 @@ def parity_cases(image_size: int, dynamic_size: bool, multiple: int = 32) -> lis
     return cases
 
 
-def decisions_agree(task: str, eager: np.ndarray, other: np.ndarray, threshold: float, margin: float) -> int:
+def decisions_agree(task: str, eager: np.ndarray, other: np.ndarray, threshold: float, margin: float,
+                    activation: str = "sigmoid") -> int:
     """Count decisions that differ where eager is not within ``margin`` of the boundary.
 
-    Classification: the label set ``sigmoid > threshold``. Segmentation: the per-pixel argmax.
+    Multi-label classification: the label set ``sigmoid > threshold``. Single-label (softmax) classification
+    and segmentation: the argmax over classes (per pixel for segmentation).
     """
-    if task == "classification":
+    if task == "classification" and activation == "sigmoid":
         scores = 1.0 / (1.0 + np.exp(-eager.astype(np.float64)))
         other_scores = 1.0 / (1.0 + np.exp(-other.astype(np.float64)))
         clear = np.abs(scores - threshold) > margin
@@ -45,7 +47,7 @@ def decisions_agree(task: str, eager: np.ndarray, other: np.ndarray, threshold: 
 
 
 def check_parity(model: nn.Module, runners: dict[str, Runner], cases: Sequence[tuple[int, int, int]],
-                 task: str, threshold: float, tol: float, seed: int = 0) -> dict[str, Any]:
+                 task: str, threshold: float, tol: float, seed: int = 0, activation: str = "sigmoid") -> dict[str, Any]:
     """Run every runner against eager on seeded inputs; raise ``ParityError`` on any failure."""
     rng = np.random.default_rng(seed)
     report: dict[str, Any] = {"tolerance": tol, "rule": "max|diff| <= tol * max(1, max|eager|)", "checks": []}
@@ -66,7 +68,7 @@ def check_parity(model: nn.Module, runners: dict[str, Runner], cases: Sequence[t
                 failures.append(f"{name} at {batch}x3x{height}x{width}: shape {out.shape} vs eager {eager.shape}")
                 continue
             diff = float(np.abs(out.astype(np.float64) - eager).max())
-            flips = decisions_agree(task, eager, out, threshold, margin=bound)
+            flips = decisions_agree(task, eager, out, threshold, margin=bound, activation=activation)
             report["checks"].append({"runtime": name, "input": [batch, 3, height, width], "max_abs_diff": diff,
                                      "bound": bound, "decision_mismatches": flips})
             if not diff <= bound:

@@ -50,10 +50,10 @@ def tool_versions() -> dict[str, str]:
             "onnxruntime": ort.__version__, "timm": timm.__version__}
 
 
-def output_spec(task: str) -> dict[str, Any]:
+def output_spec(task: str, activation: str = "sigmoid") -> dict[str, Any]:
     """What the exported graph returns; segmenters return per-class logits at the input resolution."""
     if task == "classification":
-        return {"name": OUTPUT_NAME, "kind": "class_logits", "activation": "sigmoid", "shape": ["batch", "classes"]}
+        return {"name": OUTPUT_NAME, "kind": "class_logits", "activation": activation, "shape": ["batch", "classes"]}
     return {"name": OUTPUT_NAME, "kind": "pixel_logits", "activation": "softmax",
             "shape": ["batch", "classes", "height", "width"],
             "note": "logits at the input resolution; take argmax, then resize the class map to the image size"}
@@ -73,7 +73,7 @@ def build_manifest(src: ExportSource, name: str, version: str, files: dict[str, 
         "input": {"name": INPUT_NAME, "layout": "NCHW", "dtype": "float32", "channels": "RGB",
                   "size": [p.image_size, p.image_size], "dynamic_size": p.dynamic_size, "resize": p.resize,
                   "scale": "divide by 255 to [0, 1]", "mean": list(p.mean), "std": list(p.std)},
-        "output": output_spec(p.task),
+        "output": output_spec(p.task, p.activation),
         "architecture": {"preset": p.name, "arch": p.arch, **p.arch_args, "heads": p.heads, "lam": p.lam},
         "preset": p.to_dict(),
         "opset": opset,
@@ -131,7 +131,8 @@ def export_entry(src: ExportSource, name: str, version: str = "1", store: str | 
             bar.update()
         bar.set_postfix_str("parity")
         cases = parity_cases(preset.image_size, preset.dynamic_size)
-        parity = check_parity(model, runners, cases, preset.task, preset.threshold, FP16_TOL if fp16 else FP32_TOL)
+        parity = check_parity(model, runners, cases, preset.task, preset.threshold, FP16_TOL if fp16 else FP32_TOL,
+                              activation=preset.activation)
         bar.update()
         files = {f: file_record(staging / f) for f in ("model.onnx", "model.pt") if (staging / f).exists()}
         write_manifest(staging, build_manifest(src, name, str(version), files, parity, opset, fp16))

@@ -77,6 +77,11 @@ class Manifest:
         return self.data["output"]
 
     @property
+    def activation(self) -> str:
+        """How logits become scores: ``sigmoid`` (multi-label), ``softmax`` (single-label or per pixel)."""
+        return str(self.output.get("activation", "sigmoid" if self.task == "classification" else "softmax"))
+
+    @property
     def threshold(self) -> float:
         """Decision threshold on sigmoid scores (classification)."""
         return float(self.data.get("threshold", 0.5))

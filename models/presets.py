@@ -37,6 +37,8 @@ class Preset:
     lam: float = 0.1
     dynamic_size: bool = False  # True when the model accepts other input sizes than image_size
     resize: str = "stretch"  # RGB resized to SxS, aspect not kept, no crop (reference protocol)
+    activation: str = "sigmoid"  # classifiers: "sigmoid" (multi-label) or "softmax" (single-label)
+    pretrained: str = ""  # where the trunk's initial weights come from ("" = random init); see models.pretrained
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -318,3 +318,57 @@ class SegmentationMetrics:
             "counts_per_class": self.iou_count["all"].copy(),
             "images": self.images,
         }
+
+
+# ---------------------------------------------------------------- one image: a prediction against a reference
+
+
+def jaccard(a: set[int], b: set[int]) -> float | None:
+    """|A & B| / |A | B| of two label sets; None when both are empty (there is nothing to compare)."""
+    union = a | b
+    return None if not union else len(a & b) / len(union)
+
+
+def confusion_matrix(reference: Any, prediction: Any, num_classes: int, region: Any = None) -> np.ndarray:
+    """(C, C) pixel counts, rows = reference class, columns = predicted class, for maps of any equal shape.
+
+    Reference pixels equal to VOID (255) and pixels outside the boolean ``region`` (same shape) are left out.
+    Predicted values must lie in [0, num_classes); ValueError names any reference value that does not.
+    """
+    reference, prediction = np.asarray(reference), np.asarray(prediction)
+    if reference.shape != prediction.shape:
+        raise ValueError(f"reference {reference.shape} and prediction {prediction.shape} must have the same shape")
+    keep = reference != VOID
+    if region is not None:
+        keep &= np.asarray(region, dtype=bool)
+    ref, pred = reference[keep].astype(np.int64), prediction[keep].astype(np.int64)
+    for name, values in (("reference", ref), ("prediction", pred)):
+        bad = np.unique(values[(values < 0) | (values >= num_classes)])
+        if bad.size:
+            raise ValueError(f"{name} holds class ids {bad[:10].tolist()}; expected values in [0, {num_classes})")
+    return np.bincount(ref * num_classes + pred, minlength=num_classes * num_classes).reshape(num_classes, -1)
+
+
+def iou_per_class(confusion: np.ndarray) -> np.ndarray:
+    """IoU of every class from a (C, C) confusion matrix; NaN where the class is in neither map."""
+    inter = np.diag(confusion).astype(np.float64)
+    union = confusion.sum(axis=0) + confusion.sum(axis=1) - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / union, np.nan)
+
+
+def pixel_accuracy(confusion: np.ndarray) -> float:
+    """Fraction of counted pixels whose predicted class equals the reference; NaN when none is counted."""
+    total = confusion.sum()
+    return float(np.trace(confusion) / total) if total else math.nan
+
+
+def mean_iou(confusion: np.ndarray, classes: Any = None) -> float:
+    """Mean IoU over ``classes`` (default: every class present in either map), skipping classes with no pixel.
+
+    NaN when no listed class has a pixel in either map.
+    """
+    iou = iou_per_class(confusion)
+    if classes is not None:
+        iou = iou[np.asarray(classes, dtype=np.int64)]
+    return _nanmean(iou)

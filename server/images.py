@@ -136,3 +136,50 @@ class InputNormaliser:
     def fill_value(self) -> np.ndarray:
         """The uint8 RGB colour that a normalised 0 (a mask hole) stands for."""
         return np.clip(np.round(self.mean * 255.0), 0, 255).astype(np.uint8)
+
+
+LABEL_MODES = ("P", "L")  # label PNGs: palette or greyscale, pixel value = class id
+VOID_LABEL = 255
+
+
+def decode_label_map(data: bytes, max_pixels: int, num_classes: int, image_size: tuple[int, int]) -> np.ndarray:
+    """A ground-truth label PNG -> (H, W) uint8 class ids (255 = void), checked against the model and the image.
+
+    The PNG must be palette or greyscale (its pixel values, not its colours, are the class ids), as large
+    as the image it annotates (``image_size`` is (width, height) after EXIF orientation), and hold only
+    class ids below ``num_classes`` or 255. Raises ImageRejectedError: 400 for bytes that are not a readable
+    image, 413 over ``max_pixels``, 422 for a readable file that is not a valid label map for this request.
+    """
+    if not data:
+        raise ImageRejectedError(400, "invalid_truth", "the truth file is empty (0 bytes)")
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageRejectedError(400, "invalid_truth",
+                                 f"the {len(data)} truth bytes are not an image format Pillow can read") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageRejectedError(413, "image_too_large", f"truth: {exc}") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageRejectedError(400, "invalid_truth", f"the truth header is corrupt: {exc}") from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageRejectedError(413, "image_too_large", f"the truth declares {width}x{height} = "
+                                 f"{width * height:,} pixels; the limit is {max_pixels:,} (--max-pixels)")
+    if image.format != "PNG" or image.mode not in LABEL_MODES:
+        raise ImageRejectedError(422, "invalid_truth",
+                                 f"the truth is a {image.format or 'unknown'} image in mode {image.mode}; send a "
+                                 "palette (P) or greyscale (L) PNG whose pixel values are class ids (255 = void)")
+    if (width, height) != tuple(image_size):
+        raise ImageRejectedError(422, "invalid_truth", f"the truth is {width}x{height} but the image is "
+                                 f"{image_size[0]}x{image_size[1]}; a label map must cover the image pixel for pixel")
+    try:
+        image.load()
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageRejectedError(400, "invalid_truth", f"the truth data is truncated or corrupt: {exc}") from None
+    labels = np.asarray(image, dtype=np.uint8)
+    bad = np.unique(labels[(labels >= num_classes) & (labels != VOID_LABEL)])
+    if bad.size:
+        raise ImageRejectedError(422, "invalid_truth",
+                                 f"the truth holds class ids {bad[:10].tolist()}; this model has {num_classes} "
+                                 f"classes (allowed: 0..{num_classes - 1}, and {VOID_LABEL} for void)")
+    return labels

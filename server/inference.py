@@ -43,11 +43,13 @@ IMAGE_REQUEST_BODY: dict[str, Any] = {
 }
 
 
-async def read_image_bytes(request: Request) -> bytes:
-    """The uploaded image bytes from a multipart ``file`` field or a raw ``image/*`` body."""
+async def read_upload(request: Request, extra_files: tuple[str, ...] = ()) -> tuple[bytes, dict[str, bytes]]:
+    """The uploaded image bytes (multipart ``file`` field or raw ``image/*`` body) and any of the optional
+    multipart file fields named in ``extra_files`` that were sent (a raw body carries only the image)."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    extras: dict[str, bytes] = {}
     if media == "multipart/form-data":
-        form = await request.form(max_files=1, max_fields=16)
+        form = await request.form(max_files=1 + len(extra_files), max_fields=16)
         try:
             upload = form.get("file")
             if upload is None or isinstance(upload, str):
@@ -55,6 +57,14 @@ async def read_image_bytes(request: Request) -> bytes:
                 raise ApiError(400, "missing_file", f"the multipart body has no file field named 'file' "
                                f"(fields sent: {fields})")
             data = await upload.read()
+            for name in extra_files:
+                part = form.get(name)
+                if part is None:
+                    continue
+                if isinstance(part, str):
+                    raise ApiError(400, "invalid_field", f"the multipart field {name!r} must be a file upload "
+                                   f"(e.g. curl -F {name}=@file.png), not a text value")
+                extras[name] = await part.read()
         finally:
             await form.close()
     else:
@@ -64,6 +74,12 @@ async def read_image_bytes(request: Request) -> bytes:
                            f"Content-Type {media or 'missing'!r} is not accepted; send {ACCEPTED_BODIES}")
     if not data:
         raise ApiError(400, "empty_body", f"the request carries no image bytes; send {ACCEPTED_BODIES}")
+    return data, extras
+
+
+async def read_image_bytes(request: Request) -> bytes:
+    """The uploaded image bytes from a multipart ``file`` field or a raw ``image/*`` body."""
+    data, _ = await read_upload(request)
     return data
 
 

@@ -29,7 +29,7 @@ def tensor_shapes(manifest: Manifest) -> tuple[list[int], list[int]]:
 
 
 def model_metadata(manifest: Manifest, platform: str) -> dict[str, Any]:
-    """The v2 model metadata document."""
+    """The v2 model metadata document; ``parameters`` says how to read the (raw logit) output."""
     input_shape, output_shape = tensor_shapes(manifest)
     return {
         "name": manifest.name,
@@ -37,6 +37,8 @@ def model_metadata(manifest: Manifest, platform: str) -> dict[str, Any]:
         "platform": platform,
         "inputs": [{"name": manifest.input["name"], "datatype": DATATYPE, "shape": input_shape}],
         "outputs": [{"name": manifest.output["name"], "datatype": DATATYPE, "shape": output_shape}],
+        "parameters": {"task": manifest.task, "activation": manifest.activation,
+                       "output_kind": manifest.output.get("kind", "")},
     }
 
 

@@ -1,4 +1,5 @@
-"""Model outputs -> answers: sigmoid labels for classifiers; class maps, PNGs and region statistics for segmenters."""
+"""Model outputs -> answers: sigmoid or softmax labels for classifiers; class maps, PNGs and region statistics
+for segmenters."""
 
 from __future__ import annotations
 
@@ -38,6 +39,32 @@ VOC_PALETTE = voc_palette()
 def sigmoid(logits: np.ndarray) -> np.ndarray:
     """Element-wise logistic function in float64 (no overflow warnings)."""
     return expit(np.asarray(logits, dtype=np.float64))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis in float64, stable for any logit range (the row maximum is subtracted first)."""
+    x = np.asarray(logits, dtype=np.float64)
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+SCORERS = {"sigmoid": sigmoid, "softmax": softmax}
+
+
+def class_scores(logits: np.ndarray, activation: str) -> np.ndarray:
+    """Classifier logits -> probabilities with the manifest's activation (``sigmoid`` or ``softmax``)."""
+    if activation not in SCORERS:
+        raise ValueError(f"activation {activation!r} must be one of {', '.join(SCORERS)}")
+    return SCORERS[activation](logits)
+
+
+def top_labels(scores: np.ndarray, class_names: Sequence[str], top_k: int,
+               threshold: float | None = None) -> list[dict[str, Any]]:
+    """``[{name, score}]`` of the ``top_k`` highest scores, highest first (ties in class order), optionally
+    keeping only scores >= ``threshold``."""
+    order = np.argsort(-scores, kind="stable")[:top_k]
+    return [{"name": class_names[i], "score": round(float(scores[i]), DIGITS)} for i in order
+            if threshold is None or scores[i] >= threshold]
 
 
 def labels_above(scores: np.ndarray, class_names: Sequence[str], threshold: float,

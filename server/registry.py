@@ -125,7 +125,9 @@ class ModelRegistry:
         m = self.manifests[name]
         out: dict[str, Any] = {
             "name": m.name, "version": m.version, "task": m.task, "state": self.states[name],
-            "class_names": m.class_names, "threshold": m.threshold, "input": m.input, "output": m.output,
+            "class_names": m.class_names, "activation": m.activation,
+            "threshold": None if m.task == "classification" and m.activation == "softmax" else m.threshold,
+            "input": m.input, "output": m.output,
             "architecture": m.data.get("architecture"), "precision": m.data.get("precision"),
             "files": sorted(m.data["files"]),
         }

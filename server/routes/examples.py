@@ -10,6 +10,18 @@ PREDICT_EXAMPLE: dict[str, Any] = {
     "model": "r18",
     "labels": [{"name": "circle", "score": 0.912345}, {"name": "star", "score": 0.633}],
     "threshold": 0.5,
+    "activation": "sigmoid",
+    "timing": TIMING,
+}
+
+# A single-label (softmax) classifier: the top_k (default 5) most probable classes; no threshold unless given.
+PREDICT_SOFTMAX_EXAMPLE: dict[str, Any] = {
+    "model": "resnet50-imagenet",
+    "labels": [{"name": "tabby", "score": 0.612}, {"name": "tiger_cat", "score": 0.201},
+               {"name": "Egyptian_cat", "score": 0.094}, {"name": "lynx", "score": 0.011},
+               {"name": "tiger", "score": 0.004}],
+    "threshold": None,
+    "activation": "softmax",
     "timing": TIMING,
 }
 
@@ -26,25 +38,71 @@ SEGMENT_JSON_EXAMPLE: dict[str, Any] = {
 }
 
 ROBUSTNESS_EXAMPLE: dict[str, Any] = {
-    "model": "r18", "task": "classification", "mask_ratio": {"spec": "high", "range": [0.5, 0.6]}, "n": 2, "seed": 0,
-    "threshold": 0.5,
+    "model": "r18", "task": "classification", "activation": "sigmoid",
+    "mask_ratio": {"spec": "high", "range": [0.5, 0.6]}, "n": 2, "seed": 0, "threshold": 0.5,
     "clean": {"labels": [{"name": "circle", "score": 0.91}], "scores": {"circle": 0.91, "square": 0.02}},
+    "reference": {"source": "labels", "classes": ["circle"]},
+    "warning": None,
     "hole_ratio": {"mean": 0.55, "min": 0.52, "max": 0.58},
     "retention": {"circle": 0.5},
-    "mean_score_drop": 0.031, "mean_score_drop_positive": 0.27, "jaccard": 0.5, "flips": 1,
+    "mean_retention": 0.5,
+    "score_drop_present": {"mean": 0.27, "per_class": {"circle": 0.27}},
+    "false_positives": {"mean_per_mask": 0.5, "gained": {"square": 1}, "mean_score_rise_absent": 0.3},
+    "jaccard": 0.25, "flips": 3,
+    "clean_correctness": {"hits": ["circle"], "misses": [], "false_positives": []},
     "masks": [
-        {"index": 0, "hole_ratio": 0.52, "labels": ["circle"], "jaccard": 1.0, "flips": 0, "score_drop": 0.01},
-        {"index": 1, "hole_ratio": 0.58, "labels": [], "jaccard": 0.0, "flips": 1, "score_drop": 0.05},
+        {"index": 0, "hole_ratio": 0.52, "labels": ["circle"], "lost": [], "gained": [], "flips": 0,
+         "jaccard": 1.0, "score_drop_present": 0.01},
+        {"index": 1, "hole_ratio": 0.58, "labels": ["square"], "lost": ["circle"], "gained": ["square"], "flips": 2,
+         "jaccard": 0.0, "score_drop_present": 0.53},
     ],
+    "timing": {**TIMING, "batch_size": 3},
+}
+
+# The other two report shapes (masks lists shortened to one entry).
+ROBUSTNESS_SOFTMAX_EXAMPLE: dict[str, Any] = {
+    "model": "resnet50-imagenet", "task": "classification", "activation": "softmax",
+    "mask_ratio": {"spec": "high", "range": [0.5, 0.6]}, "n": 2, "seed": 0, "threshold": None,
+    "clean": {"top1": {"name": "tabby", "score": 0.61},
+              "labels": [{"name": "tabby", "score": 0.61}, {"name": "tiger_cat", "score": 0.2}]},
+    "reference": {"source": "clean_prediction", "class": "tabby", "score": 0.61},
+    "warning": None,
+    "hole_ratio": {"mean": 0.55, "min": 0.52, "max": 0.58},
+    "top1_retention": 0.5,
+    "true_class_score_drop": {"mean": 0.25, "per_mask": [0.05, 0.45]},
+    "top1_changes": 1,
+    "masks": [{"index": 0, "hole_ratio": 0.52, "top1": {"name": "tabby", "score": 0.56}, "true_class_score": 0.56,
+               "true_class_score_drop": 0.05}],
+    "timing": {**TIMING, "batch_size": 3},
+}
+
+ROBUSTNESS_SEGMENTER_EXAMPLE: dict[str, Any] = {
+    "model": "seg", "task": "segmentation", "activation": "softmax",
+    "mask_ratio": {"spec": "medium", "range": [0.2, 0.4]}, "n": 2, "seed": 0, "threshold": None,
+    "clean": {"classes": [{"id": 0, "name": "background", "fraction": 0.8}, {"id": 4, "name": "star",
+                                                                              "fraction": 0.2}]},
+    "warning": None,
+    "hole_ratio": {"mean": 0.3, "min": 0.25, "max": 0.35},
+    "per_class_iou": {"background": 0.95, "star": 0.71},
+    "miou_foreground": 0.71,
+    "inside_holes": {"miou_foreground": 0.4, "pixel_agreement": 0.83},
+    "outside_holes": {"miou_foreground": 0.88, "pixel_agreement": 0.97},
+    "truth": {"void_fraction": 0.04,
+              "clean": {"pixel_accuracy": 0.93, "miou": 0.8, "per_class_iou": {"background": 0.9, "star": 0.7}},
+              "masked": {"pixel_accuracy": 0.88, "miou": 0.66, "per_class_iou": {"background": 0.87, "star": 0.45}},
+              "miou_drop": 0.14},
+    "masks": [{"index": 0, "hole_ratio": 0.25, "miou_foreground": 0.75, "miou_foreground_inside": 0.45,
+               "miou_foreground_outside": 0.9, "changed_pixels": 812,
+               "truth": {"pixel_accuracy": 0.9, "miou": 0.7}}],
     "timing": {**TIMING, "batch_size": 3},
 }
 
 MODELS_EXAMPLE: dict[str, Any] = {
     "models": [{
         "name": "r18", "version": "1", "task": "classification", "state": "ready",
-        "class_names": ["circle", "square"], "threshold": 0.5,
+        "class_names": ["circle", "square"], "activation": "sigmoid", "threshold": 0.5,
         "input": {"name": "images", "size": [128, 128], "mean": [0, 0, 0], "std": [1, 1, 1]},
-        "output": {"name": "logits", "kind": "class_logits"},
+        "output": {"name": "logits", "kind": "class_logits", "activation": "sigmoid"},
         "backend": "onnx", "provider": "CPUExecutionProvider", "providers": ["CPUExecutionProvider"],
         "batching": {"max_batch": 8, "max_delay_ms": 5.0, "queue_size": 64, "timeout_ms": 30000.0},
     }],
@@ -55,6 +113,7 @@ V2_METADATA: dict[str, Any] = {
     "name": "r18", "versions": ["1"], "platform": "onnxruntime_onnx",
     "inputs": [{"name": "images", "datatype": "FP32", "shape": [-1, 3, 128, 128]}],
     "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}],
+    "parameters": {"task": "classification", "activation": "sigmoid", "output_kind": "class_logits"},
 }
 
 V2_INFER_REQUEST: dict[str, Any] = {
@@ -63,6 +122,7 @@ V2_INFER_REQUEST: dict[str, Any] = {
                 "data": [0.5, 0.5, "... 49152 values in row-major order ..."]}],
 }
 
+# v2 infer always returns the raw logits; apply the activation from the model metadata's parameters.
 V2_INFER_RESPONSE: dict[str, Any] = {
     "model_name": "r18", "model_version": "1", "id": "42",
     "outputs": [{"name": "logits", "datatype": "FP32", "shape": [1, 10], "data": [0.12, -1.3, 2.2, 0.0, 0.4,
@@ -75,7 +135,8 @@ def _error(code: str, detail: str) -> dict[str, Any]:
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"description": "empty body, bytes that are not an image, truncated image, or a model of the wrong task",
+    400: {"description": "empty body, bytes that are not an image, truncated image, a model of the wrong task, or "
+                         "ground truth the model's task cannot use (labels= on a segmenter, truth on a classifier)",
           **_error("invalid_image", "the image data is truncated or corrupt: image file is truncated")},
     401: {"description": "--api-key is set and the bearer token is missing or wrong",
           **_error("missing_api_key", "this server requires 'Authorization: Bearer <key>'")},
@@ -85,7 +146,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
                                       "40,000,000 (--max-pixels)")},
     415: {"description": "neither multipart nor image/*",
           **_error("unsupported_media_type", "Content-Type 'text/plain' is not accepted")},
-    422: {"description": "bad query parameter (the detail lists the allowed values)",
+    422: {"description": "bad query parameter (the detail lists the allowed values), or a truth PNG that is not a "
+                         "label map for this model and image",
           **_error("invalid_parameter", "format: Input should be 'png', 'json' or 'overlay' (got 'gif') "
                                         "(allowed: 'png', 'json' or 'overlay')")},
     503: {"description": "the model's queue is full (see Retry-After) or the model is still loading",

@@ -1,24 +1,34 @@
-"""POST /predict: multi-label recognition of one image."""
+"""POST /predict: labels of one image, multi-label (sigmoid) or single-label (softmax) by the model's manifest."""
 
 from __future__ import annotations
+
+import json
+from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from server.dependencies import ContextDep, require_api_key
 from server.inference import IMAGE_REQUEST_BODY, admit, off_loop, prepare_image, read_image_bytes, run_model, timing
-from server.postprocess import labels_above, score_table, sigmoid
-from server.routes.examples import ERRORS, PREDICT_EXAMPLE
+from server.postprocess import class_scores, labels_above, score_table, top_labels
+from server.routes.examples import ERRORS, PREDICT_EXAMPLE, PREDICT_SOFTMAX_EXAMPLE
 
 router = APIRouter(tags=["inference"], dependencies=[Depends(require_api_key)])
+SOFTMAX_TOP_K = 5  # labels returned by a single-label (softmax) classifier when top_k is not given
 
 
 @router.post(
     "/predict",
-    summary="Labels of one image (multi-label classifier)",
-    description="Send an image as multipart field `file` or as a raw `image/*` body. Returns the labels whose "
-                "sigmoid score reaches the threshold, highest first.\n\n"
-                "`curl -F file=@photo.jpg 'localhost:8000/predict?top_k=3&scores=true'`",
+    summary="Labels of one image (classifier)",
+    description="Send an image as multipart field `file` or as a raw `image/*` body. The model's manifest says "
+                "how logits become scores (`activation` in the answer and in /models):\n\n"
+                "- `sigmoid` (multi-label): the labels whose score reaches the threshold (default: the "
+                "manifest's), highest first, at most `top_k`;\n"
+                f"- `softmax` (single-label, e.g. ImageNet): the `top_k` (default {SOFTMAX_TOP_K}) most probable "
+                "classes, highest first; the probabilities of all classes sum to 1, and `threshold` filters "
+                "only when given.\n\n"
+                "`curl -F file=@photo.jpg 'localhost:8000/predict?top_k=3&scores=true'`\n\n"
+                f"A softmax model answers like `{json.dumps(PREDICT_SOFTMAX_EXAMPLE, separators=(',', ':'))}`.",
     openapi_extra=IMAGE_REQUEST_BODY,
     responses={200: {"content": {"application/json": {"example": PREDICT_EXAMPLE}}}, **ERRORS},
 )
@@ -26,22 +36,31 @@ async def predict(
     request: Request,
     ctx: ContextDep,
     model: str | None = Query(None, description="model name (default: the first classification model)"),
-    top_k: int | None = Query(None, ge=1, le=1000, description="return at most this many labels"),
-    threshold: float | None = Query(None, ge=0.0, le=1.0, description="score threshold (default: the manifest's)"),
+    top_k: int | None = Query(None, ge=1, le=1000, description="return at most this many labels (softmax models: "
+                                                                f"default {SOFTMAX_TOP_K})"),
+    threshold: float | None = Query(None, ge=0.0, le=1.0, description="score threshold (sigmoid default: the "
+                                                                        "manifest's; softmax: none unless given)"),
     scores: bool = Query(False, description="also return every class's score"),
 ) -> JSONResponse:
-    """Labels above the threshold for one image."""
+    """Labels of one image."""
     runner = ctx.registry.resolve(model, ("classification",), "/predict")
     admit(runner, ctx.metrics)
     data = await read_image_bytes(request)
     prepared = await off_loop(ctx.decode_pool, prepare_image, data, runner, ctx.settings.max_pixels)
     result = await run_model(request, runner, prepared.tensor[None], ctx.settings, ctx.metrics)
-    probabilities = sigmoid(result.outputs[0])
+    activation = runner.manifest.activation
+    probabilities = class_scores(result.outputs[0], activation)
     names = runner.manifest.class_names
-    cut = runner.manifest.threshold if threshold is None else threshold
-    body: dict = {"model": runner.name, "labels": labels_above(probabilities, names, cut, top_k)}
+    body: dict[str, Any] = {"model": runner.name}
+    if activation == "softmax":
+        cut = threshold
+        body["labels"] = top_labels(probabilities, names, SOFTMAX_TOP_K if top_k is None else top_k, cut)
+    else:
+        cut = runner.manifest.threshold if threshold is None else threshold
+        body["labels"] = labels_above(probabilities, names, cut, top_k)
     if scores:
         body["scores"] = score_table(probabilities, names)
     body["threshold"] = cut
+    body["activation"] = activation
     body["timing"] = timing(request, prepared, result)
     return JSONResponse(body)

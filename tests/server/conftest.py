@@ -1,16 +1,46 @@
-"""Fixtures: a tiny model store (a classifier and a segmenter) and real uvicorn servers on 127.0.0.1."""
+"""Fixtures: a tiny model store (two classifiers and a segmenter) and real uvicorn servers on 127.0.0.1."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+import torch
 
+from export.pipeline import export_entry
+from export.source import ExportSource
 from loadtests.processes import ServerProcess
+from models.presets import get_preset
+from models.registry import build_model
 from tests.conftest import CLASSIFIER, SEGMENTER, SEGMENTER_PRESET, SEGMENTER_SIZE  # noqa: F401  (re-exported)
+
+SOFTMAX_CLASSIFIER = "r18-softmax"  # the same architecture as CLASSIFIER, exported as a single-label model
+SOFTMAX_PRESET = "resnet18-csra-128"
+
+
+@pytest.fixture(scope="session")
+def store(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shared store's entries (linked, not copied) plus a random single-label (softmax) ResNet-18 CSRA.
+
+    A folder of its own, so that the other suites that use the shared store do not see the extra model.
+    """
+    tmp = tmp_path_factory.mktemp("server-softmax-store")
+    own = tmp / "model_store"
+    own.mkdir()
+    for entry in sorted(store.iterdir()):
+        (own / entry.name).symlink_to(entry.resolve(), target_is_directory=entry.is_dir())
+    preset = dataclasses.replace(get_preset(SOFTMAX_PRESET), activation="softmax")
+    torch.manual_seed(1)
+    model = build_model(preset).eval()
+    checkpoint = tmp / f"{SOFTMAX_CLASSIFIER}.pth"
+    torch.save(model.state_dict(), checkpoint)
+    export_entry(ExportSource(model, preset, checkpoint, "preset"), SOFTMAX_CLASSIFIER, "1", own, formats=("onnx",),
+                 progress=False)
+    return own
 
 API_KEY = "test-key-123"
 STARTUP_SECONDS = 120

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 from PIL import Image
+from scipy import special
 
 from export.store import entry_dir, load_manifest
 
@@ -82,6 +83,11 @@ def model_input(store: Path, name: str, image: Image.Image) -> np.ndarray:
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """1 / (1 + exp(-x)) in float64."""
     return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    """exp(x) / sum(exp(x)) over the last axis, in float64 (scipy's implementation, not the server's)."""
+    return special.softmax(np.asarray(x, dtype=np.float64), axis=-1)
 
 
 def metric(text: str, name: str, **labels: str) -> float:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.server.conftest import CLASSIFIER, MAX_BODY_BYTES, MAX_PIXELS, SEGMENTER
+from tests.server.conftest import CLASSIFIER, MAX_BODY_BYTES, MAX_PIXELS, SEGMENTER, SOFTMAX_CLASSIFIER
 from tests.server.oracle import (
     bomb_png,
     jpeg_bytes,
@@ -18,6 +18,7 @@ from tests.server.oracle import (
     random_rgb,
     run_exported,
     sigmoid,
+    softmax,
 )
 
 THRESHOLD = 0.5
@@ -46,7 +47,8 @@ def test_predict_multipart_png_equals_the_exported_model(client, store, class_na
     response = client.post("/predict", params={"scores": "true"}, files={"file": ("a.png", png_bytes(pixels))})
     assert response.status_code == 200
     answer = response.json()
-    assert answer["model"] == CLASSIFIER and answer["threshold"] == THRESHOLD
+    assert answer["model"] == CLASSIFIER and answer["threshold"] == THRESHOLD and answer["activation"] == "sigmoid"
+    assert list(answer) == ["model", "labels", "scores", "threshold", "activation", "timing"]
     assert set(answer["timing"]) == {"decode_ms", "queue_ms", "inference_ms", "total_ms", "batch_size"}
     assert_matches(answer, expected_scores(store, Image.fromarray(pixels)), class_names)
 
@@ -67,6 +69,45 @@ def test_top_k_and_threshold_shape_the_label_list(client, class_names):
     assert answer["threshold"] == 0.0
     plain = client.post("/predict", content=data, headers={"Content-Type": "image/png"}).json()
     assert "scores" not in plain
+
+
+def softmax_oracle(store, data: bytes) -> np.ndarray:
+    """Softmax probabilities of the exported single-label classifier, run directly."""
+    image = Image.open(io.BytesIO(data))
+    return softmax(run_exported(store, SOFTMAX_CLASSIFIER, model_input(store, SOFTMAX_CLASSIFIER, image)[None])[0])
+
+
+def test_softmax_model_returns_the_five_most_probable_classes(client, store, class_names):
+    data = png_bytes(random_rgb(90, 70, seed=8))
+    response = client.post("/predict", params={"model": SOFTMAX_CLASSIFIER, "scores": "true"}, content=data,
+                           headers={"Content-Type": "image/png"})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    expected = softmax_oracle(store, data)
+    order = np.argsort(-expected, kind="stable")
+    assert answer["activation"] == "softmax" and answer["threshold"] is None
+    assert [label["name"] for label in answer["labels"]] == [class_names[i] for i in order[:5]]
+    np.testing.assert_allclose([label["score"] for label in answer["labels"]], expected[order[:5]], atol=2e-6)
+    scores = np.array([answer["scores"][name] for name in class_names])
+    np.testing.assert_allclose(scores, expected, atol=2e-6)
+    assert scores.sum() == pytest.approx(1.0, abs=1e-5)  # one distribution over the classes, not 10 sigmoids
+
+
+def test_softmax_top_k_and_an_explicit_threshold(client, store, class_names):
+    data = png_bytes(random_rgb(64, 64, seed=9))
+    expected = softmax_oracle(store, data)
+    order = np.argsort(-expected, kind="stable")
+
+    def names(**params) -> list[str]:
+        answer = client.post("/predict", params={"model": SOFTMAX_CLASSIFIER, **params}, content=data,
+                             headers={"Content-Type": "image/png"}).json()
+        return [label["name"] for label in answer["labels"]]
+
+    assert names(top_k=3) == [class_names[i] for i in order[:3]]
+    assert names(top_k=10) == [class_names[i] for i in order]
+    cut = float((expected[order[1]] + expected[order[2]]) / 2)  # between the 2nd and the 3rd probability
+    assert names(threshold=cut) == [class_names[i] for i in order[:2]]
+    assert names(threshold=1.0) == []
 
 
 def test_exif_orientation_is_applied_before_the_model(client, store, class_names):

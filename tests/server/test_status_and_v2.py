@@ -10,13 +10,14 @@ import numpy as np
 import tritonclient.http as triton
 from PIL import Image
 
-from tests.server.conftest import CLASSIFIER, SEGMENTER, SEGMENTER_SIZE
+from tests.server.conftest import CLASSIFIER, SEGMENTER, SEGMENTER_SIZE, SOFTMAX_CLASSIFIER
 from tests.server.oracle import metric, model_input, png_bytes, random_rgb, run_exported
 
 
 def test_health_and_ready(client):
     assert client.get("/health").json() == {"status": "ok"}
-    assert client.get("/ready").json() == {"ready": True, "models": {CLASSIFIER: "ready", SEGMENTER: "ready"}}
+    assert client.get("/ready").json() == {"ready": True, "models": {CLASSIFIER: "ready", SOFTMAX_CLASSIFIER: "ready",
+                                                                     SEGMENTER: "ready"}}
     assert client.get("/v2/health/live").json() == {"live": True}
     assert client.get("/v2/health/ready").status_code == 200
 
@@ -33,6 +34,11 @@ def test_models_report_manifest_provider_and_batching(client, store):
     assert classifier["batching"] == {"max_batch": 8, "max_delay_ms": 50.0, "queue_size": 64, "workers": 1,
                                      "timeout_ms": 30000.0}
     assert answer["defaults"] == {"classification": CLASSIFIER, "segmentation": SEGMENTER}
+    softmax = by_name[SOFTMAX_CLASSIFIER]
+    assert (classifier["activation"], softmax["activation"], by_name[SEGMENTER]["activation"]) == (
+        "sigmoid", "softmax", "softmax")
+    assert softmax["output"]["activation"] == "softmax" and classifier["output"]["activation"] == "sigmoid"
+    assert classifier["threshold"] == 0.5 and softmax["threshold"] is None  # softmax answers are top-k, not cut
     assert "api_key" not in answer["settings"] and answer["settings"]["api_key_required"] is False
 
 
@@ -104,9 +110,13 @@ def test_v2_model_metadata(client):
     meta = client.get(f"/v2/models/{CLASSIFIER}").json()
     assert meta["inputs"] == [{"name": "images", "datatype": "FP32", "shape": [-1, 3, 128, 128]}]
     assert meta["outputs"] == [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}]
+    assert meta["parameters"] == {"task": "classification", "activation": "sigmoid", "output_kind": "class_logits"}
+    softmax = client.get(f"/v2/models/{SOFTMAX_CLASSIFIER}").json()
+    assert softmax["parameters"]["activation"] == "softmax" and softmax["outputs"] == meta["outputs"]
     seg = client.get(f"/v2/models/{SEGMENTER}").json()
     classes = {m["name"]: len(m["class_names"]) for m in client.get("/models").json()["models"]}[SEGMENTER]
     assert seg["outputs"][0]["shape"][:2] == [-1, classes]
+    assert seg["parameters"] == {"task": "segmentation", "activation": "softmax", "output_kind": "pixel_logits"}
     assert client.get("/v2/models/nope").status_code == 404
     assert client.get(f"/v2/models/{CLASSIFIER}/versions/1").json() == meta
     wrong = client.get(f"/v2/models/{CLASSIFIER}/versions/7")
@@ -127,6 +137,17 @@ def test_v2_infer_round_trip_with_the_spec_json(client, store):
     (output,) = answer["outputs"]
     assert output["name"] == "logits" and output["datatype"] == "FP32" and output["shape"] == [1, 10]
     np.testing.assert_allclose(output["data"], run_exported(store, CLASSIFIER, tensor[None]).ravel(), atol=1e-5)
+
+
+def test_v2_infer_of_a_softmax_model_returns_the_raw_logits(client, store):
+    tensor = model_input(store, SOFTMAX_CLASSIFIER, Image.open(io.BytesIO(png_bytes(random_rgb(40, 60, seed=34)))))
+    request = {"inputs": [{"name": "images", "shape": [1, 3, 128, 128], "datatype": "FP32",
+                           "data": tensor.ravel().tolist()}]}
+    response = client.post(f"/v2/models/{SOFTMAX_CLASSIFIER}/infer", json=request)
+    assert response.status_code == 200, response.text
+    (output,) = response.json()["outputs"]
+    logits = run_exported(store, SOFTMAX_CLASSIFIER, tensor[None]).ravel()
+    np.testing.assert_allclose(output["data"], logits, atol=1e-5)  # not probabilities: no activation applied
 
 
 def test_v2_infer_with_the_triton_client_and_binary_tensors(server, store):
