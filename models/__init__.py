@@ -1,5 +1,6 @@
 """Model zoo: CSRA recognizers (MSL-C, MSL-V) and segmenters, built by preset name."""
 
+import models.mobilenet
 import models.segmenters  # noqa: F401  (registers the segmentation presets)
 from models.checkpoint import CheckpointError, infer_config, load_checkpoint, read_state_dict
 from models.presets import PRESETS, Preset, get_preset

@@ -130,6 +130,11 @@ def infer_state_dict_config(state: Mapping[str, torch.Tensor]) -> dict[str, Any]
         if depth is None:
             raise CheckpointError(f"ResNet with {kind} blocks {blocks} matches no depth in 18/34/50/101/152")
         config.update(family="resnet", arch="resnet_csra", depth=depth, block=kind)
+    elif "features.0.0.weight" in state and "features.18.0.weight" in state:
+        config.update(family="mobilenetv2", arch="mobilenetv2_csra" if head_ids else "mobilenetv2")
+        if not head_ids and "classifier.1.weight" in state:  # torchvision's own single-label head
+            config.update(task="classification", heads=1, num_classes=int(state["classifier.1.weight"].shape[0]),
+                          feature_dim=int(state["classifier.1.weight"].shape[1]), activation="softmax")
     else:
         raise CheckpointError(f"unrecognised architecture: first keys are {_first(keys)}")
     if "task" not in config:

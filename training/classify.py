@@ -1,6 +1,10 @@
 """Train a CSRA recognizer with plain BCE (``baseline``) or MSL (``msl``), torchvision-reference style.
 
-    python -m training classify --data data/embedded --preset resnet18-csra --method msl --out runs/msl
+    python -m training classify --data data/classification --preset mobilenetv2-csra --method msl --stream \
+        --out runs/msl
+
+The best epoch is chosen on a validation split (carved from training, or fresh scenes when streaming),
+never on the test split; the test split is evaluated once, with the chosen weights, at the end.
 """
 
 from __future__ import annotations
@@ -18,23 +22,23 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import models
-from robustness.masks import apply_mask, masks, parse_ratio
+from robustness.masks import apply_mask
 from robustness.metrics import multilabel_metrics
-from training.common import append_log, lr_factor, make_sgd, save_checkpoint, seed_everything, set_lr
+from training.common import (
+    add_initialisation_arguments,
+    append_log,
+    initialise_trunk,
+    lr_factor,
+    make_sgd,
+    normalise,
+    save_checkpoint,
+    seed_everything,
+    set_lr,
+    streaming_sets,
+)
 from training.data import classification_datasets
 from training.objectives import msl_loss
-
-
-def normalise(images: torch.Tensor, preset: models.Preset) -> torch.Tensor:
-    """Apply the preset's mean/std to [0, 1] images (identity for VOC/COCO presets)."""
-    mean = torch.tensor(preset.mean, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(preset.std, device=images.device).view(1, 3, 1, 1)
-    return (images - mean) / std
-
-
-def hole_batch(n: int, size: int, ratio: tuple[float, float], seed: int) -> torch.Tensor:
-    """n seeded irregular masks (1 = hole) as a float tensor, drawn independently of augmentation."""
-    return torch.from_numpy(masks(n, size, size, ratio, seed=seed).astype(np.float32))
+from training.occlusion import MaskSource
 
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, args: argparse.Namespace,
@@ -42,7 +46,6 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
     """One pass over the training set; returns mean loss terms."""
     model.train()
     totals: dict[str, float] = {}
-    ratio = parse_ratio(args.mask_ratio)
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs} [{args.method}]", leave=False)
     for i, (images, targets) in enumerate(bar):
         step = epoch * steps_per_epoch + i
@@ -51,7 +54,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         images = normalise(images, model.preset)
         targets = targets.float().clamp_min(0)  # training targets are 0/1
         if args.method == "msl":
-            holes = hole_batch(len(images), images.shape[-1], ratio, seed=args.seed * 1_000_003 + step)
+            holes = args.train_masks.draw(len(images), seed=args.seed * 1_000_003 + step)
             parts = msl_loss(model, images, targets, holes)
             loss = parts.total
             terms = {"loss": loss.item(), "bce_clean": parts.clean_bce.item(), "bce_masked": parts.masked_bce.item(),
@@ -69,36 +72,35 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
 
 
 @torch.no_grad()
-def predict_scores(model: nn.Module, loader: DataLoader, mask_ratio: str | None = None,
+def predict_scores(model: nn.Module, loader: DataLoader, holes: MaskSource | None = None,
                    mask_seed: int = 12345) -> tuple[np.ndarray, np.ndarray]:
-    """Sigmoid scores and targets over a loader; with ``mask_ratio`` each image gets one seeded mask."""
+    """Sigmoid scores and targets over a loader; with ``holes`` image k gets the mask of seed ``mask_seed + k``."""
     model.eval()
     scores, targets, seen = [], [], 0
     for images, target in loader:
         images = normalise(images, model.preset)
-        if mask_ratio is not None:
-            holes = torch.from_numpy(np.stack([
-                masks(1, images.shape[-2], images.shape[-1], mask_ratio, seed=mask_seed + seen + j)[0]
-                for j in range(len(images))]).astype(np.float32))
-            images = apply_mask(images, holes)
+        if holes is not None:
+            images = apply_mask(images, holes.one_each(len(images), mask_seed + seen))
         scores.append(torch.sigmoid(model(images)).numpy())
         targets.append(target.numpy())
         seen += len(images)
     return np.concatenate(scores), np.concatenate(targets)
 
 
-def evaluate(model: nn.Module, loader: DataLoader, mask_ratio: str | None = "high") -> dict[str, Any]:
+def evaluate(model: nn.Module, loader: DataLoader, holes: MaskSource | None) -> dict[str, Any]:
     """Clean metrics, plus the same metrics with one high-ratio mask per test image (supplement Table 6)."""
     result = {"clean": multilabel_metrics(*predict_scores(model, loader), threshold=model.preset.threshold)}
-    if mask_ratio:
-        result["masked"] = multilabel_metrics(*predict_scores(model, loader, mask_ratio),
+    if holes is not None:
+        result["masked"] = multilabel_metrics(*predict_scores(model, loader, holes),
                                               threshold=model.preset.threshold)
     return result
 
 
 def build_model(args: argparse.Namespace, class_names: list[str]) -> nn.Module:
-    """The preset with the dataset's classes and the requested input size."""
-    return models.create_model(args.preset, class_names=class_names, image_size=args.image_size)
+    """The preset with the dataset's classes and the requested input size, its trunk initialised."""
+    model = models.create_model(args.preset, class_names=class_names, image_size=args.image_size)
+    initialise_trunk(model, args.init, args.pretrained)
+    return model
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -110,12 +112,19 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     preset = models.get_preset(args.preset)
     size = args.image_size or preset.image_size
-    train_set, test_set, class_names = classification_datasets(args.data, size, limit=args.limit)
-    model = build_model(args, class_names)
+    data = classification_datasets(args.data, size, limit=args.limit, seed=args.seed)
+    train_set, val_set = data.train, data.val
+    if args.stream:
+        train_set, val_set = streaming_sets(args.data, args.seed, args.stream, args.val_size, "classification",
+                                            size)
+    model = build_model(args, data.class_names)
+    args.train_masks = MaskSource(args.mask_ratio, size, args.mask_dir)
+    eval_masks = MaskSource(args.eval_mask_ratio, size, args.mask_dir) if args.eval_mask_ratio else None
     generator = torch.Generator().manual_seed(args.seed)
     train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=True,
-                              num_workers=args.workers, generator=generator)
-    test_loader = DataLoader(test_set, batch_size=32, num_workers=args.workers)
+                              num_workers=args.workers, generator=generator, persistent_workers=False)
+    val_loader = DataLoader(val_set, batch_size=32)
+    test_loader = DataLoader(data.test, batch_size=32, num_workers=args.workers)
     optimizer = make_sgd(model, args.lr)
     start_epoch, best = 0, {"mAP": -1.0, "epoch": -1}
     last = out / "last.pth"
@@ -128,27 +137,39 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     steps_per_epoch = len(train_loader)
     for epoch in range(start_epoch, args.epochs):
         started = time.perf_counter()
+        if hasattr(train_set, "set_epoch"):
+            train_set.set_epoch(epoch)
         losses = train_one_epoch(model, train_loader, optimizer, args, epoch, steps_per_epoch)
-        metrics = evaluate(model, test_loader, args.eval_mask_ratio)
-        record = {"epoch": epoch + 1, "method": args.method, "train": losses, **metrics,
+        metrics = evaluate(model, val_loader, eval_masks)
+        record = {"epoch": epoch + 1, "method": args.method, "train": losses, "val": metrics,
                   "seconds": round(time.perf_counter() - started, 1)}
         append_log(out / "log.json", record)
         if metrics["clean"]["mAP"] > best["mAP"]:
             best = {"mAP": metrics["clean"]["mAP"], "epoch": epoch + 1}
-            save_checkpoint(out / "best.pth", model, epoch=epoch, metrics=metrics, method=args.method)
+            save_checkpoint(out / "best.pth", model, epoch=epoch, val=metrics, method=args.method)
         save_checkpoint(last, model, epoch=epoch, optimizer=optimizer.state_dict(), best=best)
-        masked = f", masked mAP {metrics['masked']['mAP']:.1f}" if "masked" in metrics else ""
-        tqdm.write(f"epoch {epoch + 1}: loss {losses['loss']:.4f}, mAP {metrics['clean']['mAP']:.1f}{masked}")
-    return {"best": best, "log": str(out / "log.json"), "checkpoint": str(out / "best.pth")}
+        masked = f", masked {metrics['masked']['mAP']:.1f}" if "masked" in metrics else ""
+        tqdm.write(f"epoch {epoch + 1}: loss {losses['loss']:.4f}, val mAP {metrics['clean']['mAP']:.1f}{masked}")
+    state = torch.load(out / "best.pth", map_location="cpu", weights_only=True)
+    model.load_state_dict(state["state_dict"])
+    test = evaluate(model, test_loader, eval_masks)
+    kept = {k: v for k, v in state.items() if k not in ("state_dict", "preset", "test")}
+    save_checkpoint(out / "best.pth", model, **kept, test=test)
+    masked = f", masked {test['masked']['mAP']:.1f}" if "masked" in test else ""
+    tqdm.write(f"test (epoch {best['epoch']} chosen on val): mAP {test['clean']['mAP']:.1f}{masked}")
+    return {"best": best, "test": test, "log": str(out / "log.json"), "checkpoint": str(out / "best.pth")}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``python -m training classify``."""
-    parser.add_argument("--data", required=True, help="dataset folder with train.json/test.json lists")
-    parser.add_argument("--preset", default="resnet18-csra", help="model preset (default resnet18-csra)")
+    parser.add_argument("--data", required=True,
+                        help="embedded folder, reference JSON lists, a VOC2007/2012 folder or a COCO instances JSON")
+    parser.add_argument("--preset", default="mobilenetv2-csra", help="model preset (default mobilenetv2-csra)")
     parser.add_argument("--method", choices=("baseline", "msl"), default="msl", help="BCE only, or MSL")
     parser.add_argument("--mask-ratio", default="high", help="MSL training masks: low|medium|high|b1..b6|a-b")
     parser.add_argument("--eval-mask-ratio", default="high", help="extra masked evaluation ('' to skip)")
+    parser.add_argument("--mask-dir", help="folder of real Irregular-Mask PNGs (white = hole) for training and "
+                                           "evaluation masks, instead of generated ones")
     parser.add_argument("--image-size", type=int, help="input size (default: the preset's)")
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -156,6 +177,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup-epochs", type=int, default=2)
     parser.add_argument("--decay-epochs", type=int, nargs="*", default=[9], help="epochs where lr drops 10x")
     parser.add_argument("--limit", type=int, help="use only the first N training images")
+    parser.add_argument("--stream", type=int, metavar="N",
+                        help="train on N fresh procedural scenes per epoch (embedded data only) instead of the files")
+    parser.add_argument("--val-size", type=int, default=200, help="validation scenes when streaming (default 200)")
+    add_initialisation_arguments(parser)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--threads", type=int, help="torch intra-op threads")
     parser.add_argument("--seed", type=int, default=0)

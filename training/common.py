@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 from pathlib import Path
@@ -10,6 +11,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
+
+import models
+from models.pretrained import load_pretrained, load_trunk
 
 
 def seed_everything(seed: int) -> None:
@@ -20,20 +25,28 @@ def seed_everything(seed: int) -> None:
 
 
 def head_parameter_names(model: nn.Module) -> set[str]:
-    """Parameters of the task head get the 10x rate: every model here names it ``classifier``."""
+    """Parameters of the task head get the 10x rate: the model's own list, else everything named ``classifier``."""
+    if hasattr(model, "head_parameter_names"):
+        return model.head_parameter_names()
     return {n for n, _ in model.named_parameters() if n.startswith("classifier.")}
 
 
 def make_sgd(model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 1e-4,
-             head_lr_mult: float = 10.0) -> torch.optim.SGD:
-    """SGD with the backbone at ``lr`` and the head at ``head_lr_mult * lr`` (SPEC §1)."""
+             head_lr_mult: float = 10.0, kind: str = "sgd") -> torch.optim.Optimizer:
+    """SGD (SPEC §1) or AdamW with the backbone at ``lr`` and the head at ``head_lr_mult * lr``."""
     head = head_parameter_names(model)
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]  # frozen trunk blocks stay out
     groups = [
-        {"params": [p for n, p in model.named_parameters() if n not in head], "lr": lr, "base_lr": lr},
-        {"params": [p for n, p in model.named_parameters() if n in head], "lr": lr * head_lr_mult,
+        {"params": [p for n, p in trainable if n not in head], "lr": lr, "base_lr": lr},
+        {"params": [p for n, p in trainable if n in head], "lr": lr * head_lr_mult,
          "base_lr": lr * head_lr_mult},
     ]
-    return torch.optim.SGD([g for g in groups if g["params"]], lr=lr, momentum=momentum, weight_decay=weight_decay)
+    groups = [g for g in groups if g["params"]]
+    if kind == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    if kind != "sgd":
+        raise ValueError(f"optimizer must be sgd or adamw, got {kind!r}")
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
 def lr_factor(step: int, warmup_steps: int, decay_steps: list[int], gamma: float = 0.1) -> float:
@@ -62,3 +75,44 @@ def append_log(path: Path, record: dict[str, Any]) -> None:
     records = json.loads(path.read_text()) if path.exists() else []
     records.append(record)
     path.write_text(json.dumps(records, indent=2) + "\n")
+
+
+def normalise(images: torch.Tensor, preset: models.Preset) -> torch.Tensor:
+    """Apply the preset's mean/std to [0, 1] images (identity for VOC/COCO presets)."""
+    mean = torch.tensor(preset.mean, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(preset.std, device=images.device).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
+def add_initialisation_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--init FILE`` and ``--no-pretrained``: where the trunk's first weights come from."""
+    parser.add_argument("--init", help="torchvision/timm state_dict loaded strictly into the trunk (head stays fresh)")
+    parser.add_argument("--no-pretrained", dest="pretrained", action="store_false",
+                        help="start from random weights even when the preset names packaged pretrained weights")
+
+
+def initialise_trunk(model: nn.Module, init: str | None, pretrained: bool = True) -> str:
+    """Load ``init`` into the trunk, else the preset's packaged weights (unless disabled); say what happened."""
+    if init:
+        message = load_trunk(model, init).summary()
+    elif pretrained and model.preset.pretrained:
+        message = load_pretrained(model, model.preset.pretrained).summary()
+    else:
+        message = "trunk starts from random weights"
+    tqdm.write(message)
+    return message
+
+
+def streaming_sets(data_dir: str | Path, seed: int, per_epoch: int, val_size: int, task: str,
+                   image_size: int) -> tuple[Any, list]:
+    """Fresh training scenes per epoch plus a fixed in-memory validation set, of the kind ``data_dir`` holds."""
+    from training.datasets.streaming import StreamingScenes, validation_scenes
+    from training.datasets.synthetic import config_from_description
+
+    path = Path(data_dir) / "dataset.json"
+    if not path.is_file():
+        raise ValueError(f"--stream needs an embedded dataset folder (with dataset.json); {path} not found")
+    config = config_from_description(json.loads(path.read_text()))
+    tqdm.write(f"streaming {per_epoch} fresh scenes per epoch (seed {seed}); rendering {val_size} validation scenes")
+    return (StreamingScenes(config, seed, per_epoch, task, image_size),
+            validation_scenes(config, seed, val_size, task, image_size))

@@ -1,6 +1,11 @@
 """Train a segmenter with plain CE (``--loss ce``) or CE then L_sw + EWC (``--loss sb``), SPEC §2.
 
-    python -m training segment --data data/embedded --preset deeplabv2-r18 --loss sb --out runs/sb
+    python -m training segment --data data/segmentation --preset deeplab-mobilenetv2 --loss sb --stream 2000 \
+        --out runs/sb
+
+Evaluation during training runs on the validation split; the weights kept are those of the best
+validation mIoU after the switch (the same rule for both losses), and the test split is evaluated once
+with them at the end.
 """
 
 from __future__ import annotations
@@ -20,8 +25,18 @@ from tqdm import tqdm
 
 import models
 from robustness.metrics import SegmentationMetrics
-from training.classify import normalise
-from training.common import append_log, lr_factor, make_sgd, save_checkpoint, seed_everything, set_lr
+from training.common import (
+    add_initialisation_arguments,
+    append_log,
+    initialise_trunk,
+    lr_factor,
+    make_sgd,
+    normalise,
+    save_checkpoint,
+    seed_everything,
+    set_lr,
+    streaming_sets,
+)
 from training.data import segmentation_datasets
 from training.objectives import EWC, batch_size_weights, size_balanced_ce
 
@@ -56,6 +71,14 @@ def segmentation_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tens
     return loss, terms
 
 
+def endless_batches(loader: DataLoader):
+    """Batches for ever; a streaming dataset draws new scenes on every pass."""
+    for epoch in itertools.count():
+        if hasattr(loader.dataset, "set_epoch"):
+            loader.dataset.set_epoch(epoch)
+        yield from loader
+
+
 def save_switch_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int,
                       ewc: EWC) -> None:
     """Everything needed to continue from the switch: weights, optimiser, step and the Fisher statistics."""
@@ -77,8 +100,13 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     size = args.image_size or models.get_preset(args.preset).image_size
-    train_set, test_set, class_names = segmentation_datasets(args.data, size, limit=args.limit)
+    data = segmentation_datasets(args.data, size, limit=args.limit, seed=args.seed)
+    train_set, val_set, class_names = data.train, data.val, data.class_names
+    if args.stream:
+        train_set, val_set = streaming_sets(args.data, args.seed, args.stream, args.val_size, "segmentation", size)
     model = models.create_model(args.preset, class_names=class_names, image_size=args.image_size)
+    if not args.start_from:
+        initialise_trunk(model, args.init, args.pretrained)
     optimizer = make_sgd(model, args.lr)
     switch = args.switch_iter if args.switch_iter is not None else args.iters // 2
     if not 0 < switch <= args.iters:
@@ -93,10 +121,11 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         first = state["step"]
     loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=True,
                         num_workers=args.workers, generator=torch.Generator().manual_seed(args.seed + first))
-    batches = itertools.chain.from_iterable(itertools.repeat(loader))
+    batches = endless_batches(loader)
     started = time.perf_counter()
     model.train()
     metrics: dict[str, Any] = {}
+    best: dict[str, Any] = {"mIoU": -1.0, "iter": None}
     bar = tqdm(range(first, args.iters), desc=f"segment [{args.loss}]", initial=first, total=args.iters)
     for step in bar:
         if step == switch:
@@ -119,21 +148,33 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         optimizer.step()
         bar.set_postfix(loss=f"{loss.item():.4f}", phase="sb" if use_sb else "ce")
         if (step + 1) % args.eval_every == 0 or step + 1 == args.iters:
-            metrics = evaluate(model, test_set, len(class_names))
+            metrics = evaluate(model, val_set, len(class_names))
             model.train()
             append_log(out / "log.json", {"iter": step + 1, "loss": args.loss, "phase": "sb" if use_sb else "ce",
-                                          "train": terms, **metrics,
+                                          "train": terms, "val": metrics,
                                           "seconds": round(time.perf_counter() - started, 1)})
-            tqdm.write(f"iter {step + 1}: mIoU {metrics['mIoU']:.3f}, IA-mIoU {metrics['IA-mIoU']:.3f}, "
+            tqdm.write(f"iter {step + 1}: val mIoU {metrics['mIoU']:.3f}, IA-mIoU {metrics['IA-mIoU']:.3f}, "
                        f"IA_S {metrics['IA_S']:.3f}")
-    save_checkpoint(out / "final.pth", model, iters=args.iters, loss=args.loss, metrics=metrics)
-    return {"metrics": metrics, "checkpoint": str(out / "final.pth"), "log": str(out / "log.json")}
+            if step + 1 > switch and metrics["mIoU"] > best["mIoU"]:
+                best = {"mIoU": metrics["mIoU"], "iter": step + 1}
+                save_checkpoint(out / "best.pth", model, iters=step + 1, loss=args.loss, val=metrics)
+    if best["iter"] is None:  # no evaluation after the switch: keep the last weights
+        save_checkpoint(out / "best.pth", model, iters=args.iters, loss=args.loss, val=metrics)
+    model.load_state_dict(torch.load(out / "best.pth", map_location="cpu", weights_only=True)["state_dict"])
+    test = evaluate(model, data.test, len(class_names))
+    save_checkpoint(out / "final.pth", model, iters=best["iter"] or args.iters, loss=args.loss, val=metrics,
+                    test=test)
+    tqdm.write(f"test (iter {best['iter'] or args.iters} chosen on val): mIoU {test['mIoU']:.3f}, "
+               f"IA-mIoU {test['IA-mIoU']:.3f}, IA_S {test['IA_S']:.3f}")
+    return {"test": test, "best": best, "checkpoint": str(out / "final.pth"), "log": str(out / "log.json")}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``python -m training segment``."""
-    parser.add_argument("--data", required=True, help="VOC-style folder with SegmentationClass/Object")
-    parser.add_argument("--preset", default="deeplabv2-r18", help="segmenter preset (default deeplabv2-r18)")
+    parser.add_argument("--data", required=True,
+                        help="embedded folder, or a VOC2007/2012 folder (SegmentationClass/Object)")
+    parser.add_argument("--preset", default="deeplab-mobilenetv2",
+                        help="segmenter preset (default deeplab-mobilenetv2)")
     parser.add_argument("--loss", choices=("ce", "sb"), default="sb", help="plain CE, or CE then L_sw + EWC")
     parser.add_argument("--iters", type=int, default=1200)
     parser.add_argument("--switch-iter", type=int, help="CE -> L_sb switch (default: half of --iters)")
@@ -150,6 +191,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start-from", help="continue from a switch.pth written by a run with the same settings")
     parser.add_argument("--eval-every", type=int, default=300)
     parser.add_argument("--limit", type=int, help="use only the first N training images")
+    parser.add_argument("--stream", type=int, metavar="N",
+                        help="train on fresh procedural scenes (N per pass; embedded data only) instead of the files")
+    parser.add_argument("--val-size", type=int, default=100, help="validation scenes when streaming (default 100)")
+    add_initialisation_arguments(parser)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--threads", type=int, help="torch intra-op threads")
     parser.add_argument("--seed", type=int, default=0)

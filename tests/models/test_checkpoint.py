@@ -81,9 +81,10 @@ def test_infer_config_recovers_every_preset(name: str) -> None:
     config = infer_state_dict_config(state)
     assert config["heads"] == preset.heads
     assert config["num_classes"] == preset.num_classes
+    assert config["arch"] == preset.arch
     if preset.arch == "resnet_csra":
         assert config["depth"] == preset.arch_args["depth"]
-    else:
+    elif preset.arch == "vit_csra":
         from models.vit_csra import VIT_VARIANTS
 
         width, depth, num_heads = VIT_VARIANTS[preset.arch_args["variant"]]

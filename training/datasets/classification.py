@@ -116,16 +116,17 @@ class JSONListClassification(MultiLabelImages):
 
 
 def _voc_year_folder(root: Path) -> Path:
-    """Accept either ``VOCdevkit`` (holding ``VOC2007``) or the ``VOC2007`` folder itself."""
-    if (root / "VOC2007" / "ImageSets").is_dir():
-        return root / "VOC2007"
+    """Accept either ``VOCdevkit`` (holding ``VOC2007``, else ``VOC2012``) or the year folder itself."""
+    for year in ("VOC2007", "VOC2012"):
+        if (root / year / "ImageSets").is_dir():
+            return root / year
     if (root / "ImageSets").is_dir():
         return root
-    raise FileNotFoundError(f"{root}: no ImageSets/ folder (expected a VOCdevkit or VOC2007 folder)")
+    raise FileNotFoundError(f"{root}: no ImageSets/ folder (expected a VOCdevkit, VOC2007 or VOC2012 folder)")
 
 
 class VOC2007Classification(MultiLabelImages):
-    """VOC2007 from ``ImageSets/Main/<class>_<split>.txt`` (1 present, -1 absent, 0 difficult only).
+    """VOC2007 (or VOC2012) from ``ImageSets/Main/<class>_<split>.txt`` (1 present, -1 absent, 0 difficult only).
 
     ``difficult`` says what a 0 becomes: "ignore" keeps the ternary labels (1 / -1 / 0 ignored),
     "negative" gives binary 0 (the reference code's choice for trainval), "positive" binary 1.

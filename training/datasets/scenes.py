@@ -34,12 +34,18 @@ TEXTURES = ("solid", "stripes", "checker", "dots", "gradient", "noise")
 
 @dataclass(frozen=True)
 class SceneConfig:
-    """Knobs of the scene generator; the defaults make the shipped embedded dataset."""
+    """Knobs of the scene generator (see ``SCENE_CONFIGS`` for the two documented benchmarks)."""
 
     image_size: int = 224
     max_objects: int = 6
     bucket_probs: tuple[float, float, float] = (0.5, 0.3, 0.2)  # small, medium, large, before occlusion
     min_visible: int = 12
+    min_objects: int = 1
+    # The label rule: a class is a positive label of the image only when one of its instances shows at least
+    # label_min_pixels pixels and label_min_fraction of its drawn area. Instances that exist (>= min_visible)
+    # but fail it make the class "difficult" (VOC's 0: ignored by evaluation) unless another instance passes.
+    label_min_pixels: int = 0
+    label_min_fraction: float = 0.0
     void_width: int = 1
     clutter_behind: tuple[int, int] = (4, 10)
     clutter_front: tuple[int, int] = (1, 5)
@@ -75,6 +81,19 @@ class Scene:
         """Multi-label target over EMBEDDED_CLASSES: 1 when at least one visible instance exists."""
         present = {o.class_index for o in self.objects if o.instance_id > 0}
         return [int(c in present) for c in range(len(EMBEDDED_CLASSES))]
+
+    def labels(self, config: SceneConfig) -> list[int]:
+        """Ternary VOC-style target under the config's label rule: 1 recognisable, 0 difficult only, -1 absent."""
+        if not (config.label_min_pixels or config.label_min_fraction):
+            return [1 if t else -1 for t in self.target]
+        out = [-1] * len(EMBEDDED_CLASSES)
+        for o in self.objects:
+            if o.instance_id == 0:
+                continue
+            clear = o.visible_area >= config.label_min_pixels and \
+                o.visible_area >= config.label_min_fraction * o.drawn_area
+            out[o.class_index] = max(out[o.class_index], 1 if clear else 0)
+        return out
 
 
 def area_bucket(area: float) -> str:
@@ -241,7 +260,7 @@ def render_scene(rng: np.random.Generator, config: SceneConfig = SceneConfig()) 
     paint_clutter(rng, canvas, config.clutter_behind, front=False)
     instances = np.zeros((size, size), dtype=np.int64)
     objects: list[SceneObject] = []
-    for _ in range(int(rng.integers(1, config.max_objects + 1))):
+    for _ in range(int(rng.integers(config.min_objects, config.max_objects + 1))):
         class_index = int(rng.integers(len(EMBEDDED_CLASSES)))
         mask = rasterize(sample_object_layers(rng, EMBEDDED_CLASSES[class_index], config), size, size)
         if not paint_textured(rng, canvas, mask, saturated=True):
@@ -256,3 +275,15 @@ def render_scene(rng: np.random.Generator, config: SceneConfig = SceneConfig()) 
     canvas += rng.normal(0, rng.uniform(*config.noise_sigma), size=canvas.shape)
     image = np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
     return Scene(image, class_map, instance_map, objects)
+
+
+SCENE_CONFIGS: dict[str, SceneConfig] = {
+    # In the spirit of VOC2007: 1-4 mostly medium and large objects; a label needs 400 visible pixels (of 224^2)
+    # and 40% of the object's drawn area, else the class is "difficult" and evaluation ignores it.
+    "classification": SceneConfig(max_objects=4, bucket_probs=(0.1, 0.5, 0.4), label_min_pixels=400,
+                                  label_min_fraction=0.4),
+    # In the spirit of COCO: 3-10 objects, most of them small, so that size-balancing has something to fix.
+    "segmentation": SceneConfig(min_objects=3, max_objects=10, bucket_probs=(0.65, 0.25, 0.1)),
+    # The scenes of the first embedded dataset (kept for comparison): up to 6 objects, half of them small.
+    "mixed": SceneConfig(),
+}

@@ -21,7 +21,7 @@ import argparse
 import json
 import shutil
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from models.classnames import EMBEDDED_CLASSES
 from training.datasets.palette import VOID_LABEL, save_label_png
-from training.datasets.scenes import SIZE_BUCKETS, Scene, SceneConfig, render_scene
+from training.datasets.scenes import SCENE_CONFIGS, SIZE_BUCKETS, Scene, SceneConfig, render_scene
 
 SPLIT_CODES = {"train": 0, "test": 1}
 JPEG_QUALITY = 90
@@ -91,33 +91,65 @@ def _write_lines(path: Path, lines: list[str]) -> None:
 
 
 def _write_split_lists(out: Path, split: str, stems: list[str], targets: list[list[int]]) -> None:
+    """Targets are 0/1, or ternary 1/0/-1 (0 = difficult only) under a label rule."""
+    ternary = any(v == -1 for t in targets for v in t)
     _write_lines(out / "ImageSets" / "Main" / f"{split}.txt", stems)
     _write_lines(out / "ImageSets" / "Segmentation" / f"{split}.txt", stems)
     for c, name in enumerate(EMBEDDED_CLASSES):
         _write_lines(out / "ImageSets" / "Main" / f"{name}_{split}.txt",
-                     [f"{stem} {1 if t[c] else -1:2d}" for stem, t in zip(stems, targets, strict=True)])
+                     [f"{stem} {(t[c] if ternary else (1 if t[c] else -1)):2d}"
+                      for stem, t in zip(stems, targets, strict=True)])
     records = [{"img_path": f"JPEGImages/{stem}.jpg", "target": t} for stem, t in zip(stems, targets, strict=True)]
     (out / f"{split}.json").write_text(json.dumps(records) + "\n")
 
 
-def _split_statistics(scenes_objects: list, targets: list[list[int]]) -> dict[str, Any]:
+def split_statistics(scenes_objects: list, targets: list[list[int]]) -> dict[str, Any]:
+    """Instance size shares and label statistics of one split (the dataset card's numbers)."""
     kept = [o for objects in scenes_objects for o in objects if o.instance_id > 0]
     buckets = Counter(o.size_bucket for o in kept)
+    positives = [(objects, c) for objects, t in zip(scenes_objects, targets, strict=True)
+                 for c, v in enumerate(t) if v == 1]
+    largest = [max(o.visible_area for o in objects if o.class_index == c and o.instance_id > 0)
+               for objects, c in positives]
     return {
         "images": len(targets),
         "instances": len(kept),
         "dropped_as_hidden": sum(1 for objects in scenes_objects for o in objects if o.instance_id == 0),
         "instances_per_size": {name: buckets.get(name, 0) for name in SIZE_BUCKETS},
-        "images_per_class": {name: int(sum(t[c] for t in targets)) for c, name in enumerate(EMBEDDED_CLASSES)},
+        "instance_share_per_size": {name: round(buckets.get(name, 0) / max(len(kept), 1), 3) for name in SIZE_BUCKETS},
+        "images_per_class": {name: int(sum(t[c] == 1 for t in targets)) for c, name in enumerate(EMBEDDED_CLASSES)},
+        "positive_labels_per_image": round(len(positives) / max(len(targets), 1), 3),
+        "difficult_labels_per_image": round(sum(v == 0 for t in targets for v in t) / max(len(targets), 1), 3)
+        if any(v == -1 for t in targets for v in t) else 0.0,
+        "positive_labels_whose_largest_instance_is_under_256px": round(
+            sum(a < 256 for a in largest) / max(len(largest), 1), 3),
+        "positive_labels_whose_largest_instance_is_small": round(
+            sum(a < 32**2 for a in largest) / max(len(largest), 1), 3),
     }
 
 
+def scene_config(scenes: str = "mixed", image_size: int = 224, **overrides: Any) -> SceneConfig:
+    """A named scene configuration (``SCENE_CONFIGS``) at ``image_size``, with the given fields overridden."""
+    if scenes not in SCENE_CONFIGS:
+        raise ValueError(f"unknown scene configuration {scenes!r}; choose from {', '.join(SCENE_CONFIGS)}")
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return replace(SCENE_CONFIGS[scenes], image_size=image_size, **changes)
+
+
+def config_from_description(description: dict[str, Any]) -> SceneConfig:
+    """The SceneConfig a dataset.json was generated with (to stream more scenes of the same kind)."""
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in description["scene_config"].items()
+              if k in SceneConfig.__dataclass_fields__}
+    return SceneConfig(**fields)
+
+
 def make_dataset(out_dir: str | Path, n_train: int = 1000, n_test: int = 300, image_size: int = 224,
-                 seed: int = 0, *, max_objects: int = 6, min_visible: int = 12, void_width: int = 1,
+                 seed: int = 0, *, scenes: str = "mixed", max_objects: int | None = None,
+                 min_visible: int | None = None, void_width: int | None = None,
                  overwrite: bool = False, progress: bool = True) -> Path:
     """Generate the embedded VOC-style dataset in ``out_dir`` and return its path."""
-    config = SceneConfig(image_size=image_size, max_objects=max_objects, min_visible=min_visible,
-                         void_width=void_width)
+    config = scene_config(scenes, image_size, max_objects=max_objects, min_visible=min_visible,
+                          void_width=void_width)
     _check_arguments(n_train, n_test, image_size, seed, config)
     out = Path(out_dir)
     _prepare_folder(out, overwrite)
@@ -130,14 +162,16 @@ def make_dataset(out_dir: str | Path, n_train: int = 1000, n_test: int = 300, im
             scene = render_scene(scene_rng(seed, split, index), config)
             write_scene(out, stem, scene)
             stems.append(stem)
-            targets.append(scene.target)
+            targets.append(scene.labels(config) if config.label_min_pixels or config.label_min_fraction
+                           else scene.target)
             objects.append(scene.objects)
             bar.update()
         _write_split_lists(out, split, stems, targets)
-        statistics[split] = _split_statistics(objects, targets)
+        statistics[split] = split_statistics(objects, targets)
     bar.close()
     description = {
         "name": "embedded-shapes",
+        "scenes": scenes,
         "classes": list(EMBEDDED_CLASSES),
         "segmentation_classes": ["background", *EMBEDDED_CLASSES],
         "void_label": VOID_LABEL,
@@ -147,8 +181,12 @@ def make_dataset(out_dir: str | Path, n_train: int = 1000, n_test: int = 300, im
         "img_path": "relative to this folder",
         "jpeg_quality": JPEG_QUALITY,
         "scene_config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()},
-        "presence_rule": f"an instance exists only with >= {min_visible} visible pixels; "
+        "presence_rule": f"an instance exists only with >= {config.min_visible} visible pixels; "
                          "thinner remains are void (255) and do not count in the target",
+        "label_rule": (f"a class is a label (1) only when one instance shows >= {config.label_min_pixels} pixels "
+                       f"and >= {config.label_min_fraction:.0%} of its drawn area; a class whose instances all fail "
+                       "that is 'difficult' (0, ignored by evaluation, negative in training)")
+        if config.label_min_pixels or config.label_min_fraction else "a class is a label when an instance exists",
         "size_buckets": "COCO: small < 32^2 <= medium < 96^2 <= large, by visible pixel area",
         "statistics": statistics,
     }
@@ -163,17 +201,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-test", type=int, default=300, help="test images (default 300)")
     parser.add_argument("--image-size", type=int, default=224, help="square image side in pixels (default 224)")
     parser.add_argument("--seed", type=int, default=0, help="the same seed gives the same bytes (default 0)")
-    parser.add_argument("--max-objects", type=int, default=6, help="objects drawn per image, at most (default 6)")
-    parser.add_argument("--min-visible", type=int, default=12,
-                        help="visible pixels an object needs to count as present (default 12)")
-    parser.add_argument("--void-width", type=int, default=1, help="void band around objects, pixels (default 1)")
+    parser.add_argument("--scenes", choices=tuple(SCENE_CONFIGS), default="mixed",
+                        help="scene configuration: classification (VOC-like), segmentation (COCO-like, many small "
+                             "objects) or mixed (the first embedded set); default mixed")
+    parser.add_argument("--max-objects", type=int, help="objects drawn per image, at most (default: the config's)")
+    parser.add_argument("--min-visible", type=int,
+                        help="visible pixels an object needs to count as present (default: the config's, 12)")
+    parser.add_argument("--void-width", type=int, help="void band around objects, pixels (default 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace a dataset already in OUT_DIR")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def main(args: argparse.Namespace) -> Path:
     """Run ``make-dataset`` from parsed arguments; print where the dataset went."""
-    out = make_dataset(args.out_dir, args.n_train, args.n_test, args.image_size, args.seed,
+    out = make_dataset(args.out_dir, args.n_train, args.n_test, args.image_size, args.seed, scenes=args.scenes,
                        max_objects=args.max_objects, min_visible=args.min_visible, void_width=args.void_width,
                        overwrite=args.overwrite, progress=not args.quiet)
     print(f"wrote {args.n_train} train + {args.n_test} test images to {out}")
