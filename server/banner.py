@@ -22,6 +22,8 @@ def curl_examples(settings: Settings, manifests: Mapping[str, Manifest]) -> list
     auth = ' -H "Authorization: Bearer $SERVER_API_KEY"' if settings.api_key else ""
     classifier = next((m for m in manifests.values() if m.task == "classification"), None)
     segmenter = next((m for m in manifests.values() if m.task == "segmentation"), None)
+    single_label = next((m for m in manifests.values() if m.task == "classification" and m.activation == "softmax"
+                         and m is not classifier), None)
     any_model = classifier or segmenter or next(iter(manifests.values()))
     out = [
         ("GET /health", f"curl -s {url}/health"),
@@ -35,6 +37,9 @@ def curl_examples(settings: Settings, manifests: Mapping[str, Manifest]) -> list
             ("POST /predict (raw body)", f"curl -s{auth} -H 'Content-Type: image/jpeg' --data-binary @{SAMPLE} "
                                          f"'{url}/predict?scores=true'"),
         ]
+    if single_label is not None:
+        out.append(("POST /predict (single-label)",
+                    f"curl -s{auth} -F file=@{SAMPLE} '{url}/predict?model={single_label.name}&top_k=3'"))
     if segmenter is not None:
         out += [
             ("POST /segment", f"curl -s{auth} -F file=@{SAMPLE} '{url}/segment?model={segmenter.name}' -o mask.png"),
@@ -62,7 +67,8 @@ def banner(settings: Settings, manifests: Mapping[str, Manifest], providers: Map
     lines = [f"occlusion-serve ready on {base_url(settings)}  (docs: {base_url(settings)}/docs)"]
     for name, m in manifests.items():
         height, width = m.input["size"]
-        lines.append(f"  model {name} v{m.version}: {m.task}, {len(m.class_names)} classes, {height}x{width}, "
+        kind = f"{m.task} ({m.activation})" if m.task == "classification" else m.task
+        lines.append(f"  model {name} v{m.version}: {kind}, {len(m.class_names)} classes, {height}x{width}, "
                      f"{providers.get(name, 'not loaded')}")
     lines.append("try:")
     lines += [f"  {command}" for _, command in curl_examples(settings, manifests)]

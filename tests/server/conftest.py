@@ -15,11 +15,13 @@ from export.pipeline import export_entry
 from export.source import ExportSource
 from loadtests.processes import ServerProcess
 from models.presets import get_preset
+from models.pretrained import load_pretrained, weights_path
 from models.registry import build_model
 from tests.conftest import CLASSIFIER, SEGMENTER, SEGMENTER_PRESET, SEGMENTER_SIZE  # noqa: F401  (re-exported)
 
 SOFTMAX_CLASSIFIER = "r18-softmax"  # the same architecture as CLASSIFIER, exported as a single-label model
 SOFTMAX_PRESET = "resnet18-csra-128"
+IMAGENET = "imagenet-mobilenetv2"  # the real ImageNet model, from the packaged pretrained weights
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +42,10 @@ def store(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.save(model.state_dict(), checkpoint)
     export_entry(ExportSource(model, preset, checkpoint, "preset"), SOFTMAX_CLASSIFIER, "1", own, formats=("onnx",),
                  progress=False)
+    imagenet = build_model(get_preset(IMAGENET)).eval()
+    load_pretrained(imagenet, imagenet.preset.pretrained)
+    export_entry(ExportSource(imagenet, imagenet.preset, weights_path(imagenet.preset.pretrained), "preset"), IMAGENET,
+                 "1", own, formats=("onnx",), progress=False)
     return own
 
 API_KEY = "test-key-123"
