@@ -37,7 +37,7 @@ $(SEG_DATA)/dataset.json: | $(STAMP)
 	$(PY) -m training make-dataset $(SEG_DATA) --scenes segmentation --n-train 50 --n-test 200 --seed 0 --overwrite
 
 $(RUNS)/classifier/best.pth: $(CLS_DATA)/dataset.json
-	$(PY) -m training classify --data $(CLS_DATA) --preset mobilenetv2-csra --method msl --stream 1500 --epochs 4 \
+	$(PY) -m training classify --data $(CLS_DATA) --preset mobilenetv2-csra --method msl --stream 1200 --epochs 4 \
 		--warmup-epochs 1 --decay-epochs 3 --lr 0.1 --val-size 150 --workers 1 --out $(RUNS)/classifier
 
 # The segmenter's trunk starts from the classifier's: ImageNet features that have also learnt these shapes.
