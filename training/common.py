@@ -32,8 +32,8 @@ def head_parameter_names(model: nn.Module) -> set[str]:
 
 
 def make_sgd(model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 1e-4,
-             head_lr_mult: float = 10.0, kind: str = "sgd") -> torch.optim.Optimizer:
-    """SGD (SPEC §1) or AdamW with the backbone at ``lr`` and the head at ``head_lr_mult * lr``."""
+             head_lr_mult: float = 10.0) -> torch.optim.SGD:
+    """SGD with the backbone at ``lr`` and the head at ``head_lr_mult * lr`` (SPEC §1)."""
     head = head_parameter_names(model)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]  # frozen trunk blocks stay out
     groups = [
@@ -41,12 +41,7 @@ def make_sgd(model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: f
         {"params": [p for n, p in trainable if n in head], "lr": lr * head_lr_mult,
          "base_lr": lr * head_lr_mult},
     ]
-    groups = [g for g in groups if g["params"]]
-    if kind == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
-    if kind != "sgd":
-        raise ValueError(f"optimizer must be sgd or adamw, got {kind!r}")
-    return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    return torch.optim.SGD([g for g in groups if g["params"]], lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
 def lr_factor(step: int, warmup_steps: int, decay_steps: list[int], gamma: float = 0.1) -> float:
