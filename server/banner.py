@@ -20,7 +20,8 @@ def curl_examples(settings: Settings, manifests: Mapping[str, Manifest]) -> list
     """(endpoint, command) pairs that work against this server as configured."""
     url = base_url(settings)
     auth = ' -H "Authorization: Bearer $SERVER_API_KEY"' if settings.api_key else ""
-    classifier = next((m for m in manifests.values() if m.task == "classification"), None)
+    classifiers = [m for m in manifests.values() if m.task == "classification"]
+    classifier = next((m for m in classifiers if m.activation == "sigmoid"), classifiers[0] if classifiers else None)
     segmenter = next((m for m in manifests.values() if m.task == "segmentation"), None)
     single_label = next((m for m in manifests.values() if m.task == "classification" and m.activation == "softmax"
                          and m is not classifier), None)

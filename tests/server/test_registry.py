@@ -56,7 +56,7 @@ def test_loading_is_503_with_retry_after_and_a_failed_model_is_500():
 
 
 def test_read_store_checks_model_selection(store):
-    assert sorted(read_store(Settings(store=store))) == ["r18", "r18-softmax", "seg"]
+    assert sorted(read_store(Settings(store=store))) == ["imagenet-mobilenetv2", "r18", "r18-softmax", "seg"]
     assert list(read_store(Settings(store=store, models=("seg",)))) == ["seg"]
     with pytest.raises(ValueError, match="--models names nope not in"):
         read_store(Settings(store=store, models=("nope",)))

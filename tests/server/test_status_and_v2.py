@@ -10,14 +10,14 @@ import numpy as np
 import tritonclient.http as triton
 from PIL import Image
 
-from tests.server.conftest import CLASSIFIER, SEGMENTER, SEGMENTER_SIZE, SOFTMAX_CLASSIFIER
+from tests.server.conftest import CLASSIFIER, IMAGENET, SEGMENTER, SEGMENTER_SIZE, SOFTMAX_CLASSIFIER
 from tests.server.oracle import metric, model_input, png_bytes, random_rgb, run_exported
 
 
 def test_health_and_ready(client):
     assert client.get("/health").json() == {"status": "ok"}
     assert client.get("/ready").json() == {"ready": True, "models": {CLASSIFIER: "ready", SOFTMAX_CLASSIFIER: "ready",
-                                                                     SEGMENTER: "ready"}}
+                                                                     SEGMENTER: "ready", IMAGENET: "ready"}}
     assert client.get("/v2/health/live").json() == {"live": True}
     assert client.get("/v2/health/ready").status_code == 200
 
