@@ -60,6 +60,27 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+UNREADABLE = {  # what is sent -> (error code for unreadable bytes, error code for a corrupt header, wording)
+    "image": ("not_an_image", "invalid_image", "bytes sent"),
+    "truth": ("invalid_truth", "invalid_truth", "truth bytes"),
+}
+
+
+def open_untrusted(data: bytes, max_pixels: int, subject: str) -> Image.Image:
+    """``Image.open`` on untrusted bytes (header only), every failure mapped to an ImageRejectedError."""
+    unreadable, corrupt, wording = UNREADABLE[subject]
+    try:
+        return Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageRejectedError(400, unreadable,
+                                 f"the {len(data)} {wording} are not an image format Pillow can read") from None
+    except Image.DecompressionBombError as exc:  # Pillow's own guard, past 2 * Image.MAX_IMAGE_PIXELS
+        raise ImageRejectedError(413, "image_too_large",
+                                 f"{subject}: {exc} The limit here is {max_pixels:,} pixels (--max-pixels).") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageRejectedError(400, corrupt, f"the {subject} header is corrupt: {exc}") from None
+
+
 def decode_image(data: bytes, max_pixels: int, draft_size: tuple[int, int] | None = None) -> DecodedImage:
     """Decode untrusted bytes to RGB with EXIF orientation applied.
 
@@ -68,16 +89,7 @@ def decode_image(data: bytes, max_pixels: int, draft_size: tuple[int, int] | Non
     """
     if not data:
         raise ImageRejectedError(400, "empty_body", "the image is empty (0 bytes)")
-    try:
-        image = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        raise ImageRejectedError(400, "not_an_image",
-                                 f"the {len(data)} bytes sent are not an image format Pillow can read") from None
-    except Image.DecompressionBombError as exc:  # Pillow's own guard, past 2 * Image.MAX_IMAGE_PIXELS
-        raise ImageRejectedError(413, "image_too_large",
-                                 f"{exc} The limit here is {max_pixels:,} pixels (--max-pixels).") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise ImageRejectedError(400, "invalid_image", f"the image header is corrupt: {exc}") from None
+    image = open_untrusted(data, max_pixels, "image")
     width, height = image.size
     if width * height > max_pixels:
         raise ImageRejectedError(
@@ -152,15 +164,7 @@ def decode_label_map(data: bytes, max_pixels: int, num_classes: int, image_size:
     """
     if not data:
         raise ImageRejectedError(400, "invalid_truth", "the truth file is empty (0 bytes)")
-    try:
-        image = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        raise ImageRejectedError(400, "invalid_truth",
-                                 f"the {len(data)} truth bytes are not an image format Pillow can read") from None
-    except Image.DecompressionBombError as exc:
-        raise ImageRejectedError(413, "image_too_large", f"truth: {exc}") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise ImageRejectedError(400, "invalid_truth", f"the truth header is corrupt: {exc}") from None
+    image = open_untrusted(data, max_pixels, "truth")
     width, height = image.size
     if width * height > max_pixels:
         raise ImageRejectedError(413, "image_too_large", f"the truth declares {width}x{height} = "
