@@ -25,7 +25,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGENET_CLASSES: tuple[str, ...] = tuple(MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"])
 MOBILENET_V2_IMAGENET = "torchvision-mobilenet_v2-imagenet1k"
 LOW_LEVEL_BLOCKS = 4  # features[:4] ends at stride 4 with 24 channels (the DeepLabV3+ skip)
-STRIDE_BLOCKS = {8: 7, 16: 14}  # output stride -> first block whose stride becomes dilation
+STRIDE_BLOCKS = {8: 7, 16: 14}  # output stride -> the block whose stride 2 would pass it (dilated from there on)
 ASPP_RATES = {8: (12, 24, 36), 16: (6, 12, 18)}
 
 
@@ -70,7 +70,7 @@ class MobileNetV2CSRA(FrozenTrunkMixin):
         if output_stride not in (16, 32):
             raise ValueError(f"output_stride must be 16 or 32, got {output_stride!r}")
         if output_stride == 16:  # a finer score map for CSRA: the last stride becomes dilation
-            dilate_blocks(self.features[14:18], 2)
+            dilate_blocks(self.features[STRIDE_BLOCKS[16]:18], 2)
         self.frozen = freeze_blocks(self.features, frozen_blocks)
         self.classifier = MultiHeadCSRA(1280, num_classes, heads=heads, lam=lam)
 
@@ -93,13 +93,12 @@ class DeepLabMobileNetV2(FrozenTrunkMixin):
         if output_stride not in STRIDE_BLOCKS:
             raise ValueError(f"output_stride must be one of {sorted(STRIDE_BLOCKS)}, got {output_stride!r}")
         features = mobilenet_v2().features[:18]  # drop the 1x1 conv to 1280: ASPP reads the 320 channels
-        first = STRIDE_BLOCKS[output_stride]
         if output_stride == 8:
-            dilate_blocks(features[7:14], 2)
-        dilate_blocks(features[14:], 2 * (16 // output_stride))
+            dilate_blocks(features[STRIDE_BLOCKS[8]:STRIDE_BLOCKS[16]], 2)
+        dilate_blocks(features[STRIDE_BLOCKS[16]:], 2 * (16 // output_stride))
         self.backbone = features
         self.frozen = freeze_blocks(self.backbone, frozen_blocks)
-        self.output_stride, self.first_dilated = output_stride, first
+        self.output_stride = output_stride
         self.aspp = ASPP(320, list(ASPP_RATES[output_stride]), aspp_channels)
         self.low_level = nn.Sequential(nn.Conv2d(24, 48, 1, bias=False), nn.BatchNorm2d(48), nn.ReLU(inplace=True))
         merged = aspp_channels + 48

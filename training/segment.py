@@ -160,10 +160,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 save_checkpoint(out / "best.pth", model, iters=step + 1, loss=args.loss, val=metrics)
     if best["iter"] is None:  # no evaluation after the switch: keep the last weights
         save_checkpoint(out / "best.pth", model, iters=args.iters, loss=args.loss, val=metrics)
-    model.load_state_dict(torch.load(out / "best.pth", map_location="cpu", weights_only=True)["state_dict"])
+    chosen = torch.load(out / "best.pth", map_location="cpu", weights_only=True)
+    model.load_state_dict(chosen["state_dict"])
     test = evaluate(model, data.test, len(class_names))
-    save_checkpoint(out / "final.pth", model, iters=best["iter"] or args.iters, loss=args.loss, val=metrics,
-                    test=test)
+    save_checkpoint(out / "final.pth", model, iters=chosen["iters"], loss=args.loss, val=chosen["val"], test=test)
     tqdm.write(f"test (iter {best['iter'] or args.iters} chosen on val): mIoU {test['mIoU']:.3f}, "
                f"IA-mIoU {test['IA-mIoU']:.3f}, IA_S {test['IA_S']:.3f}")
     return {"test": test, "best": best, "checkpoint": str(out / "final.pth"), "log": str(out / "log.json")}

@@ -114,12 +114,20 @@ class VOCSegmentation(Dataset):
         class_map, instance_map = self.read_maps(index)
         if class_map.shape != (image.height, image.width):
             raise ValueError(f"{image_path}: image {image.height}x{image.width} but label map {class_map.shape}")
-        if self.augment is not None:
-            image, (class_map, instance_map) = self.augment(image, [class_map, instance_map])
-        elif self.image_size is not None:
-            image = image.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR)
-        return (TF.to_tensor(image), torch.from_numpy(class_map.astype(np.int64)),
-                torch.from_numpy(instance_map.astype(np.int64)))
+        return segmentation_item(image, class_map, instance_map, self.augment, self.image_size)
+
+
+def segmentation_item(image: Image.Image, class_map: np.ndarray, instance_map: np.ndarray,
+                      augment: JointAugment | None, image_size: int | None
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(image, class map, instance map) tensors: jointly augmented for training, else the image resized to
+    ``image_size`` (if given) and the maps kept at their original resolution."""
+    if augment is not None:
+        image, (class_map, instance_map) = augment(image, [class_map, instance_map])
+    elif image_size is not None:
+        image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
+    return (TF.to_tensor(image), torch.from_numpy(class_map.astype(np.int64)),
+            torch.from_numpy(instance_map.astype(np.int64)))
 
 
 def keep_maps_collate(batch: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]

@@ -14,11 +14,10 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
-from torchvision.transforms import functional as TF
 
 from training.datasets.classification import eval_transform, train_transform
 from training.datasets.scenes import Scene, SceneConfig, render_scene
-from training.datasets.segmentation import JointAugment
+from training.datasets.segmentation import JointAugment, segmentation_item
 from training.datasets.synthetic import JPEG_QUALITY, SPLIT_CODES
 
 STREAM_CODE = 2
@@ -72,13 +71,7 @@ class StreamingScenes(Dataset):
         image = jpeg_round_trip(scene.image)
         if self.task == "classification":
             return self.transform(image), torch.tensor(scene.labels(self.config), dtype=torch.float32)
-        class_map, instance_map = scene.class_map, scene.instance_map
-        if self.augment is not None:
-            image, (class_map, instance_map) = self.augment(image, [class_map, instance_map])
-        else:
-            image = image.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR)
-        return (TF.to_tensor(image), torch.from_numpy(class_map.astype(np.int64)),
-                torch.from_numpy(instance_map.astype(np.int64)))
+        return segmentation_item(image, scene.class_map, scene.instance_map, self.augment, self.image_size)
 
 
 def validation_scenes(config: SceneConfig, seed: int, length: int, task: str, image_size: int) -> list:
