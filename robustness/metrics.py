@@ -296,10 +296,8 @@ class SegmentationMetrics:
         """
         if self.images == 0:
             raise ValueError("SegmentationMetrics.compute() called before any update()")
-        tp = np.diag(self.confusion[:, : self.num_classes]).astype(np.float64)
-        union = self.confusion.sum(axis=1) + self.confusion[:, : self.num_classes].sum(axis=0) - tp
+        iou = iou_per_class(self.confusion)
         with np.errstate(invalid="ignore", divide="ignore"):
-            iou = np.where(union > 0, tp / union, np.nan)
             per_bucket = {
                 bucket: np.where(self.iou_count[bucket] > 0, self.iou_sum[bucket] / self.iou_count[bucket], np.nan)
                 for bucket in ("all", *SIZE_BUCKETS)
@@ -350,9 +348,12 @@ def confusion_matrix(reference: Any, prediction: Any, num_classes: int, region: 
 
 
 def iou_per_class(confusion: np.ndarray) -> np.ndarray:
-    """IoU of every class from a (C, C) confusion matrix; NaN where the class is in neither map."""
-    inter = np.diag(confusion).astype(np.float64)
-    union = confusion.sum(axis=0) + confusion.sum(axis=1) - inter
+    """IoU of every class from a (C, C + k) confusion matrix (rows: reference, columns: prediction; k extra
+    columns count reference pixels predicted as something outside the C classes); NaN where the class is in
+    neither map."""
+    classes = confusion.shape[0]
+    inter = np.diag(confusion[:, :classes]).astype(np.float64)
+    union = confusion[:, :classes].sum(axis=0) + confusion.sum(axis=1) - inter
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(union > 0, inter / union, np.nan)
 
