@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {message}", file=sys.stderr)
         return 2
-    worst = manifest.data["parity"]["max_abs_diff"]
-    print(f"wrote {manifest.path} ({', '.join(manifest.data['files'])}); parity max|diff| {worst}")
+    worst = dict(manifest.parity.max_abs_diff)
+    print(f"wrote {manifest.path} ({', '.join(manifest.files)}); parity max|diff| {worst}")
     return 0
 
 

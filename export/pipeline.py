@@ -20,12 +20,17 @@ from tqdm import tqdm
 from export.formats import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, export_onnx, export_torchscript, load_torchscript
 from export.parity import FP16_TOL, FP32_TOL, check_parity, parity_cases
 from export.source import ExportSource
-from export.store import (
-    SCHEMA_VERSION,
+from model_store.manifest import (
+    FileRecord,
+    InputSpec,
     Manifest,
     ManifestError,
-    file_record,
+    Parity,
+    ParityCheck,
+    PresetRecord,
+    SourceRecord,
     load_manifest,
+    output_spec,
     sha256_file,
     validate_name,
     write_manifest,
@@ -50,40 +55,27 @@ def tool_versions() -> dict[str, str]:
             "onnxruntime": ort.__version__, "timm": timm.__version__}
 
 
-def output_spec(task: str, activation: str = "sigmoid") -> dict[str, Any]:
-    """What the exported graph returns; segmenters return per-class logits at the input resolution."""
-    if task == "classification":
-        return {"name": OUTPUT_NAME, "kind": "class_logits", "activation": activation, "shape": ["batch", "classes"]}
-    return {"name": OUTPUT_NAME, "kind": "pixel_logits", "activation": "softmax",
-            "shape": ["batch", "classes", "height", "width"],
-            "note": "logits at the input resolution; take argmax, then resize the class map to the image size"}
+def parity_record(report: dict[str, Any]) -> Parity:
+    """The typed form of ``check_parity``'s report."""
+    checks = tuple(ParityCheck(c["runtime"], tuple(c["input"]), c["max_abs_diff"], c["bound"], c["decision_mismatches"])
+                   for c in report["checks"])
+    return Parity(report["tolerance"], report["rule"], checks, report["max_abs_diff"], report["passed"])
 
 
-def build_manifest(src: ExportSource, name: str, version: str, files: dict[str, dict[str, Any]],
-                   parity: dict[str, Any], opset: int, fp16: bool) -> dict[str, Any]:
+def build_manifest(src: ExportSource, name: str, version: str, files: dict[str, FileRecord],
+                   parity: Parity, opset: int, fp16: bool) -> Manifest:
     """The manifest: everything a server needs to feed the model and read its answer."""
     p = src.preset
-    return {
-        "schema": SCHEMA_VERSION,
-        "name": name,
-        "version": version,
-        "task": p.task,
-        "class_names": list(p.class_names),
-        "threshold": p.threshold,
-        "input": {"name": INPUT_NAME, "layout": "NCHW", "dtype": "float32", "channels": "RGB",
-                  "size": [p.image_size, p.image_size], "dynamic_size": p.dynamic_size, "resize": p.resize,
-                  "scale": "divide by 255 to [0, 1]", "mean": list(p.mean), "std": list(p.std)},
-        "output": output_spec(p.task, p.activation),
-        "architecture": {"preset": p.name, "arch": p.arch, **p.arch_args, "heads": p.heads, "lam": p.lam},
-        "preset": p.to_dict(),
-        "opset": opset,
-        "precision": "fp16" if fp16 else "fp32",
-        "files": files,
-        "parity": parity,
-        "source": {"checkpoint": str(src.checkpoint), "sha256": sha256_file(src.checkpoint), "origin": src.origin},
-        "tools": tool_versions(),
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }
+    return Manifest(
+        name=name, version=version, task=p.task, class_names=tuple(p.class_names), threshold=p.threshold,
+        input=InputSpec(INPUT_NAME, (p.image_size, p.image_size), tuple(p.mean), tuple(p.std),
+                        dynamic_size=p.dynamic_size, resize=p.resize),
+        output=output_spec(OUTPUT_NAME, p.task, p.activation),
+        preset=PresetRecord(p.name, p.arch, dict(p.arch_args), p.heads, p.lam, p.pretrained, p.description),
+        files=files, parity=parity, opset=opset, precision="fp16" if fp16 else "fp32",
+        source=SourceRecord(str(src.checkpoint), sha256_file(src.checkpoint), src.origin),
+        tools=tool_versions(), created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
 
 
 def _ort_runner(path: Path):
@@ -134,8 +126,8 @@ def export_entry(src: ExportSource, name: str, version: str = "1", store: str | 
         parity = check_parity(model, runners, cases, preset.task, preset.threshold, FP16_TOL if fp16 else FP32_TOL,
                               activation=preset.activation)
         bar.update()
-        files = {f: file_record(staging / f) for f in ("model.onnx", "model.pt") if (staging / f).exists()}
-        write_manifest(staging, build_manifest(src, name, str(version), files, parity, opset, fp16))
+        files = {f: FileRecord.of(staging / f) for f in ("model.onnx", "model.pt") if (staging / f).exists()}
+        write_manifest(staging, build_manifest(src, name, str(version), files, parity_record(parity), opset, fp16))
         if final.exists():
             shutil.rmtree(final)
         staging.rename(final)
@@ -151,8 +143,7 @@ def export_entry(src: ExportSource, name: str, version: str = "1", store: str | 
             bar.set_postfix_str("triton")
             from export.triton import write_triton_entry
 
-            write_triton_entry(store / "triton", name, final / "model.onnx", preset.task, preset.num_classes,
-                               preset.image_size, preset.dynamic_size)
+            write_triton_entry(store / "triton", manifest)
             bar.update()
         return manifest
     finally:

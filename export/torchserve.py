@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from export.store import MANIFEST, Manifest
+from model_store.manifest import MANIFEST, Manifest
 
 HANDLER = Path(__file__).with_name("torchserve_handler.py")
 

@@ -5,30 +5,33 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from export.formats import INPUT_NAME, OUTPUT_NAME
+from model_store.manifest import Manifest
 
 
-def triton_config(name: str, task: str, num_classes: int, image_size: int, dynamic_size: bool,
-                  max_batch_size: int = 8, max_queue_delay_us: int = 5000) -> str:
+def dims(shape: list[int]) -> str:
+    """A config.pbtxt dims list."""
+    return f"[ {', '.join(str(d) for d in shape)} ]"
+
+
+def triton_config(manifest: Manifest, max_batch_size: int = 8, max_queue_delay_us: int = 5000) -> str:
     """The config.pbtxt text: ONNX Runtime platform, dynamic batching, dims without the batch axis."""
-    side = -1 if dynamic_size else image_size
-    out_dims = [num_classes] if task == "classification" else [num_classes, side, side]
+    input_shape, output_shape = manifest.tensor_shapes()
     return "\n".join([
-        f'name: "{name}"',
+        f'name: "{manifest.name}"',
         'platform: "onnxruntime_onnx"',
         f"max_batch_size: {max_batch_size}",
         "input [",
         "  {",
-        f'    name: "{INPUT_NAME}"',
+        f'    name: "{manifest.input.name}"',
         "    data_type: TYPE_FP32",
-        f"    dims: [ 3, {side}, {side} ]",
+        f"    dims: {dims(input_shape[1:])}",
         "  }",
         "]",
         "output [",
         "  {",
-        f'    name: "{OUTPUT_NAME}"',
+        f'    name: "{manifest.output.name}"',
         "    data_type: TYPE_FP32",
-        f"    dims: [ {', '.join(str(d) for d in out_dims)} ]",
+        f"    dims: {dims(output_shape[1:])}",
         "  }",
         "]",
         "dynamic_batching {",
@@ -40,12 +43,10 @@ def triton_config(name: str, task: str, num_classes: int, image_size: int, dynam
     ])
 
 
-def write_triton_entry(repo: Path, name: str, onnx_path: Path, task: str, num_classes: int, image_size: int,
-                       dynamic_size: bool, max_batch_size: int = 8) -> Path:
-    """Write the repository entry and return its folder."""
-    entry = repo / name
+def write_triton_entry(repo: Path, manifest: Manifest, max_batch_size: int = 8) -> Path:
+    """Write the repository entry for a store entry's ONNX model and return its folder."""
+    entry = repo / manifest.name
     (entry / "1").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(onnx_path, entry / "1" / "model.onnx")
-    (entry / "config.pbtxt").write_text(
-        triton_config(name, task, num_classes, image_size, dynamic_size, max_batch_size))
+    shutil.copyfile(manifest.artifact("model.onnx"), entry / "1" / "model.onnx")
+    (entry / "config.pbtxt").write_text(triton_config(manifest, max_batch_size))
     return entry

@@ -33,9 +33,9 @@ import onnxruntime as ort
 from PIL import Image
 from tqdm import tqdm
 
-from export.store import entry_dir, load_manifest
 from loadtests.processes import ServerProcess
 from loadtests.raw_ceiling import Throughput, best_raw, raw_layouts
+from model_store.manifest import entry_dir, load_manifest
 from server.settings import available_cores
 
 
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
         store = args.store or build_store(args.preset, args.model, Path(tmp))
         manifest = load_manifest(entry_dir(store, args.model))
-        size = tuple(int(v) for v in manifest.input["size"])
+        size = manifest.input.size
         feed = {"images": np.random.default_rng(0).random((args.max_batch, 3, *size), dtype=np.float32)}
         layouts = raw_layouts(manifest.artifact("model.onnx"), feed, available_cores())
         flags = ["--models", args.model, "--max-batch", str(args.max_batch), "--max-delay-ms", str(args.max_delay_ms),

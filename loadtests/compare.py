@@ -22,12 +22,12 @@ from PIL import Image
 import models
 from export.pipeline import export_entry
 from export.source import resolve_source
-from export.store import ManifestError, entry_dir, load_manifest
 from export.torchserve import TorchServeProcess, write_mar
 from loadtests.locust_run import parse_seconds, read_stats, run_locust
 from loadtests.payloads import build_payloads
 from loadtests.processes import ServerProcess
 from loadtests.raw_ceiling import best_raw, raw_layouts
+from model_store.manifest import ManifestError, entry_dir, load_manifest
 from server.images import InputNormaliser, resize_to_input
 from server.settings import available_cores
 
@@ -67,9 +67,9 @@ def ensure_model(args: argparse.Namespace) -> Path:
 def raw_onnx_images_per_second(entry: Path, payload: bytes, batch: int, seconds: float) -> tuple[str, float]:
     """(a) The ceiling: decode once, then run full batches back to back; the faster thread layout and its rate."""
     manifest = load_manifest(entry)
-    image = resize_to_input(Image.open(io.BytesIO(payload)).convert("RGB"), tuple(manifest.input["size"]))
-    x = InputNormaliser(manifest.input["mean"], manifest.input["std"])(image)  # the server's own preprocessing
-    feed = {manifest.input["name"]: np.ascontiguousarray(np.repeat(x[None], batch, axis=0))}
+    image = resize_to_input(Image.open(io.BytesIO(payload)).convert("RGB"), manifest.input.size)
+    x = InputNormaliser(manifest.input.mean, manifest.input.std)(image)  # the server's own preprocessing
+    feed = {manifest.input.name: np.ascontiguousarray(np.repeat(x[None], batch, axis=0))}
     layout, throughput = best_raw(raw_layouts(manifest.artifact("model.onnx"), feed, available_cores()), feed, seconds)
     return layout, throughput.rate
 
@@ -115,8 +115,8 @@ def main(args: argparse.Namespace) -> int:
         theirs = read_stats(run_locust(ts.url, args.users, args.users, args.duration, args.out / "torchserve",
                                        {**env, "LOADTEST_WEIGHTS": "predict=0,segment=0,robustness=0,torchserve=1",
                                         "LOADTEST_TORCHSERVE_MODEL": args.model}))[-1]
-    size = manifest.input["size"][0]
-    title = f"{args.model} ({manifest.data['architecture'].get('arch')}, {size}x{size})"
+    size = manifest.input.size[0]
+    title = f"{args.model} ({manifest.preset.arch}, {size}x{size})"
     lines = [
         f"### Head to head: {title}",
         "",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from export.store import Manifest
+from model_store.manifest import Manifest
 from server.settings import Settings
 
 SAMPLE = "photo.jpg"
@@ -51,7 +51,7 @@ def curl_examples(settings: Settings, manifests: Mapping[str, Manifest]) -> list
         ]
     out.append(("POST /robustness", f"curl -s{auth} -F file=@{SAMPLE} "
                                     f"'{url}/robustness?model={any_model.name}&mask_ratio=high&n=16&seed=0'"))
-    height, width = any_model.input["size"]
+    height, width = any_model.input.size
     out += [
         ("GET /v2/health/ready", f"curl -s {url}/v2/health/ready"),
         ("GET /v2/models/{m}", f"curl -s{auth} {url}/v2/models/{any_model.name}"),
@@ -67,7 +67,7 @@ def banner(settings: Settings, manifests: Mapping[str, Manifest], providers: Map
     """The start-up text: what is served, on what, and how to call it."""
     lines = [f"occlusion-serve ready on {base_url(settings)}  (docs: {base_url(settings)}/docs)"]
     for name, m in manifests.items():
-        height, width = m.input["size"]
+        height, width = m.input.size
         kind = f"{m.task} ({m.activation})" if m.task == "classification" else m.task
         lines.append(f"  model {name} v{m.version}: {kind}, {len(m.class_names)} classes, {height}x{width}, "
                      f"{providers.get(name, 'not loaded')}")

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from export.store import Manifest
+from model_store.manifest import Manifest
 from server.errors import ApiError
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -19,26 +19,17 @@ def _bad(detail: str) -> ApiError:
     return ApiError(400, "invalid_tensor", detail)
 
 
-def tensor_shapes(manifest: Manifest) -> tuple[list[int], list[int]]:
-    """Input and output shapes with -1 for the batch (and for spatial axes of dynamic-size models)."""
-    height, width = manifest.input["size"]
-    spatial = [-1, -1] if manifest.input.get("dynamic_size") else [int(height), int(width)]
-    classes = len(manifest.class_names)
-    output = [-1, classes] if manifest.task == "classification" else [-1, classes, *spatial]
-    return [-1, 3, *spatial], output
-
-
 def model_metadata(manifest: Manifest, platform: str) -> dict[str, Any]:
     """The v2 model metadata document; ``parameters`` says how to read the (raw logit) output."""
-    input_shape, output_shape = tensor_shapes(manifest)
+    input_shape, output_shape = manifest.tensor_shapes()
     return {
         "name": manifest.name,
         "versions": [manifest.version],
         "platform": platform,
-        "inputs": [{"name": manifest.input["name"], "datatype": DATATYPE, "shape": input_shape}],
-        "outputs": [{"name": manifest.output["name"], "datatype": DATATYPE, "shape": output_shape}],
+        "inputs": [{"name": manifest.input.name, "datatype": DATATYPE, "shape": input_shape}],
+        "outputs": [{"name": manifest.output.name, "datatype": DATATYPE, "shape": output_shape}],
         "parameters": {"task": manifest.task, "activation": manifest.activation,
-                       "output_kind": manifest.output.get("kind", "")},
+                       "output_kind": manifest.output.kind},
     }
 
 
@@ -68,7 +59,7 @@ def _json_header(body: bytes, header_length: str | None) -> tuple[dict[str, Any]
 
 
 def _check_shape(shape: Any, manifest: Manifest) -> tuple[int, ...]:
-    expected, _ = tensor_shapes(manifest)
+    expected, _ = manifest.tensor_shapes()
     if not isinstance(shape, list) or len(shape) != 4 or not all(isinstance(d, int) and d > 0 for d in shape):
         raise _bad(f"input shape {shape!r} must be four positive integers {expected} (batch, channels, height, width)")
     if any(e not in (-1, d) for e, d in zip(expected, shape, strict=True)):
@@ -102,7 +93,7 @@ def parse_infer_request(body: bytes, header_length: str | None, manifest: Manife
     """Validate a v2 infer request for this model; 400 ``invalid_tensor`` names what is wrong."""
     header, binary = _json_header(body, header_length)
     inputs = header.get("inputs")
-    name = manifest.input["name"]
+    name = manifest.input.name
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
         raise _bad(f"'inputs' must be a list with exactly one tensor named {name!r}")
     if inputs[0].get("name") != name:
@@ -114,9 +105,9 @@ def parse_infer_request(body: bytes, header_length: str | None, manifest: Manife
         if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
             raise _bad("'outputs' must be a list of objects with a 'name'")
         for requested in outputs:
-            if requested.get("name") != manifest.output["name"]:
+            if requested.get("name") != manifest.output.name:
                 raise _bad(f"output {requested.get('name')!r} is unknown; this model's output is "
-                           f"{manifest.output['name']!r}")
+                           f"{manifest.output.name!r}")
             parameters = requested.get("parameters") or {}
             if parameters.get("classification"):
                 raise _bad("the classification extension is not supported; read the logits output")
@@ -128,7 +119,7 @@ def parse_infer_request(body: bytes, header_length: str | None, manifest: Manife
 
 def infer_response(manifest: Manifest, outputs: np.ndarray, request: InferRequest) -> tuple[bytes, dict[str, str]]:
     """The response body and headers: JSON data, or a JSON header followed by raw little-endian FP32."""
-    tensor: dict[str, Any] = {"name": manifest.output["name"], "datatype": DATATYPE, "shape": list(outputs.shape)}
+    tensor: dict[str, Any] = {"name": manifest.output.name, "datatype": DATATYPE, "shape": list(outputs.shape)}
     document: dict[str, Any] = {"model_name": manifest.name, "model_version": manifest.version}
     if request.request_id is not None:
         document["id"] = request.request_id

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from typing import Any
 
-from export.store import Manifest, ManifestError, list_entries, load_manifest
+from model_store.manifest import Manifest, ManifestError, list_entries, load_manifest
 from server.errors import ApiError
 from server.metrics import ServerMetrics
 from server.runner import ModelRunner, RunnerConfig
@@ -14,7 +14,6 @@ from server.settings import Settings
 
 log = logging.getLogger("server.registry")
 
-TASKS = ("classification", "segmentation")
 LOADING, READY, FAILED = "loading", "ready", "failed"
 
 
@@ -29,9 +28,6 @@ def read_store(settings: Settings) -> dict[str, Manifest]:
             raise ValueError(f"--models names {', '.join(unknown)} not in {settings.store}; "
                              f"available: {', '.join(manifests)}")
         manifests = {name: manifests[name] for name in settings.models}
-    for manifest in manifests.values():
-        if manifest.task not in TASKS:
-            raise ManifestError(f"{manifest.path}: task {manifest.task!r} is not one of {', '.join(TASKS)}")
     if settings.default_model is not None and settings.default_model not in manifests:
         raise ValueError(f"--default-model {settings.default_model!r} is not served; available: {', '.join(manifests)}")
     return manifests
@@ -123,13 +119,14 @@ class ModelRegistry:
     def describe(self, name: str) -> dict[str, Any]:
         """One model's manifest facts, state and runtime, for /models."""
         m = self.manifests[name]
+        document = m.to_json()
         out: dict[str, Any] = {
             "name": m.name, "version": m.version, "task": m.task, "state": self.states[name],
             "class_names": m.class_names, "activation": m.activation,
             "threshold": None if m.task == "classification" and m.activation == "softmax" else m.threshold,
-            "input": m.input, "output": m.output,
-            "architecture": m.data.get("architecture"), "precision": m.data.get("precision"),
-            "files": sorted(m.data["files"]),
+            "input": document["input"], "output": document["output"],
+            "architecture": m.preset.summary(), "precision": m.precision,
+            "files": sorted(m.files),
         }
         if name in self.runners:
             out.update(self.runners[name].describe())

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from export.store import Manifest
+from model_store.manifest import Manifest
 from server.batching import BatchResult, MicroBatcher
 from server.images import InputNormaliser
 from server.metrics import ServerMetrics
@@ -39,7 +39,7 @@ def load_backend(manifest: Manifest, config: RunnerConfig) -> Backend:
     if config.backend == "torchscript":
         return TorchScriptBackend(manifest.artifact("model.pt"), threads=config.threads)
     if config.backend == "onnx":
-        return OnnxBackend(manifest.artifact("model.onnx"), manifest.input["name"], manifest.output["name"],
+        return OnnxBackend(manifest.artifact("model.onnx"), manifest.input.name, manifest.output.name,
                            providers=config.providers, threads=config.threads)
     raise ValueError(f"backend {config.backend!r} must be 'onnx' or 'torchscript'")
 
@@ -49,7 +49,7 @@ class ModelRunner:
 
     def __init__(self, manifest: Manifest, config: RunnerConfig, metrics: ServerMetrics | None = None) -> None:
         self.manifest, self.config, self.metrics = manifest, config, metrics
-        self.normaliser = InputNormaliser(manifest.input["mean"], manifest.input["std"])
+        self.normaliser = InputNormaliser(manifest.input.mean, manifest.input.std)
         self.backend = load_backend(manifest, config)
         self.executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix=f"infer-{manifest.name}")
         self.batcher: MicroBatcher | None = None
@@ -63,8 +63,7 @@ class ModelRunner:
     @property
     def input_size(self) -> tuple[int, int]:
         """(height, width) the model is fed at."""
-        height, width = self.manifest.input["size"]
-        return int(height), int(width)
+        return self.manifest.input_size
 
     def infer(self, images: np.ndarray) -> np.ndarray:
         """Synchronous forward pass on a float32 NCHW batch (runs in the inference thread)."""

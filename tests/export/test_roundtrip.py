@@ -17,7 +17,7 @@ import models
 from export.parity import FP16_TOL, ParityError
 from export.pipeline import export_entry
 from export.source import ExportSource, resolve_source
-from export.store import load_manifest
+from model_store.manifest import load_manifest
 from models.presets import Preset
 from tests.export.conftest import save_random
 
@@ -45,17 +45,17 @@ def test_graph_has_one_image_input_and_equals_eager_forward(r18_store: Path, r18
 
 
 def test_manifest_describes_the_entry(r18_store: Path, r18_checkpoint: Path) -> None:
-    data = load_manifest(r18_store / "r18" / "1").data
-    assert data["task"] == "classification" and data["threshold"] == 0.5
-    assert data["class_names"][:3] == ["circle", "square", "triangle"]
-    assert data["input"]["size"] == [128, 128] and data["input"]["resize"] == "stretch"
-    assert data["architecture"]["depth"] == 18 and data["opset"] >= 18
-    assert set(data["files"]) == {"model.onnx", "model.pt"}
-    assert data["source"]["origin"] == "preset"
-    inputs = {tuple(c["input"]) for c in data["parity"]["checks"]}
+    manifest = load_manifest(r18_store / "r18" / "1")
+    assert manifest.task == "classification" and manifest.threshold == 0.5
+    assert manifest.class_names[:3] == ("circle", "square", "triangle")
+    assert manifest.input.size == (128, 128) and manifest.input.resize == "stretch"
+    assert manifest.preset.arch_args["depth"] == 18 and manifest.opset >= 18
+    assert set(manifest.files) == {"model.onnx", "model.pt"}
+    assert manifest.source.origin == "preset"
+    inputs = {c.input for c in manifest.parity.checks}
     assert inputs == {(1, 3, 128, 128), (3, 3, 128, 128)}
-    assert all(c["max_abs_diff"] <= 1e-3 for c in data["parity"]["checks"])
-    assert {c["runtime"] for c in data["parity"]["checks"]} == {"onnxruntime", "torchscript"}
+    assert all(c.max_abs_diff <= 1e-3 for c in manifest.parity.checks)
+    assert {c.runtime for c in manifest.parity.checks} == {"onnxruntime", "torchscript"}
 
 
 @pytest.mark.parametrize("size", [224, 448])
@@ -63,7 +63,7 @@ def test_tiny_vit_exports_with_dynamic_size(tmp_path: Path, size: int) -> None:
     ckpt = save_random("vit-tiny-csra", tmp_path / "vit.pth", seed=size)
     manifest = export_entry(resolve_source(ckpt, "vit-tiny-csra", image_size=size), "vit", "1", tmp_path / "store",
                             progress=False)
-    sizes = {tuple(c["input"][2:]) for c in manifest.data["parity"]["checks"]}
+    sizes = {tuple(c.input[2:]) for c in manifest.parity.checks}
     assert len(sizes) >= 3 and (size, size) in sizes
     session = ort.InferenceSession(str(manifest.artifact("model.onnx")), providers=["CPUExecutionProvider"])
     model = models.load_checkpoint(models.create_model("vit-tiny-csra"), ckpt).eval()
@@ -77,9 +77,9 @@ def test_reference_layout_resnet101_exports_with_msl_c_voc(tmp_path: Path) -> No
     result = run_export(str(ckpt), "--preset", "msl-c-voc", "--name", "voc-resnet101", "--image-size", "96",
                         "--formats", "onnx", "--store", str(tmp_path / "store"))
     assert result.returncode == 0, result.stderr
-    data = load_manifest(tmp_path / "store" / "voc-resnet101" / "1").data
-    assert data["architecture"]["depth"] == 101 and data["class_names"][0] == "aeroplane"
-    assert data["parity"]["passed"] and len(data["class_names"]) == 20
+    manifest = load_manifest(tmp_path / "store" / "voc-resnet101" / "1")
+    assert manifest.preset.arch_args["depth"] == 101 and manifest.class_names[0] == "aeroplane"
+    assert manifest.parity.passed and manifest.num_classes == 20
 
 
 def test_wrong_keys_give_one_line_error_and_write_nothing(tmp_path: Path) -> None:
@@ -99,12 +99,12 @@ def test_wrong_keys_give_one_line_error_and_write_nothing(tmp_path: Path) -> Non
 def test_fp16_variant_passes_its_tolerance(tmp_path: Path, r18_checkpoint: Path) -> None:
     manifest = export_entry(resolve_source(r18_checkpoint, "resnet18-csra-128"), "r18h", "1", tmp_path,
                             fp16=True, progress=False)
-    assert manifest.data["precision"] == "fp16"
-    assert manifest.data["parity"]["tolerance"] == FP16_TOL
+    assert manifest.precision == "fp16"
+    assert manifest.parity.tolerance == FP16_TOL
     graph = onnx.load(str(manifest.artifact("model.onnx"))).graph
     assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in graph.initializer)
-    worst = max(c["max_abs_diff"] for c in manifest.data["parity"]["checks"])
+    worst = max(c.max_abs_diff for c in manifest.parity.checks)
     assert 0 < worst <= FP16_TOL * 10
 
 
@@ -160,9 +160,9 @@ def test_deeplabv2_r18_exports_pixel_logits_at_any_size(tmp_path: Path) -> None:
     ckpt = save_random("deeplabv2-r18", tmp_path / "seg.pth", seed=5)
     manifest = export_entry(resolve_source(ckpt, "deeplabv2-r18", image_size=96), "seg", "1", tmp_path / "store",
                             formats=("onnx", "torchscript", "triton"), progress=False)
-    assert manifest.task == "segmentation" and manifest.output["kind"] == "pixel_logits"
+    assert manifest.task == "segmentation" and manifest.output.kind == "pixel_logits"
     assert manifest.class_names[0] == "background" and len(manifest.class_names) == 11
-    sizes = {tuple(c["input"][2:]) for c in manifest.data["parity"]["checks"]}
+    sizes = {tuple(c.input[2:]) for c in manifest.parity.checks}
     assert len(sizes) >= 3
     session = ort.InferenceSession(str(manifest.artifact("model.onnx")), providers=["CPUExecutionProvider"])
     model = models.load_checkpoint(models.create_model("deeplabv2-r18"), ckpt).eval()

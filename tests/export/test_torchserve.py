@@ -8,14 +8,14 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from export.store import load_manifest
 from export.torchserve import TorchServeProcess
+from model_store.manifest import load_manifest
 
 
 def onnx_scores(entry_path: Path, image: Image.Image) -> np.ndarray:
     """The ONNX path by hand: stretch-resize bilinear to the manifest size, /255, run, sigmoid."""
     entry = load_manifest(entry_path)
-    h, w = entry.input["size"]
+    h, w = entry.input.size
     x = np.asarray(image.convert("RGB").resize((w, h), Image.BILINEAR), dtype=np.float32).transpose(2, 0, 1) / 255
     session = ort.InferenceSession(str(entry.artifact("model.onnx")), providers=["CPUExecutionProvider"])
     logits = session.run(None, {"images": x[None]})[0][0]

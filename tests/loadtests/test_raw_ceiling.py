@@ -4,15 +4,15 @@ from pathlib import Path
 
 import numpy as np
 
-from export.store import entry_dir, load_manifest
 from loadtests.raw_ceiling import Throughput, best_raw, raw_layouts, raw_onnxruntime
+from model_store.manifest import entry_dir, load_manifest
 from tests.conftest import CLASSIFIER
 
 
 def test_layouts_agree_and_count_whole_batches(store: Path) -> None:
     manifest = load_manifest(entry_dir(store, CLASSIFIER))
-    size = tuple(manifest.input["size"])
-    feed = {manifest.input["name"]: np.random.default_rng(3).random((4, 3, *size), dtype=np.float32)}
+    size = manifest.input.size
+    feed = {manifest.input.name: np.random.default_rng(3).random((4, 3, *size), dtype=np.float32)}
     layouts = raw_layouts(manifest.artifact("model.onnx"), feed, cores=2)
     assert {name: len(sessions) for name, sessions in layouts.items()} == {"1x2": 1, "2x1": 2}
     outputs = [session.run(None, feed)[0] for sessions in layouts.values() for session in sessions]

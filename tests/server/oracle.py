@@ -14,7 +14,7 @@ import onnxruntime as ort
 from PIL import Image
 from scipy import special
 
-from export.store import entry_dir, load_manifest
+from model_store.manifest import entry_dir, load_manifest
 
 
 def random_rgb(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -71,13 +71,13 @@ def run_exported(store: Path, name: str, batch: np.ndarray) -> np.ndarray:
     """The exported ONNX file run directly with ONNX Runtime."""
     manifest = load_manifest(entry_dir(store, name))
     session = _session(str(manifest.artifact("model.onnx")))
-    return session.run([manifest.output["name"]], {manifest.input["name"]: batch})[0]
+    return session.run([manifest.output.name], {manifest.input.name: batch})[0]
 
 
 def model_input(store: Path, name: str, image: Image.Image) -> np.ndarray:
     """``reference_input`` with the model's manifest values."""
     manifest = load_manifest(entry_dir(store, name))
-    return reference_input(image, tuple(manifest.input["size"]), manifest.input["mean"], manifest.input["std"])
+    return reference_input(image, manifest.input.size, manifest.input.mean, manifest.input.std)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:

@@ -9,21 +9,18 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from export.store import Manifest
+from model_store.manifest import Manifest
 from server.errors import ApiError
-from server.kserve import infer_response, parse_infer_request, tensor_shapes
+from server.kserve import infer_response, parse_infer_request
 from server.main import create_app
 from server.registry import ModelRegistry
 from server.settings import Settings
 
-MANIFEST = Manifest(path=None, data={  # type: ignore[arg-type]
-    "name": "m", "version": "3", "task": "classification", "class_names": ["x", "y"],
-    "input": {"name": "images", "size": [2, 2], "dynamic_size": False}, "output": {"name": "logits"},
+MANIFEST = Manifest.from_json({
+    "schema": 2, "name": "m", "version": "3", "task": "classification", "class_names": ["x", "y"],
+    "input": {"name": "images", "size": [2, 2], "dynamic_size": False, "mean": [0, 0, 0], "std": [1, 1, 1]},
+    "output": {"name": "logits"}, "files": {},
 })
-
-
-def test_shapes_use_minus_one_for_the_batch():
-    assert tensor_shapes(MANIFEST) == ([-1, 3, 2, 2], [-1, 2])
 
 
 def test_json_request_with_flat_or_nested_data():

@@ -6,15 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from export.store import Manifest
+from model_store.manifest import Manifest
 from server.errors import ApiError
 from server.registry import FAILED, READY, ModelRegistry, read_store
 from server.settings import Settings
 
 
 def manifest(name: str, task: str) -> Manifest:
-    return Manifest(Path(name), {"name": name, "version": "1", "task": task, "class_names": ["a"],
-                                 "input": {"size": [8, 8]}, "output": {"name": "logits"}, "files": {}})
+    return Manifest.from_json({"schema": 2, "name": name, "version": "1", "task": task, "class_names": ["a"],
+                               "input": {"name": "images", "size": [8, 8], "mean": [0, 0, 0], "std": [1, 1, 1]},
+                               "output": {"name": "logits"}, "files": {}}, Path(name))
 
 
 def registry(default: str | None = None) -> ModelRegistry:

@@ -1,0 +1,349 @@
+"""The model-store contract: the typed manifest that ``export`` writes and ``server`` and ``loadtests`` read.
+
+An entry is ``<store>/<name>/<version>/`` holding ``manifest.json`` and the artifacts it lists with their
+sha256. This module imports neither torch nor the exporter, so the server reads the store through it alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)  # schema 1 also stored a partial copy of the preset as "architecture"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+TASKS = ("classification", "segmentation")
+ACTIVATIONS = ("sigmoid", "softmax")
+REEXPORT = "re-export it with `python -m export`"
+
+
+class ManifestError(ValueError):
+    """A store entry that is missing, malformed, or whose artifacts fail verification."""
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def validate_name(name: str) -> str:
+    """Return ``name`` if it is a safe store name (letters, digits, ``_.-``), else raise."""
+    if not NAME_PATTERN.match(name):
+        raise ManifestError(f"model name {name!r} must match {NAME_PATTERN.pattern}")
+    return name
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """One artifact's size and sha256, as the manifest lists it."""
+
+    sha256: str
+    bytes: int
+
+    @classmethod
+    def of(cls, path: Path) -> FileRecord:
+        """The record of the file at ``path``."""
+        return cls(sha256_file(path), path.stat().st_size)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How an image becomes the model's input tensor."""
+
+    name: str
+    size: tuple[int, int]  # (height, width)
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    dynamic_size: bool = False
+    resize: str = "stretch"
+    layout: str = "NCHW"
+    dtype: str = "float32"
+    channels: str = "RGB"
+    scale: str = "divide by 255 to [0, 1]"
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """What the graph returns and how its logits become scores."""
+
+    name: str
+    kind: str  # "class_logits" | "pixel_logits"
+    activation: str  # "sigmoid" (multi-label) | "softmax" (single-label, or per pixel)
+    shape: tuple[str, ...]
+    note: str = ""
+
+
+def output_spec(name: str, task: str, activation: str = "sigmoid") -> OutputSpec:
+    """The output of a classifier (class logits) or a segmenter (pixel logits at the input resolution)."""
+    if task == "classification":
+        return OutputSpec(name, "class_logits", activation, ("batch", "classes"))
+    return OutputSpec(name, "pixel_logits", "softmax", ("batch", "classes", "height", "width"),
+                      "logits at the input resolution; take argmax, then resize the class map to the image size")
+
+
+@dataclass(frozen=True)
+class PresetRecord:
+    """The architecture preset the model was built from."""
+
+    name: str
+    arch: str
+    arch_args: Mapping[str, Any] = field(default_factory=dict)
+    heads: int = 1
+    lam: float = 0.1
+    pretrained: str = ""
+    description: str = ""
+
+    def summary(self) -> dict[str, Any]:
+        """Preset name, architecture, its arguments, heads and lambda in one flat mapping (for /models)."""
+        return {"preset": self.name, "arch": self.arch, **self.arch_args, "heads": self.heads, "lam": self.lam}
+
+
+@dataclass(frozen=True)
+class ParityCheck:
+    """One runtime against eager PyTorch at one input shape."""
+
+    runtime: str
+    input: tuple[int, ...]
+    max_abs_diff: float
+    bound: float
+    decision_mismatches: int
+
+
+@dataclass(frozen=True)
+class Parity:
+    """The export's parity gate: every runtime agreed with eager PyTorch within the tolerance."""
+
+    tolerance: float
+    rule: str
+    checks: tuple[ParityCheck, ...]
+    max_abs_diff: Mapping[str, float | None]
+    passed: bool
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A lower-precision artifact next to ``model.onnx`` and the accuracy guard's verdict on it."""
+
+    file: str
+    precision: str  # "int8" | "fp16"
+    status: str  # "accepted" | "rejected"
+    reason: str = ""
+    measures: Mapping[str, float | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """The checkpoint an entry was exported from."""
+
+    checkpoint: str
+    sha256: str
+    origin: str  # "preset" | "checkpoint" | "inferred"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A store entry: everything a server needs to feed the model and read its answer."""
+
+    name: str
+    version: str
+    task: str
+    class_names: tuple[str, ...]
+    threshold: float
+    input: InputSpec
+    output: OutputSpec
+    preset: PresetRecord
+    files: Mapping[str, FileRecord]
+    parity: Parity
+    opset: int
+    precision: str
+    source: SourceRecord
+    tools: Mapping[str, str] = field(default_factory=dict)
+    created: str = ""
+    variants: tuple[Variant, ...] = ()
+    path: Path | None = field(default=None, compare=False)  # the entry folder, once written or loaded
+
+    @property
+    def activation(self) -> str:
+        """How logits become scores: ``sigmoid`` (multi-label), ``softmax`` (single-label or per pixel)."""
+        return self.output.activation
+
+    @property
+    def num_classes(self) -> int:
+        """Number of output classes."""
+        return len(self.class_names)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) the model is fed at."""
+        return self.input.size
+
+    def tensor_shapes(self) -> tuple[list[int], list[int]]:
+        """Input and output shapes with -1 for the batch (and for spatial axes of dynamic-size models)."""
+        spatial = [-1, -1] if self.input.dynamic_size else list(self.input.size)
+        output = [-1, self.num_classes] if self.task == "classification" else [-1, self.num_classes, *spatial]
+        return [-1, 3, *spatial], output
+
+    def artifact(self, filename: str) -> Path:
+        """Path of a verified artifact in this entry, or a clear error if the entry has none."""
+        if self.path is None:
+            raise ManifestError(f"manifest of {self.name!r} has not been written to a store entry")
+        if filename not in self.files:
+            raise ManifestError(f"{self.path}: entry has no {filename} (it has {', '.join(self.files)})")
+        return self.path / filename
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``manifest.json`` document."""
+        data = asdict(self)
+        del data["path"]
+        return {"schema": SCHEMA_VERSION, **_lists(data)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], path: Path | None = None) -> Manifest:
+        """Parse a ``manifest.json`` document; ManifestError names what is missing or wrong."""
+        where = path / MANIFEST if path is not None else MANIFEST
+        try:
+            return _parse(data, path)
+        except (KeyError, TypeError, ValueError) as exc:
+            detail = f"missing field {exc.args[0]!r}" if isinstance(exc, KeyError) else str(exc)
+            raise ManifestError(f"{where}: {detail}; {REEXPORT}") from None
+
+
+def _lists(value: Any) -> Any:
+    """Tuples -> lists and mappings -> dicts, recursively, for JSON."""
+    if isinstance(value, Mapping):
+        return {k: _lists(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_lists(v) for v in value]
+    return value
+
+
+REQUIRED_KEYS = ("schema", "name", "version", "task", "class_names", "input", "output", "files")
+
+
+def _parse(data: Mapping[str, Any], path: Path | None) -> Manifest:
+    missing = [k for k in REQUIRED_KEYS if k not in data]
+    if missing:
+        raise ValueError(f"missing field(s) {', '.join(missing)}")
+    if data["schema"] not in READABLE_SCHEMAS:
+        readable = " or ".join(map(str, READABLE_SCHEMAS))
+        raise ValueError(f"schema {data['schema']!r}, this version reads schema {readable}")
+    if data["task"] not in TASKS:
+        raise ValueError(f"task {data['task']!r} is not one of {', '.join(TASKS)}")
+    spec, out = data["input"], data["output"]
+    activation = out.get("activation", "sigmoid" if data["task"] == "classification" else "softmax")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation {activation!r} is not one of {', '.join(ACTIVATIONS)}")
+    preset = dict(data.get("preset") or {})
+    parity = dict(data.get("parity") or {})
+    return Manifest(
+        name=str(data["name"]), version=str(data["version"]), task=data["task"],
+        class_names=tuple(data["class_names"]), threshold=float(data.get("threshold", 0.5)),
+        input=InputSpec(
+            name=spec["name"], size=(int(spec["size"][0]), int(spec["size"][1])), mean=tuple(spec["mean"]),
+            std=tuple(spec["std"]), dynamic_size=bool(spec.get("dynamic_size", False)),
+            resize=spec.get("resize", "stretch"), layout=spec.get("layout", "NCHW"),
+            dtype=spec.get("dtype", "float32"), channels=spec.get("channels", "RGB"),
+            scale=spec.get("scale", InputSpec.scale)),
+        output=OutputSpec(name=out["name"], kind=out.get("kind", ""), activation=activation,
+                          shape=tuple(out.get("shape", ())), note=out.get("note", "")),
+        preset=PresetRecord(
+            name=preset.get("name", ""), arch=preset.get("arch", ""), arch_args=dict(preset.get("arch_args", {})),
+            heads=int(preset.get("heads", 1)), lam=float(preset.get("lam", 0.1)),
+            pretrained=preset.get("pretrained", ""), description=preset.get("description", "")),
+        files={name: FileRecord(str(r["sha256"]), int(r["bytes"])) for name, r in data["files"].items()},
+        parity=Parity(
+            tolerance=float(parity.get("tolerance", 0.0)), rule=parity.get("rule", ""),
+            checks=tuple(ParityCheck(c["runtime"], tuple(c["input"]), float(c["max_abs_diff"]), float(c["bound"]),
+                                     int(c["decision_mismatches"])) for c in parity.get("checks", ())),
+            max_abs_diff=dict(parity.get("max_abs_diff", {})), passed=bool(parity.get("passed", False))),
+        opset=int(data.get("opset", 0)), precision=data.get("precision", "fp32"),
+        source=SourceRecord(**{k: str(v) for k, v in (data.get("source") or {"checkpoint": "", "sha256": "",
+                                                                          "origin": ""}).items()}),
+        tools=dict(data.get("tools", {})), created=str(data.get("created", "")),
+        variants=tuple(Variant(v["file"], v["precision"], v["status"], v.get("reason", ""), dict(v.get("measures", {})))
+                       for v in data.get("variants", ())),
+        path=path,
+    )
+
+
+def verify_files(manifest: Manifest) -> None:
+    """Check the size and sha256 of every artifact the manifest lists; ManifestError names the file."""
+    if manifest.path is None:
+        raise ManifestError(f"manifest of {manifest.name!r} has no entry folder to verify")
+    for filename, record in manifest.files.items():
+        artifact = manifest.path / filename
+        if not artifact.is_file():
+            raise ManifestError(f"{artifact}: listed in the manifest but missing")
+        size = artifact.stat().st_size
+        if size != record.bytes:
+            raise ManifestError(f"{artifact}: {size} bytes, manifest says {record.bytes} (truncated or altered)")
+        if sha256_file(artifact) != record.sha256:
+            raise ManifestError(f"{artifact}: sha256 differs from the manifest (altered)")
+
+
+def load_manifest(entry: str | Path, verify: bool = True) -> Manifest:
+    """Read ``entry/manifest.json`` and (by default) verify the sha256 and size of every artifact it lists."""
+    entry = Path(entry)
+    path = entry / MANIFEST
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest not found")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ManifestError(f"{path}: not a JSON object; {REEXPORT}")
+    manifest = Manifest.from_json(data, entry)
+    if verify:
+        verify_files(manifest)
+    return manifest
+
+
+def write_manifest(entry: Path, manifest: Manifest) -> Manifest:
+    """Write ``manifest.json`` atomically (temp file then rename); returns the manifest bound to ``entry``."""
+    path = entry / MANIFEST
+    tmp = entry / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest.to_json(), indent=2) + "\n")
+    tmp.replace(path)
+    return replace(manifest, path=entry)
+
+
+def _version_key(version: str) -> tuple[int, int | str]:
+    return (0, int(version)) if version.isdigit() else (1, version)
+
+
+def entry_dir(store: str | Path, name: str, version: str | None = None) -> Path:
+    """Folder of ``name`` at ``version`` (default: the highest version present; hidden folders never count)."""
+    model_dir = Path(store) / validate_name(name)
+    if version is not None:
+        return model_dir / str(version)
+    versions = sorted((p.name for p in model_dir.iterdir() if NAME_PATTERN.match(p.name)
+                       and (p / MANIFEST).is_file()), key=_version_key) if model_dir.is_dir() else []
+    if not versions:
+        raise ManifestError(f"{model_dir}: no exported versions")
+    return model_dir / versions[-1]
+
+
+def list_entries(store: str | Path) -> list[Path]:
+    """The latest-version folder of every model in the store, sorted by name."""
+    store = Path(store)
+    if not store.is_dir():
+        raise ManifestError(f"{store}: model store folder not found")
+    names = sorted(p.name for p in store.iterdir() if p.is_dir() and NAME_PATTERN.match(p.name))
+    entries = []
+    for name in names:
+        try:
+            entries.append(entry_dir(store, name))
+        except ManifestError:
+            continue
+    return entries
