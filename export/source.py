@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,22 +15,9 @@ from models.checkpoint import (
     infer_state_dict_config,
     read_checkpoint,
 )
-from models.classnames import generic_class_names
+from models.families import lam_defaults, preset_from_config
 from models.presets import Preset, apply_overrides, get_preset, preset_from_dict
 from models.registry import build_model
-
-# lambda is not stored in weights; used only when neither --preset nor the checkpoint says.
-# The reference values follow the head count (SPEC section 1): ResNet H=1 (VOC) 0.1, H=6 (COCO) 0.4;
-# ViT H=1 (VOC, WIDER) 0.3, H=8 (COCO) 1.0. Other head counts get the architecture default.
-DEFAULT_LAM = {"resnet_csra": 0.1, "vit_csra": 0.3}
-REFERENCE_LAM = {("resnet_csra", 1): 0.1, ("resnet_csra", 6): 0.4, ("vit_csra", 1): 0.3, ("vit_csra", 8): 1.0}
-
-
-def default_lam(arch: str, heads: int) -> tuple[float, bool]:
-    """(lambda, whether it is a reference value for this architecture and head count)."""
-    if (arch, heads) in REFERENCE_LAM:
-        return REFERENCE_LAM[(arch, heads)], True
-    return DEFAULT_LAM.get(arch, 0.0), False
 
 
 @dataclass
@@ -41,28 +28,6 @@ class ExportSource:
     preset: Preset
     checkpoint: Path
     origin: str  # "preset" | "checkpoint" | "inferred"
-
-
-def preset_from_config(config: dict[str, Any], name: str) -> Preset:
-    """A preset for an architecture recovered by ``infer_config`` (generic class names)."""
-    arch = config["arch"]
-    if arch == "resnet_csra":
-        args, size, dynamic = {"depth": config["depth"]}, 448, False
-    elif arch == "vit_csra":
-        args = {k: config[k] for k in ("embed_dim", "depth", "num_heads", "patch_size", "base_size")}
-        size, dynamic = config["base_size"], True
-    elif arch in ("mobilenetv2_csra", "mobilenetv2"):  # ImageNet-trained trunks: 224 px, ImageNet statistics
-        preset = get_preset("mobilenetv2-csra" if arch == "mobilenetv2_csra" else "imagenet-mobilenetv2")
-        return replace(preset, name=name, class_names=generic_class_names(config["num_classes"]), image_size=224,
-                       heads=config.get("heads", 1), arch_args={}, pretrained="",
-                       description=f"inferred from checkpoint ({arch})")
-    else:
-        args, size, dynamic = dict(config.get("arch_args", {})), config.get("image_size", 512), True
-    heads = config.get("heads", 1)
-    return Preset(name=name, task=config["task"], arch=arch, arch_args=args,
-                  class_names=generic_class_names(config["num_classes"]), image_size=size,
-                  heads=heads, lam=default_lam(arch, heads)[0], dynamic_size=dynamic,
-                  description=f"inferred from checkpoint ({arch})")
 
 
 def resolve_source(checkpoint: str | Path, preset_name: str | None = None, **overrides: Any) -> ExportSource:
@@ -78,8 +43,9 @@ def resolve_source(checkpoint: str | Path, preset_name: str | None = None, **ove
     else:
         config = infer_state_dict_config(state)
         preset, origin = apply_overrides(preset_from_config(config, checkpoint.stem), **overrides), "inferred"
-        if overrides.get("lam") is None and preset.arch in DEFAULT_LAM:
-            lam, reference = default_lam(preset.arch, preset.heads)
+        defaults = lam_defaults(preset.arch)  # lambda is not stored in weights: say which default is used
+        if overrides.get("lam") is None and defaults is not None:
+            lam, reference = defaults.for_heads(preset.heads)
             why = (f"the reference value for {preset.arch} with {preset.heads} head(s)" if reference else
                    f"no reference value for {preset.arch} with {preset.heads} heads, so the {preset.arch} default")
             print(f"note: lambda is not stored in weights; using {lam}, {why} (pass --lam to change)",

@@ -8,21 +8,9 @@ import sys
 from pathlib import Path
 
 from models.checkpoint import CheckpointError, infer_config
-from models.presets import PRESETS, Preset
+from models.families import matching_presets
+from models.presets import PRESETS
 from models.registry import create_model
-
-
-def matching_presets(config: dict) -> list[str]:
-    """Names of presets whose architecture, heads and class count agree with an inferred config."""
-    def fits(p: Preset) -> bool:
-        if p.task != config.get("task") or p.heads != config.get("heads") or p.num_classes != config.get("num_classes"):
-            return False
-        args = p.arch_args
-        if config.get("family") == "resnet":
-            return p.arch == "resnet_csra" and args.get("depth") == config["depth"]
-        return p.arch == "vit_csra" and args.get("variant") == config.get("variant")
-
-    return sorted(name for name, p in PRESETS.items() if fits(p))
 
 
 def save_pretrained(preset: str, out: str) -> int:

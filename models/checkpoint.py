@@ -1,4 +1,4 @@
-"""Safe, strict checkpoint loading and architecture inference from a state_dict alone."""
+"""Safe, strict checkpoint loading, and architecture inference from a state_dict alone (asking each family)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.vit_csra import VIT_VARIANTS
+from models.presets import FAMILIES
 
-RESNET_DEPTH_BY_BLOCKS: dict[tuple[str, tuple[int, ...]], int] = {
-    ("basic", (2, 2, 2, 2)): 18,
-    ("basic", (3, 4, 6, 3)): 34,
-    ("bottleneck", (3, 4, 6, 3)): 50,
-    ("bottleneck", (3, 4, 23, 3)): 101,
-    ("bottleneck", (3, 8, 36, 3)): 152,
-}
 HEAD_KEY = re.compile(r"^classifier\.multi_head\.(\d+)\.head\.weight$")
 SHOW_FIRST = 5
 
@@ -99,44 +92,33 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
     return model
 
 
-def _count_indices(keys: list[str], pattern: str) -> int:
+def count_indices(keys: list[str], pattern: str) -> int:
+    """How many numbered children ``pattern`` finds (group 1 is the index): the largest index plus one."""
     rx = re.compile(pattern)
     found = {int(m.group(1)) for k in keys if (m := rx.match(k))}
     return max(found) + 1 if found else 0
 
 
+def csra_head_config(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """Task, head count, classes and feature width read from CSRA head keys; empty when there are none."""
+    head_ids = sorted(int(m.group(1)) for k in state if (m := HEAD_KEY.match(k)))
+    if not head_ids:
+        return {}
+    head = state[f"classifier.multi_head.{head_ids[0]}.head.weight"]
+    return {"task": "classification", "heads": len(head_ids), "num_classes": int(head.shape[0]),
+            "feature_dim": int(head.shape[1])}
+
+
 def infer_state_dict_config(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     """Recover the architecture (family, depth, width, heads, classes) from tensor names and shapes."""
-    keys = list(state)
-    head_ids = sorted(int(m.group(1)) for k in keys if (m := HEAD_KEY.match(k)))
-    config: dict[str, Any] = {}
-    if head_ids:
-        head = state[f"classifier.multi_head.{head_ids[0]}.head.weight"]
-        config.update(task="classification", heads=len(head_ids), num_classes=int(head.shape[0]),
-                      feature_dim=int(head.shape[1]))
-    if "patch_embed.proj.weight" in state and "pos_embed" in state:
-        width = int(state["patch_embed.proj.weight"].shape[0])
-        patch = int(state["patch_embed.proj.weight"].shape[-1])
-        tokens = int(state["pos_embed"].shape[1]) - (1 if "cls_token" in state else 0)
-        depth = _count_indices(keys, r"^blocks\.(\d+)\.")
-        variant = next((n for n, (d, dp, _) in VIT_VARIANTS.items() if d == width and dp == depth), None)
-        num_heads = next((h for d, _, h in VIT_VARIANTS.values() if d == width), max(1, width // 64))
-        config.update(family="vit", arch="vit_csra", embed_dim=width, depth=depth, num_heads=num_heads,
-                      patch_size=patch, base_size=round(tokens**0.5) * patch, variant=variant)
-    elif "conv1.weight" in state and "layer1.0.conv1.weight" in state:
-        kind = "bottleneck" if "layer1.0.conv3.weight" in state else "basic"
-        blocks = tuple(_count_indices(keys, rf"^layer{i}\.(\d+)\.") for i in range(1, 5))
-        depth = RESNET_DEPTH_BY_BLOCKS.get((kind, blocks))
-        if depth is None:
-            raise CheckpointError(f"ResNet with {kind} blocks {blocks} matches no depth in 18/34/50/101/152")
-        config.update(family="resnet", arch="resnet_csra", depth=depth, block=kind)
-    elif "features.0.0.weight" in state and "features.18.0.weight" in state:
-        config.update(family="mobilenetv2", arch="mobilenetv2_csra" if head_ids else "mobilenetv2")
-        if not head_ids and "classifier.1.weight" in state:  # torchvision's own single-label head
-            config.update(task="classification", heads=1, num_classes=int(state["classifier.1.weight"].shape[0]),
-                          feature_dim=int(state["classifier.1.weight"].shape[1]), activation="softmax")
+    config = csra_head_config(state)
+    for family in FAMILIES.values():
+        found = family.recognise(state)
+        if found is not None:
+            config.update(found)
+            break
     else:
-        raise CheckpointError(f"unrecognised architecture: first keys are {_first(keys)}")
+        raise CheckpointError(f"unrecognised architecture: first keys are {_first(list(state))}")
     if "task" not in config:
         raise CheckpointError("no CSRA classifier keys (classifier.multi_head.N.head.weight) found")
     return config

@@ -6,9 +6,15 @@ strictly (``models.pretrained``). ``frozen_blocks`` keeps the first N blocks of 
 fine-tuning (no gradients, BatchNorm in eval mode): the stem and the first stages are generic edge and
 colour detectors, and not back-propagating through the high-resolution layers more than halves the cost
 of a training step on a CPU.
+
+Registers the three builders, their presets and the ``mobilenetv2`` family (checkpoint recognition).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -16,12 +22,20 @@ from torch import nn
 from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
-from models.classnames import EMBEDDED_CLASSES
+from models.checkpoint import csra_head_config
+from models.classnames import EMBEDDED_CLASSES, generic_class_names
 from models.csra import MultiHeadCSRA
-from models.presets import Preset, register_architecture, register_preset
+from models.presets import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Family,
+    Preset,
+    get_preset,
+    register_architecture,
+    register_family,
+    register_preset,
+)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGENET_CLASSES: tuple[str, ...] = tuple(MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"])
 MOBILENET_V2_IMAGENET = "torchvision-mobilenet_v2-imagenet1k"
 LOW_LEVEL_BLOCKS = 4  # features[:4] ends at stride 4 with 24 channels (the DeepLabV3+ skip)
@@ -166,6 +180,35 @@ def build_mobilenetv2(preset: Preset) -> nn.Module:
     return MobileNetV2Classifier(preset.num_classes)
 
 
+def recognise(state: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
+    """A torchvision-layout MobileNetV2 state_dict, with a CSRA head or torchvision's own; None if not one."""
+    if "features.0.0.weight" not in state or "features.18.0.weight" not in state:
+        return None
+    if csra_head_config(state):
+        return {"family": "mobilenetv2", "arch": "mobilenetv2_csra"}
+    config: dict[str, Any] = {"family": "mobilenetv2", "arch": "mobilenetv2"}
+    if "classifier.1.weight" in state:  # torchvision's own single-label head
+        head = state["classifier.1.weight"]
+        config.update(task="classification", heads=1, num_classes=int(head.shape[0]),
+                      feature_dim=int(head.shape[1]), activation="softmax")
+    return config
+
+
+def preset_from_config(config: dict[str, Any], name: str) -> Preset:
+    """The packaged preset of the inferred arch (ImageNet-trained trunk: 224 px, ImageNet statistics), re-headed."""
+    arch = config["arch"]
+    preset = get_preset("mobilenetv2-csra" if arch == "mobilenetv2_csra" else "imagenet-mobilenetv2")
+    return replace(preset, name=name, class_names=generic_class_names(config["num_classes"]), image_size=224,
+                   heads=config.get("heads", 1), arch_args={}, pretrained="",
+                   description=f"inferred from checkpoint ({arch})")
+
+
+def matches(preset: Preset, config: dict[str, Any]) -> bool:
+    """Whether a preset is a MobileNetV2 with the inferred head (CSRA or torchvision's)."""
+    return preset.arch == config["arch"]
+
+
+register_family(Family("mobilenetv2", ("mobilenetv2_csra", "mobilenetv2"), recognise, preset_from_config, matches))
 register_preset(Preset(
     "mobilenetv2-csra", "classification", "mobilenetv2_csra", {"frozen_blocks": 4}, EMBEDDED_CLASSES, 160,
     mean=IMAGENET_MEAN, std=IMAGENET_STD, heads=1, lam=0.1, pretrained=MOBILENET_V2_IMAGENET,

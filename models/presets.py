@@ -1,23 +1,19 @@
-"""Model presets: architecture plus the metadata (classes, size, normalisation) that travels with it."""
+"""Model presets (architecture plus the metadata that travels with it) and the registries family modules fill."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
-from models.classnames import (
-    COCO_CLASSES,
-    EMBEDDED_CLASSES,
-    VOC_CLASSES,
-    WIDER_ATTRIBUTES,
-    generic_class_names,
-)
+from models.classnames import generic_class_names
 
-ZERO_MEAN = (0.0, 0.0, 0.0)
+ZERO_MEAN = (0.0, 0.0, 0.0)  # the MSL reference protocol: pixels in [0, 1], no mean/std
 UNIT_STD = (1.0, 1.0, 1.0)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # for ImageNet-trained trunks
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -56,8 +52,35 @@ class Preset:
         return d
 
 
+@dataclass(frozen=True)
+class LamDefaults:
+    """CSRA lambda for weights that do not say (lambda is not stored in them): reference values by head count."""
+
+    default: float
+    reference: Mapping[int, float]
+
+    def for_heads(self, heads: int) -> tuple[float, bool]:
+        """(lambda, whether it is the reference value for this head count)."""
+        if heads in self.reference:
+            return self.reference[heads], True
+        return self.default, False
+
+
+@dataclass(frozen=True)
+class Family:
+    """What one architecture family knows about its checkpoints; each family module registers its own."""
+
+    name: str  # the ``family`` its inferred configs carry
+    archs: tuple[str, ...]  # the architectures its inferred configs name
+    recognise: Callable[[Mapping[str, Tensor]], dict[str, Any] | None]  # family config of a state_dict, or None
+    preset_from_config: Callable[[dict[str, Any], str], Preset]  # (inferred config, preset name) -> preset
+    matches: Callable[[Preset, dict[str, Any]], bool]  # preset has the architecture the config describes
+    lam: LamDefaults | None = None  # families with a CSRA head
+
+
 PRESETS: dict[str, Preset] = {}
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {}
+FAMILIES: dict[str, Family] = {}
 
 
 def register_preset(preset: Preset) -> Preset:
@@ -74,6 +97,12 @@ def register_architecture(name: str) -> Callable[[Callable[..., nn.Module]], Cal
         return builder
 
     return wrap
+
+
+def register_family(family: Family) -> Family:
+    """Add an architecture family (checkpoint recognition, inferred presets, lambda defaults) by its name."""
+    FAMILIES[family.name] = family
+    return family
 
 
 def get_preset(name: str) -> Preset:
@@ -112,25 +141,3 @@ def apply_overrides(preset: Preset, **overrides: Any) -> Preset:
     if "arch_args" in changes:
         changes["arch_args"] = {**preset.arch_args, **changes["arch_args"]}
     return replace(preset, **changes)
-
-
-def _resnet(name: str, depth: int, classes: tuple[str, ...], size: int, heads: int, lam: float, desc: str) -> None:
-    register_preset(Preset(name, "classification", "resnet_csra", {"depth": depth}, classes, size,
-                           heads=heads, lam=lam, description=desc))
-
-
-def _vit(name: str, variant: str, classes: tuple[str, ...], heads: int, lam: float, desc: str,
-         mean: tuple[float, float, float] = ZERO_MEAN, std: tuple[float, float, float] = UNIT_STD) -> None:
-    register_preset(Preset(name, "classification", "vit_csra", {"variant": variant}, classes, 224,
-                           mean=mean, std=std, heads=heads, lam=lam, dynamic_size=True, description=desc))
-
-
-_resnet("msl-c-voc", 101, VOC_CLASSES, 448, 1, 0.1, "MSL-C ResNet-101 + CSRA, VOC2007 (msl_c_voc.pth)")
-_resnet("msl-c-coco", 101, COCO_CLASSES, 448, 6, 0.4, "MSL-C ResNet-101 + CSRA, COCO 2014 (msl_c_coco.pth)")
-_vit("msl-v-voc", "L/16", VOC_CLASSES, 1, 0.3, "MSL-V ViT-L/16 + CSRA, VOC2007")
-_vit("msl-v-coco", "L/16", COCO_CLASSES, 8, 1.0, "MSL-V ViT-L/16 + CSRA, COCO 2014")
-_vit("msl-v-wider", "L/16", WIDER_ATTRIBUTES, 1, 0.3, "MSL-V ViT-L/16 + CSRA, WIDER-Attribute (msl_v_wider.pth)",
-     mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
-_resnet("resnet18-csra", 18, EMBEDDED_CLASSES, 224, 1, 0.1, "Small ResNet-18 + CSRA for the embedded demo")
-_resnet("resnet18-csra-128", 18, EMBEDDED_CLASSES, 128, 1, 0.1, "ResNet-18 + CSRA at 128 px for fast tests")
-_vit("vit-tiny-csra", "tiny-test", EMBEDDED_CLASSES, 1, 0.3, "Tiny ViT/16 + CSRA (dim 64, depth 2) for tests")

@@ -19,11 +19,9 @@ from torchvision.models import segmentation as tv_segmentation
 from torchvision.models.resnet import ResNet
 
 from models.classnames import EMBEDDED_CLASSES, VOC_CLASSES
-from models.presets import Preset, register_architecture, register_preset
+from models.presets import IMAGENET_MEAN, IMAGENET_STD, Preset, register_architecture, register_preset
 from models.resnet_csra import resnet_blocks
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 DEEPLABV2_RATES = (6, 12, 18, 24)
 EMBEDDED_SEGMENTATION_CLASSES = ("background", *EMBEDDED_CLASSES)
 VOC_SEGMENTATION_CLASSES = ("background", *VOC_CLASSES)

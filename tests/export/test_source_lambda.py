@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from export.source import default_lam, resolve_source
+from export.source import resolve_source
+from models import default_lam
 from tests.export.conftest import save_random
 
 
