@@ -9,12 +9,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-VOID = 255
-SMALL_AREA = 32 * 32
-MEDIUM_AREA = 96 * 96
-SIZE_BUCKETS = ("S", "M", "L")
-_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
-
+from robustness.labelmap import BACKGROUND, EIGHT_CONNECTED, SIZE_BUCKETS, VOID, size_bucket
 
 # ---------------------------------------------------------------- multi-label classification
 
@@ -128,11 +123,6 @@ def multilabel_metrics(
 # ---------------------------------------------------------------- segmentation
 
 
-def size_bucket(area: int) -> str:
-    """COCO size bucket of an instance area in pixels: S < 32^2 <= M < 96^2 <= L."""
-    return "S" if area < SMALL_AREA else "M" if area < MEDIUM_AREA else "L"
-
-
 def _nanmean(values: np.ndarray) -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -163,7 +153,7 @@ class SegmentationMetrics:
     Results are fractions in [0, 1].
     """
 
-    def __init__(self, num_classes: int, background: int | None = 0) -> None:
+    def __init__(self, num_classes: int, background: int | None = BACKGROUND) -> None:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 1 <= num_classes <= VOID:
             raise ValueError(f"num_classes={num_classes!r} must be an integer in [1, {VOID}]")
         if background is not None and not 0 <= background < num_classes:
@@ -266,7 +256,7 @@ class SegmentationMetrics:
     ) -> np.ndarray:
         """IoU_i of each instance of one class in one image (SPEC §2 blob matching, pro-rata charge)."""
         m = members.size
-        blobs, n_blobs = ndimage.label(pred == cls, structure=_EIGHT_CONNECTED)
+        blobs, n_blobs = ndimage.label(pred == cls, structure=EIGHT_CONNECTED)
         if n_blobs == 0:
             return np.zeros(m)
         # Every count below involves only non-void pixels of predicted blobs.

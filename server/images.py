@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from robustness.labelmap import VOID
+
 EXIF_ORIENTATION = 0x0112
 TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # orientations that swap width and height
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
@@ -151,7 +153,6 @@ class InputNormaliser:
 
 
 LABEL_MODES = ("P", "L")  # label PNGs: palette or greyscale, pixel value = class id
-VOID_LABEL = 255
 
 
 def decode_label_map(data: bytes, max_pixels: int, num_classes: int, image_size: tuple[int, int]) -> np.ndarray:
@@ -181,9 +182,9 @@ def decode_label_map(data: bytes, max_pixels: int, num_classes: int, image_size:
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageRejectedError(400, "invalid_truth", f"the truth data is truncated or corrupt: {exc}") from None
     labels = np.asarray(image, dtype=np.uint8)
-    bad = np.unique(labels[(labels >= num_classes) & (labels != VOID_LABEL)])
+    bad = np.unique(labels[(labels >= num_classes) & (labels != VOID)])
     if bad.size:
         raise ImageRejectedError(422, "invalid_truth",
                                  f"the truth holds class ids {bad[:10].tolist()}; this model has {num_classes} "
-                                 f"classes (allowed: 0..{num_classes - 1}, and {VOID_LABEL} for void)")
+                                 f"classes (allowed: 0..{num_classes - 1}, and {VOID} for void)")
     return labels

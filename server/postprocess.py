@@ -12,28 +12,10 @@ from PIL import Image
 from scipy import ndimage
 from scipy.special import expit
 
-from robustness.metrics import size_bucket
+from robustness.labelmap import EIGHT_CONNECTED, VOC_PALETTE, size_bucket
 
 DIGITS = 6  # scores are rounded so that JSON answers are stable and short
-EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 PNG_COMPRESSION = 3
-
-
-def voc_palette() -> np.ndarray:
-    """The standard PASCAL VOC colour map as (256, 3) uint8: class 0 black, 1 dark red, 2 dark green...
-
-    The same map as ``training.datasets.palette`` (a test checks it); written here so that the server does
-    not import the training package and, through it, torch.
-    """
-    index = np.arange(256)
-    palette = np.zeros((256, 3), dtype=np.int64)
-    for bit in range(8):
-        for channel in range(3):
-            palette[:, channel] |= ((index >> (3 * bit + channel)) & 1) << (7 - bit)
-    return palette.astype(np.uint8)
-
-
-VOC_PALETTE = voc_palette()
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:

@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from robustness.labelmap import BACKGROUND, VOID
 from robustness.metrics import confusion_matrix, iou_per_class, jaccard, mean_iou, pixel_accuracy
 from server.postprocess import DIGITS, labels_above, score_table, top_labels
 
-BACKGROUND = 0  # segmenters: class 0 is the background
 SOFTMAX_CLEAN_TOP_K = 5
 NOTHING_PREDICTED = ("the model predicts no class on the clean image (no score >= the threshold); there is "
                      "nothing whose robustness can be measured. Send the true classes as labels= to judge them.")
@@ -186,7 +186,7 @@ def truth_figures(truth: np.ndarray, clean: np.ndarray, masked: np.ndarray,
     clean_miou = _round(mean_iou(clean_conf))
     masked_miou = _mean(mean_iou(c) for c in mask_confs)
     return {
-        "void_fraction": _round(np.mean(truth == 255)),
+        "void_fraction": _round(np.mean(truth == VOID)),
         "clean": {"pixel_accuracy": _round(pixel_accuracy(clean_conf)), "miou": clean_miou,
                   "per_class_iou": {class_names[c]: _round(clean_iou[c]) for c in seen}},
         "masked": {"pixel_accuracy": _mean(pixel_accuracy(c) for c in mask_confs), "miou": masked_miou,

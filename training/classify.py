@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,14 +25,15 @@ from robustness.masks import apply_mask
 from robustness.metrics import multilabel_metrics
 from training.common import (
     add_initialisation_arguments,
+    add_run_arguments,
     append_log,
     initialise_trunk,
     lr_factor,
     make_sgd,
     normalise,
     save_checkpoint,
-    seed_everything,
     set_lr,
+    start_run,
     streaming_sets,
 )
 from training.data import classification_datasets
@@ -105,11 +105,7 @@ def build_model(args: argparse.Namespace, class_names: list[str]) -> nn.Module:
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """Train, evaluating after every epoch; keep the best-by-mAP checkpoint and the last one for resuming."""
-    seed_everything(args.seed)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = start_run(args)
     preset = models.get_preset(args.preset)
     size = args.image_size or preset.image_size
     data = classification_datasets(args.data, size, limit=args.limit, seed=args.seed)
@@ -181,8 +177,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train on N fresh procedural scenes per epoch (embedded data only) instead of the files")
     parser.add_argument("--val-size", type=int, default=200, help="validation scenes when streaming (default 200)")
     add_initialisation_arguments(parser)
-    parser.add_argument("--workers", type=int, default=0)
-    parser.add_argument("--threads", type=int, help="torch intra-op threads")
-    parser.add_argument("--seed", type=int, default=0)
+    add_run_arguments(parser)
     parser.add_argument("--out", required=True, help="output folder (checkpoints, log.json)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pth")

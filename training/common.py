@@ -24,6 +24,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def start_run(args: argparse.Namespace) -> Path:
+    """A trainer's first steps: seed everything, cap torch's threads if ``--threads``, create ``--out``; return it."""
+    seed_everything(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def head_parameter_names(model: nn.Module) -> set[str]:
     """Parameters of the task head get the 10x rate: the model's own list, else everything named ``classifier``."""
     if hasattr(model, "head_parameter_names"):
@@ -84,6 +94,13 @@ def add_initialisation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", help="torchvision/timm state_dict loaded strictly into the trunk (head stays fresh)")
     parser.add_argument("--no-pretrained", dest="pretrained", action="store_false",
                         help="start from random weights even when the preset names packaged pretrained weights")
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--workers``, ``--threads`` and ``--seed``, which both trainers take (``start_run`` reads the last two)."""
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--threads", type=int, help="torch intra-op threads")
+    parser.add_argument("--seed", type=int, default=0)
 
 
 def initialise_trunk(model: nn.Module, init: str | None, pretrained: bool = True) -> str:

@@ -10,11 +10,11 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import nn
 
+from robustness.labelmap import BACKGROUND, EIGHT_CONNECTED, VOID
 from robustness.masks import apply_mask
 
 # Reference weights: 0.3 * BCE(clean) + 0.2 * BCE(masked) + 0.5 * MSE(probabilities).
 MSL_WEIGHTS = (0.3, 0.2, 0.5)
-EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
 @dataclass
@@ -43,7 +43,8 @@ def msl_loss(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, hole
     return MSLLoss(w1 * l1 + w2 * l2 + w3 * l3, l1, l2, l3)
 
 
-def size_weights(label_map: np.ndarray, tau: float = 5.0, ignore_index: int = 255, background: int = 0) -> np.ndarray:
+def size_weights(label_map: np.ndarray, tau: float = 5.0, ignore_index: int = VOID,
+                 background: int = BACKGROUND) -> np.ndarray:
     """L_sw pixel weights for one (H, W) label map: ``min(tau, N_fg / |C|)`` per 8-connected component.
 
     Background pixels weigh 1; ignored pixels weigh 0 so they drop out of ``sum(w * CE) / sum(w)``.
@@ -64,7 +65,7 @@ def size_weights(label_map: np.ndarray, tau: float = 5.0, ignore_index: int = 25
     return weights
 
 
-def batch_size_weights(labels: torch.Tensor, tau: float = 5.0, ignore_index: int = 255) -> torch.Tensor:
+def batch_size_weights(labels: torch.Tensor, tau: float = 5.0, ignore_index: int = VOID) -> torch.Tensor:
     """``size_weights`` for a (B, H, W) batch of label maps, as a float tensor on the labels' device."""
     maps = labels.detach().cpu().numpy()
     stacked = np.stack([size_weights(m, tau, ignore_index) for m in maps])
@@ -72,7 +73,7 @@ def batch_size_weights(labels: torch.Tensor, tau: float = 5.0, ignore_index: int
 
 
 def size_balanced_ce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
-                     ignore_index: int = 255) -> torch.Tensor:
+                     ignore_index: int = VOID) -> torch.Tensor:
     """``sum(w * CE) / sum(w)`` over valid pixels (L_sw, SPEC §2)."""
     ce = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="none")
     weights = weights * (labels != ignore_index)

@@ -24,17 +24,19 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import models
+from robustness.labelmap import VOID
 from robustness.metrics import SegmentationMetrics
 from training.common import (
     add_initialisation_arguments,
+    add_run_arguments,
     append_log,
     initialise_trunk,
     lr_factor,
     make_sgd,
     normalise,
     save_checkpoint,
-    seed_everything,
     set_lr,
+    start_run,
     streaming_sets,
 )
 from training.data import segmentation_datasets
@@ -60,7 +62,7 @@ def segmentation_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tens
     """CE, or (after the switch) size-weighted CE plus the EWC penalty."""
     logits = model(images)
     if not use_sb:
-        loss = F.cross_entropy(logits, labels, ignore_index=255)
+        loss = F.cross_entropy(logits, labels, ignore_index=VOID)
         return loss, {"ce": loss.item()}
     loss = size_balanced_ce(logits, labels, batch_size_weights(labels, tau))
     terms = {"sw": loss.item()}
@@ -94,11 +96,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     losses: EWC's curvature is ``2 * lambda * F`` with F up to 1, and SGD with momentum m is stable only
     for ``lr * 2 * lambda < 2 * (1 + m)``; with lambda = 500 that means lr < 0.0038.
     """
-    seed_everything(args.seed)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = start_run(args)
     size = args.image_size or models.get_preset(args.preset).image_size
     data = segmentation_datasets(args.data, size, limit=args.limit, seed=args.seed)
     train_set, val_set, class_names = data.train, data.val, data.class_names
@@ -195,7 +193,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train on fresh procedural scenes (N per pass; embedded data only) instead of the files")
     parser.add_argument("--val-size", type=int, default=100, help="validation scenes when streaming (default 100)")
     add_initialisation_arguments(parser)
-    parser.add_argument("--workers", type=int, default=0)
-    parser.add_argument("--threads", type=int, help="torch intra-op threads")
-    parser.add_argument("--seed", type=int, default=0)
+    add_run_arguments(parser)
     parser.add_argument("--out", required=True, help="output folder (final.pth, log.json)")

@@ -9,7 +9,6 @@ import pytest
 from PIL import Image
 
 from server.postprocess import (
-    VOC_PALETTE,
     class_map,
     labels_above,
     palette_png,
@@ -55,12 +54,6 @@ def test_class_map_png_keeps_class_ids_and_resizes_nearest():
     image = Image.open(io.BytesIO(palette_png(big)))
     assert image.mode == "P" and np.asarray(image).tolist() == big.tolist()
     assert image.getpalette()[3:6] == [128, 0, 0]  # VOC colour of class 1
-
-
-def test_palette_is_the_training_palette():
-    from training.datasets.palette import VOC_PALETTE as TRAINING_PALETTE
-
-    assert np.array_equal(VOC_PALETTE, TRAINING_PALETTE)
 
 
 def test_softmax_is_stable_and_sums_to_one():

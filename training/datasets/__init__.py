@@ -9,13 +9,11 @@ from training.datasets.classification import (
     split_ternary,
     train_transform,
 )
-from training.datasets.palette import VOC_PALETTE, VOID_LABEL, read_label_png, save_label_png
+from training.datasets.palette import read_label_png, save_label_png
 from training.datasets.segmentation import JointAugment, VOCSegmentation, keep_maps_collate
 from training.datasets.synthetic import make_dataset
 
 __all__ = [
-    "VOC_PALETTE",
-    "VOID_LABEL",
     "COCOClassification",
     "JSONListClassification",
     "JointAugment",

@@ -1,4 +1,4 @@
-"""PASCAL VOC label PNGs: the colour palette, and reading/writing indexed label maps."""
+"""PASCAL VOC label PNGs: reading and writing indexed label maps in the VOC palette (``robustness.labelmap``)."""
 
 from __future__ import annotations
 
@@ -7,24 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-VOID_LABEL = 255  # "void" in VOC label maps: boundaries and ambiguous pixels, ignored everywhere
+from robustness.labelmap import VOC_PALETTE
 
-
-def voc_palette() -> np.ndarray:
-    """The standard 256-colour VOC palette as a (256, 3) uint8 array (0 black, 255 cream)."""
-    palette = np.zeros((256, 3), dtype=np.uint8)
-    for index in range(256):
-        value, red, green, blue = index, 0, 0, 0
-        for bit in range(8):
-            red |= ((value >> 0) & 1) << (7 - bit)
-            green |= ((value >> 1) & 1) << (7 - bit)
-            blue |= ((value >> 2) & 1) << (7 - bit)
-            value >>= 3
-        palette[index] = (red, green, blue)
-    return palette
-
-
-VOC_PALETTE = voc_palette()
 _PALETTE_LOOKUP = {tuple(int(v) for v in rgb): i for i, rgb in enumerate(VOC_PALETTE)}
 
 

@@ -22,11 +22,10 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from models.classnames import EMBEDDED_CLASSES
-from training.datasets.palette import VOID_LABEL
+from robustness.labelmap import EIGHT_CONNECTED, MEDIUM_AREA, SIZE_BUCKETS, SMALL_AREA, VOID, size_bucket
 from training.datasets.shapes import FILL_RATIOS, place_layers, rasterize, shape_layers
 
-SMALL_AREA, MEDIUM_AREA = 32**2, 96**2  # COCO size buckets: small < 32^2 <= medium < 96^2 <= large
-SIZE_BUCKETS = ("small", "medium", "large")
+BUCKET_NAMES = dict(zip(SIZE_BUCKETS, ("small", "medium", "large"), strict=True))  # the dataset card's words
 MIN_OBJECT_AREA = 40  # smallest drawn object, in pixels, before occlusion
 MAX_OBJECT_FRACTION = 0.45  # a large object covers at most this share of the image
 TEXTURES = ("solid", "stripes", "checker", "dots", "gradient", "noise")
@@ -97,17 +96,14 @@ class Scene:
 
 
 def area_bucket(area: float) -> str:
-    """COCO size bucket name of a pixel area."""
-    if area < SMALL_AREA:
-        return "small"
-    return "medium" if area < MEDIUM_AREA else "large"
+    """COCO size bucket of a pixel area, in the dataset card's words (small, medium, large)."""
+    return BUCKET_NAMES[size_bucket(area)]
 
 
 def area_ranges(image_size: int) -> dict[str, tuple[float, float]]:
-    """Drawn-area range of each size bucket that fits in an image of this size (empty buckets left out)."""
+    """Drawn-area range of each size bucket (S, M, L) that fits in an image of this size (empty ones left out)."""
     cap = MAX_OBJECT_FRACTION * image_size**2
-    ranges = {"small": (MIN_OBJECT_AREA, SMALL_AREA), "medium": (SMALL_AREA, MEDIUM_AREA),
-              "large": (MEDIUM_AREA, 4 * MEDIUM_AREA)}
+    ranges = {"S": (MIN_OBJECT_AREA, SMALL_AREA), "M": (SMALL_AREA, MEDIUM_AREA), "L": (MEDIUM_AREA, 4 * MEDIUM_AREA)}
     return {name: (low, min(high, cap)) for name, (low, high) in ranges.items() if min(high, cap) > 1.2 * low}
 
 
@@ -235,21 +231,21 @@ def keep_visible_instances(instances: np.ndarray, objects: list[SceneObject], mi
             next_id += 1
         else:
             obj.instance_id = 0
-            lookup[index] = VOID_LABEL
+            lookup[index] = VOID
     return lookup[instances]
 
 
 def class_map_from_instances(instance_map: np.ndarray, objects: list[SceneObject], void_width: int) -> np.ndarray:
     """Class map (0 bg, 1..10, 255 void) from the kept instances, with a void band around objects."""
     lookup = np.zeros(256, dtype=np.uint8)
-    lookup[VOID_LABEL] = VOID_LABEL
+    lookup[VOID] = VOID
     for obj in objects:
         if obj.instance_id:
             lookup[obj.instance_id] = obj.class_index + 1
     class_map = lookup[instance_map]
     if void_width > 0:
-        near = ndimage.binary_dilation(class_map > 0, structure=np.ones((3, 3), bool), iterations=void_width)
-        class_map[near & (class_map == 0)] = VOID_LABEL
+        near = ndimage.binary_dilation(class_map > 0, structure=EIGHT_CONNECTED, iterations=void_width)
+        class_map[near & (class_map == 0)] = VOID
     return class_map
 
 
@@ -271,7 +267,7 @@ def render_scene(rng: np.random.Generator, config: SceneConfig = SceneConfig()) 
     instances[front] = 0
     instance_map = keep_visible_instances(instances, objects, config.min_visible)
     class_map = class_map_from_instances(instance_map, objects, config.void_width)
-    instance_map[class_map == VOID_LABEL] = VOID_LABEL
+    instance_map[class_map == VOID] = VOID
     canvas += rng.normal(0, rng.uniform(*config.noise_sigma), size=canvas.shape)
     image = np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
     return Scene(image, class_map, instance_map, objects)

@@ -26,8 +26,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import functional as TF
 
+from robustness.labelmap import VOID
 from training.datasets.classification import load_rgb
-from training.datasets.palette import VOID_LABEL, read_label_png
+from training.datasets.palette import read_label_png
 
 
 def random_resized_box(height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float],
@@ -105,7 +106,7 @@ class VOCSegmentation(Dataset):
                 raise ValueError(f"{instance_path}: shape {instance_map.shape} differs from class map "
                                  f"{class_map.shape}")
         else:  # no instance annotation: only void is known
-            instance_map = np.where(class_map == VOID_LABEL, VOID_LABEL, 0).astype(np.uint8)
+            instance_map = np.where(class_map == VOID, VOID, 0).astype(np.uint8)
         return class_map, instance_map
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

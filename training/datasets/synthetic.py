@@ -30,8 +30,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from models.classnames import EMBEDDED_CLASSES
-from training.datasets.palette import VOID_LABEL, save_label_png
-from training.datasets.scenes import SCENE_CONFIGS, SIZE_BUCKETS, Scene, SceneConfig, render_scene
+from robustness.labelmap import SMALL_AREA, VOID
+from training.datasets.palette import save_label_png
+from training.datasets.scenes import BUCKET_NAMES, SCENE_CONFIGS, Scene, SceneConfig, render_scene
 
 SPLIT_CODES = {"train": 0, "test": 1}
 JPEG_QUALITY = 90
@@ -115,8 +116,9 @@ def split_statistics(scenes_objects: list, targets: list[list[int]]) -> dict[str
         "images": len(targets),
         "instances": len(kept),
         "dropped_as_hidden": sum(1 for objects in scenes_objects for o in objects if o.instance_id == 0),
-        "instances_per_size": {name: buckets.get(name, 0) for name in SIZE_BUCKETS},
-        "instance_share_per_size": {name: round(buckets.get(name, 0) / max(len(kept), 1), 3) for name in SIZE_BUCKETS},
+        "instances_per_size": {name: buckets.get(name, 0) for name in BUCKET_NAMES.values()},
+        "instance_share_per_size": {name: round(buckets.get(name, 0) / max(len(kept), 1), 3)
+                                    for name in BUCKET_NAMES.values()},
         "images_per_class": {name: int(sum(t[c] == 1 for t in targets)) for c, name in enumerate(EMBEDDED_CLASSES)},
         "positive_labels_per_image": round(len(positives) / max(len(targets), 1), 3),
         "difficult_labels_per_image": round(sum(v == 0 for t in targets for v in t) / max(len(targets), 1), 3)
@@ -124,7 +126,7 @@ def split_statistics(scenes_objects: list, targets: list[list[int]]) -> dict[str
         "positive_labels_whose_largest_instance_is_under_256px": round(
             sum(a < 256 for a in largest) / max(len(largest), 1), 3),
         "positive_labels_whose_largest_instance_is_small": round(
-            sum(a < 32**2 for a in largest) / max(len(largest), 1), 3),
+            sum(a < SMALL_AREA for a in largest) / max(len(largest), 1), 3),
     }
 
 
@@ -174,7 +176,7 @@ def make_dataset(out_dir: str | Path, n_train: int = 1000, n_test: int = 300, im
         "scenes": scenes,
         "classes": list(EMBEDDED_CLASSES),
         "segmentation_classes": ["background", *EMBEDDED_CLASSES],
-        "void_label": VOID_LABEL,
+        "void_label": VOID,
         "seed": seed,
         "image_size": image_size,
         "splits": {"train": n_train, "test": n_test},
