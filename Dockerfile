@@ -17,6 +17,7 @@ COPY training training
 COPY export export
 COPY server server
 COPY loadtests loadtests
+COPY model_store/__init__.py model_store/manifest.py model_store/
 
 # Pins live in pyproject.toml only. onnxruntime-gpu and onnxruntime install the same module, so the
 # CPU wheel is removed and the GPU wheel (version from the "gpu" extra) reinstalled over it.

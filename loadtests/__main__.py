@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_arguments(sub.add_parser("run", help="load-test the server against an SLO file"))
     compare.add_arguments(sub.add_parser("compare", help="raw ONNX Runtime vs this server vs TorchServe"))
     stress.add_arguments(sub.add_parser("overload", help="3x capacity: immediate 503 sheds, bounded p99, recovery"))
-    stress.add_arguments(sub.add_parser("soak", help="70% of capacity for 10 minutes: failures and RSS growth"))
+    stress.add_arguments(sub.add_parser("soak", help="70%% of capacity for 10 minutes: failures and RSS growth"))
     args = parser.parse_args(argv)
     try:
         commands = {"run": run.main, "compare": compare.main, "overload": stress.main, "soak": stress.main}

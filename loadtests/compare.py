@@ -11,7 +11,6 @@ import io
 import os
 import platform
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +18,11 @@ import onnxruntime as ort
 import torch
 from PIL import Image
 
-import models
-from export.pipeline import export_entry
-from export.source import resolve_source
-from export.torchserve import TorchServeProcess, write_mar
+from export.random_weights import export_random
+from export.torchserve import write_mar
 from loadtests.locust_run import parse_seconds, read_stats, run_locust
 from loadtests.payloads import build_payloads
-from loadtests.processes import ServerProcess
+from loadtests.processes import ServerProcess, TorchServeProcess
 from loadtests.raw_ceiling import best_raw, raw_layouts
 from model_store.manifest import ManifestError, entry_dir, load_manifest
 from server.images import InputNormaliser, resize_to_input
@@ -56,12 +53,8 @@ def ensure_model(args: argparse.Namespace) -> Path:
     except ManifestError:
         if not args.preset:
             raise ValueError(f"model {args.model!r} is not in {args.store}; pass --preset to export one") from None
-    with tempfile.TemporaryDirectory() as tmp:
-        ckpt = Path(tmp) / "random.pth"
-        torch.manual_seed(0)
-        torch.save(models.create_model(args.preset, image_size=args.image_size).state_dict(), ckpt)
-        return export_entry(resolve_source(ckpt, args.preset, image_size=args.image_size), args.model, "1",
-                            args.store, formats=("onnx", "mar")).path
+    return export_random(args.preset, args.model, args.store, formats=("onnx", "mar"), progress=True,
+                         image_size=args.image_size).path
 
 
 def raw_onnx_images_per_second(entry: Path, payload: bytes, batch: int, seconds: float) -> tuple[str, float]:

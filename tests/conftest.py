@@ -1,15 +1,12 @@
-"""Fixtures shared by the server and load-test suites: a tiny model store of real exported models."""
+"""Fixtures shared across suites: tiny model stores of real exported models with seeded random weights."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-import torch
 
-import models
-from export.pipeline import export_entry
-from export.source import resolve_source
+from export.random_weights import export_random
 
 CLASSIFIER = "r18"
 SEGMENTER = "seg"
@@ -17,21 +14,19 @@ SEGMENTER_PRESET = "deeplabv2-r18"
 SEGMENTER_SIZE = 64
 
 
-def _export(store: Path, tmp: Path, preset: str, name: str, formats: tuple[str, ...], **overrides) -> None:
-    model = models.create_model(preset, **overrides)
-    checkpoint = tmp / f"{name}.pth"
-    torch.save(model.state_dict(), checkpoint)
-    export_entry(resolve_source(checkpoint, preset, **overrides), name, "1", store, formats=formats, progress=False)
-
-
 @pytest.fixture(scope="session")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A store with a random ResNet-18 CSRA classifier at 128 px and a random DeepLab-V2 R18 at 64 px."""
-    tmp = tmp_path_factory.mktemp("server-store")
-    store = tmp / "model_store"
-    torch.manual_seed(0)
-    _export(store, tmp, "resnet18-csra-128", CLASSIFIER, ("onnx", "torchscript"))
-    _export(store, tmp, SEGMENTER_PRESET, SEGMENTER, ("onnx",), image_size=SEGMENTER_SIZE)
+    store = tmp_path_factory.mktemp("server-store") / "model_store"
+    export_random("resnet18-csra-128", CLASSIFIER, store, formats=("onnx", "torchscript"), seed=0)
+    # seed=None: the segmenter draws on from the classifier's random stream, so its weights stay as they were.
+    export_random(SEGMENTER_PRESET, SEGMENTER, store, seed=None, image_size=SEGMENTER_SIZE)
     return store
 
 
+@pytest.fixture(scope="session")
+def r18_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store with ``r18`` (resnet18-csra-128, seed 0) exported in every format (onnx, torchscript, mar, triton)."""
+    store = tmp_path_factory.mktemp("store")
+    export_random("resnet18-csra-128", "r18", store, formats=("onnx", "torchscript", "mar", "triton"), seed=0)
+    return store

@@ -13,7 +13,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from robustness.bench_masks import main as bench_main
 from robustness.masks import (
     BUCKETS,
     apply_mask,
@@ -339,21 +338,3 @@ def test_load_mask_folder_errors_name_the_folder(tmp_path):
     (tmp_path / "broken.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match=r"broken\.png"):
         load_mask_folder(tmp_path, 8, 8)
-
-
-# ---------------------------------------------------------------- benchmark CLI
-
-
-def test_bench_masks_prints_ms_per_mask_by_bucket(capsys):
-    assert bench_main(["--n", "3", "--sizes", "32", "--buckets", "b1", "b6"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    rows = [line.split() for line in lines if line.strip().startswith("32x32")]
-    assert [row[1] for row in rows] == ["b1", "b6"]
-    assert all(float(row[3]) > 0 for row in rows)
-
-
-def test_bench_masks_reports_bad_buckets_in_one_line(capsys):
-    assert bench_main(["--buckets", "b9"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["bench_masks: error: mask ratio 'b9' is not understood; expected one of "
-                   "low|medium|high|b1..b6|a-b (e.g. 0.2-0.35)"]  # fmt: skip

@@ -1,4 +1,4 @@
-"""``python -m export.bench_runtimes``: eager vs TorchScript vs ONNX Runtime on one model, in one run."""
+"""``python -m benchmarks runtimes``: eager vs TorchScript vs ONNX Runtime on one model, in one run."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ import onnxruntime as ort
 import torch
 from tqdm import tqdm
 
-import models
-from export.formats import export_onnx, export_torchscript, load_torchscript
+from export.formats import load_torchscript
+from export.random_weights import export_random, random_model
+
+SEED = 0
 
 
 def time_call(fn: Callable[[], object], repeats: int) -> list[float]:
@@ -30,33 +32,35 @@ def time_call(fn: Callable[[], object], repeats: int) -> list[float]:
     return times
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m benchmarks runtimes") -> int:
     """Export a random-weight preset, then time each runtime at batch 1 (latency) and batch N (throughput)."""
-    parser = argparse.ArgumentParser(prog="python -m export.bench_runtimes", description=__doc__)
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument("--preset", default="msl-c-voc", help="model preset (default msl-c-voc: ResNet-101 at 448)")
     parser.add_argument("--image-size", type=int, help="override the preset's input size")
     parser.add_argument("--batch", type=int, default=8, help="throughput batch size (default 8)")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per case (default 5)")
     args = parser.parse_args(argv)
     try:
-        model = models.create_model(args.preset, image_size=args.image_size).eval()
+        model = random_model(args.preset, SEED, image_size=args.image_size).eval()
     except (KeyError, TypeError, ValueError) as exc:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
     size = model.preset.image_size
     threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
-        example = torch.rand(2, 3, size, size)
-        onnx_path = export_onnx(model, Path(tmp) / "m.onnx", example, model.preset.dynamic_size)
-        ts_path = export_torchscript(model, Path(tmp) / "m.pt", example)
+        # The same seeded weights as ``model``, exported (and parity-checked) like any store entry.
+        manifest = export_random(args.preset, "bench", Path(tmp), formats=("onnx", "torchscript"), seed=SEED,
+                                 image_size=args.image_size)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
-        session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-        scripted = load_torchscript(ts_path)
+        session = ort.InferenceSession(str(manifest.artifact("model.onnx")), options,
+                                       providers=["CPUExecutionProvider"])
+        scripted = load_torchscript(manifest.artifact("model.pt"))
+        input_name = manifest.input.name
         runtimes: dict[str, Callable[[np.ndarray], object]] = {
             "eager": lambda x: model(torch.from_numpy(x)),
             "torchscript": lambda x: scripted(torch.from_numpy(x)),
-            "onnxruntime": lambda x: session.run(None, {"images": x}),
+            "onnxruntime": lambda x: session.run(None, {input_name: x}),
         }
         rows = []
         with torch.inference_mode():
@@ -76,4 +80,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="python -m benchmarks.runtimes"))

@@ -1,4 +1,4 @@
-"""Time irregular-mask generation per ratio bucket: `python -m robustness.bench_masks`."""
+"""``python -m benchmarks masks``: time irregular-mask generation per ratio bucket."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ def time_bucket(n: int, size: int, bucket: str, seed: int, generator: str) -> tu
     return 1000.0 * elapsed / n, float(batch.mean())
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m benchmarks masks") -> int:
     """Print a table of ms per mask by bucket and image size."""
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument("--n", type=int, default=200, help="masks timed per bucket and size")
     parser.add_argument("--sizes", type=int, nargs="+", default=[448, 224], help="square image sides")
     parser.add_argument("--buckets", nargs="+", default=list(BUCKETS), help="bucket names or a-b ranges")
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         for bucket in args.buckets:
             parse_ratio(bucket)
     except ValueError as err:
-        print(f"bench_masks: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     rows = []
     jobs = [(size, bucket) for size in args.sizes for bucket in args.buckets]
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             ms, ratio = time_bucket(args.n, size, bucket, args.seed, args.generator)
         except ValueError as err:
-            print(f"bench_masks: error: {err}", file=sys.stderr)
+            print(f"{prog}: error: {err}", file=sys.stderr)
             return 2
         rows.append((size, bucket, ms, ratio))
     print(f"generator={args.generator} n={args.n} per bucket, numpy {np.__version__}, one process")
@@ -56,4 +56,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="python -m benchmarks.masks"))

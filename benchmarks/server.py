@@ -1,4 +1,4 @@
-"""``python -m loadtests.bench_server``: server requests/s against raw ONNX Runtime images/s, same model, one run.
+"""``python -m benchmarks server``: server requests/s against raw ONNX Runtime images/s, same model, one run.
 
 1. Raw ONNX Runtime at saturation: in-process loops over batches of ``--max-batch`` images, with the
    same session options the server uses, in two layouts (one session on all cores, or one single-threaded
@@ -33,6 +33,7 @@ import onnxruntime as ort
 from PIL import Image
 from tqdm import tqdm
 
+from export.random_weights import export_random
 from loadtests.processes import ServerProcess
 from loadtests.raw_ceiling import Throughput, best_raw, raw_layouts
 from model_store.manifest import entry_dir, load_manifest
@@ -41,17 +42,8 @@ from server.settings import available_cores
 
 def build_store(preset: str, name: str, folder: Path) -> Path:
     """Export a randomly initialised preset into a fresh store (the benchmark needs speed, not accuracy)."""
-    import torch
-
-    import models
-    from export.pipeline import export_entry
-    from export.source import resolve_source
-
-    torch.manual_seed(0)
-    checkpoint = folder / f"{name}.pth"
-    torch.save(models.create_model(preset).state_dict(), checkpoint)
     store = folder / "model_store"
-    export_entry(resolve_source(checkpoint, preset), name, "1", store, formats=("onnx",))
+    export_random(preset, name, store, seed=0, progress=True)
     return store
 
 
@@ -190,7 +182,7 @@ def markdown(args: argparse.Namespace, size: tuple[int, int], configurations: li
              command: str) -> str:
     """The benchmark section for docs."""
     lines = [
-        "## Server against raw ONNX Runtime (`loadtests/bench_server.py`)",
+        "## Server against raw ONNX Runtime (`benchmarks/server.py`)",
         "",
         "Goal (issue 6): server requests/s at saturation >= 0.9 x raw ONNX Runtime images/s on the same model.",
         "",
@@ -235,9 +227,9 @@ def markdown(args: argparse.Namespace, size: tuple[int, int], configurations: li
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m benchmarks server") -> int:
     """Run both measurements and print (optionally write) the comparison."""
-    parser = argparse.ArgumentParser(prog="python -m loadtests.bench_server", description=__doc__,
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="resnet18-csra", help="model preset to export with random weights")
     parser.add_argument("--store", type=Path, help="use this store instead of exporting (with --model)")
@@ -260,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         store = args.store or build_store(args.preset, args.model, Path(tmp))
         manifest = load_manifest(entry_dir(store, args.model))
         size = manifest.input.size
-        feed = {"images": np.random.default_rng(0).random((args.max_batch, 3, *size), dtype=np.float32)}
+        feed = {manifest.input.name: np.random.default_rng(0).random((args.max_batch, 3, *size), dtype=np.float32)}
         layouts = raw_layouts(manifest.artifact("model.onnx"), feed, available_cores())
         flags = ["--models", args.model, "--max-batch", str(args.max_batch), "--max-delay-ms", str(args.max_delay_ms),
                  "--workers", str(args.workers), "--queue-size", str(4 * max(args.concurrency))]
@@ -284,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                     configurations.append(Configuration(payload_size, client, concurrency, rounds))
         finally:
             server.stop()
-    command = "python -m loadtests.bench_server " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = f"{prog} " + " ".join(sys.argv[1:] if argv is None else argv)
     text = markdown(args, (size[1], size[0]), configurations, command.strip())
     print(text)
     if args.output:
@@ -293,4 +285,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="python -m benchmarks.server"))

@@ -1,0 +1,32 @@
+"""``python -m benchmarks runtimes|masks|server [flags]``: the project's benchmarks (``COMMAND --help`` for flags)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = {
+    "runtimes": "eager vs TorchScript vs ONNX Runtime on one random-weight model",
+    "masks": "irregular-mask generation time per ratio bucket",
+    "server": "server requests/s against raw ONNX Runtime images/s",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Hand the flags after the subcommand to ``benchmarks.<subcommand>.main``."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in COMMANDS:
+        module = importlib.import_module(f"benchmarks.{argv[0]}")  # imported only when asked: each is heavy
+        return module.main(argv[1:], prog=f"python -m benchmarks {argv[0]}")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", usage="%(prog)s {runtimes,masks,server} [flags]",
+                                     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="commands:\n" + "\n".join(f"  {name:<10} {text}"
+                                                                      for name, text in COMMANDS.items()))
+    parser.add_argument("command", choices=list(COMMANDS), help="the benchmark to run; its flags follow it")
+    parser.parse_known_args(argv)  # --help, or an error for a missing or unknown command (exit 2)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
