@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import hmac
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from server.errors import ApiError
 from server.metrics import ServerMetrics
+from server.pipeline import RequestPipeline
 from server.registry import ModelRegistry
+from server.runner import ModelRunner
 from server.settings import Settings
 
 
@@ -27,6 +29,22 @@ class ServerContext:
     registry: ModelRegistry
     metrics: ServerMetrics
     decode_pool: Executor
+    pipelines: dict[str, RequestPipeline] = field(default_factory=dict)
+
+    def pipeline(self, model: str | None, tasks: tuple[str, ...], endpoint: str) -> RequestPipeline:
+        """The request pipeline of ``model=`` (or the endpoint's default model), checking its task."""
+        return self._pipeline_of(self.registry.resolve(model, tasks, endpoint))
+
+    def pipeline_by_name(self, name: str) -> RequestPipeline:
+        """The request pipeline of a served model, by name, whatever its task."""
+        return self._pipeline_of(self.registry.runner(name))
+
+    def _pipeline_of(self, runner: ModelRunner) -> RequestPipeline:
+        pipeline = self.pipelines.get(runner.name)
+        if pipeline is None or pipeline.runner is not runner:
+            pipeline = self.pipelines[runner.name] = RequestPipeline(runner, self.settings, self.metrics,
+                                                                     self.decode_pool)
+        return pipeline
 
 
 async def get_context(request: Request) -> ServerContext:

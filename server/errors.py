@@ -11,6 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from server.images import ImageRejectedError
+
 log = logging.getLogger("server.errors")
 
 # Short codes for plain HTTP errors raised by the framework itself (unknown path, wrong method...).
@@ -72,6 +74,11 @@ async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, str(exc.detail), exc.headers)
 
 
+async def _rejected_image(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ImageRejectedError)
+    return error_response(exc.status, exc.code, exc.detail)
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     return error_response(422, "invalid_parameter", describe_validation_error(exc))
@@ -83,7 +90,9 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def register_error_handlers(app: FastAPI) -> None:
-    """JSON handlers for HTTP errors, validation errors (422 with allowed values) and anything else (500)."""
+    """JSON handlers for HTTP errors, rejected images, validation errors (422 with allowed values) and anything
+    else (500)."""
     app.add_exception_handler(HTTPException, _api_error)
+    app.add_exception_handler(ImageRejectedError, _rejected_image)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)

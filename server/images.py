@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,6 +151,26 @@ class InputNormaliser:
     def fill_value(self) -> np.ndarray:
         """The uint8 RGB colour that a normalised 0 (a mask hole) stands for."""
         return np.clip(np.round(self.mean * 255.0), 0, 255).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """A decoded upload and the model input made from it."""
+
+    decoded: DecodedImage
+    resized: Image.Image  # RGB at the model's input size
+    tensor: np.ndarray  # (3, H, W) float32, normalised
+    seconds: float  # decode + resize + normalise time
+
+
+def prepare_image(data: bytes, size: tuple[int, int], normaliser: InputNormaliser, max_pixels: int,
+                  draft: bool = True) -> PreparedImage:
+    """Decode, orient, convert to RGB, resize to (height, width) and normalise (blocking)."""
+    start = time.perf_counter()
+    height, width = size
+    decoded = decode_image(data, max_pixels, (width, height) if draft else None)
+    resized = resize_to_input(decoded.rgb, size)
+    return PreparedImage(decoded, resized, normaliser(resized), time.perf_counter() - start)
 
 
 LABEL_MODES = ("P", "L")  # label PNGs: palette or greyscale, pixel value = class id

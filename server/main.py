@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI
 
+from model_store.manifest import Manifest
 from server.banner import banner
 from server.dependencies import ServerContext
 from server.errors import register_error_handlers
@@ -27,11 +28,12 @@ KServe v2 protocol under `/v2`, and Prometheus metrics at `/metrics`. Every erro
 `{"error": code, "detail": text}`."""
 
 
-def create_app(settings: Settings, registry: ModelRegistry | None = None, show_banner: bool = False) -> FastAPI:
-    """The app for these settings; reads and verifies the store now, loads and warms models after start-up."""
+def create_app(settings: Settings, manifests: dict[str, Manifest] | None = None,
+               show_banner: bool = False) -> FastAPI:
+    """The app for these settings and manifests (default: the store's, read and verified now); models load and
+    warm after start-up."""
     metrics = ServerMetrics()
-    registry = registry or ModelRegistry(read_store(settings), settings, metrics)
-    registry.metrics = metrics
+    registry = ModelRegistry(read_store(settings) if manifests is None else manifests, settings, metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

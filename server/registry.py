@@ -9,7 +9,7 @@ from typing import Any
 from model_store.manifest import Manifest, ManifestError, list_entries, load_manifest
 from server.errors import ApiError
 from server.metrics import ServerMetrics
-from server.runner import ModelRunner, RunnerConfig
+from server.runner import ModelRunner
 from server.settings import Settings
 
 log = logging.getLogger("server.registry")
@@ -42,10 +42,6 @@ class ModelRegistry:
         self.runners: dict[str, ModelRunner] = {}
         self.states = dict.fromkeys(manifests, LOADING)
         self.errors: dict[str, str] = {}
-        self.config = RunnerConfig(backend=settings.backend, providers=settings.providers, threads=settings.threads,
-                                   max_batch=settings.max_batch, max_delay_ms=settings.max_delay_ms,
-                                   queue_size=settings.queue_size, workers=settings.workers,
-                                   extra_latency_ms=settings.extra_latency_ms)
 
     @property
     def ready(self) -> bool:
@@ -53,7 +49,7 @@ class ModelRegistry:
         return all(state == READY for state in self.states.values())
 
     def _build(self, manifest: Manifest) -> ModelRunner:
-        runner = ModelRunner(manifest, self.config, self.metrics)
+        runner = ModelRunner(manifest, self.settings, self.metrics)
         runner.warmup()
         return runner
 
@@ -132,9 +128,7 @@ class ModelRegistry:
             out.update(self.runners[name].describe())
         else:
             out.update({"backend": self.settings.backend, "provider": None, "providers": []})
-        out.setdefault("batching", {"max_batch": self.config.max_batch, "max_delay_ms": self.config.max_delay_ms,
-                                    "queue_size": self.config.queue_size, "workers": self.config.workers})
-        out["batching"]["timeout_ms"] = self.settings.timeout_ms
+        out.setdefault("batching", self.settings.batching())
         if name in self.errors:
             out["error"] = self.errors[name]
         return out

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,40 +17,27 @@ from server.batching import BatchResult, MicroBatcher
 from server.images import InputNormaliser
 from server.metrics import ServerMetrics
 from server.runtimes import Backend, OnnxBackend, TorchScriptBackend
+from server.settings import Settings
 
 
-@dataclass(frozen=True)
-class RunnerConfig:
-    """How one model is run and batched."""
-
-    backend: str = "onnx"
-    providers: tuple[str, ...] = ()
-    threads: int = 1
-    max_batch: int = 8
-    max_delay_ms: float = 5.0
-    queue_size: int = 64
-    workers: int = 1
-    extra_latency_ms: float = 0.0
-
-
-def load_backend(manifest: Manifest, config: RunnerConfig) -> Backend:
+def load_backend(manifest: Manifest, settings: Settings) -> Backend:
     """Open the manifest's artifact for the configured backend."""
-    if config.backend == "torchscript":
-        return TorchScriptBackend(manifest.artifact("model.pt"), threads=config.threads)
-    if config.backend == "onnx":
+    if settings.backend == "torchscript":
+        return TorchScriptBackend(manifest.artifact("model.pt"), threads=settings.threads)
+    if settings.backend == "onnx":
         return OnnxBackend(manifest.artifact("model.onnx"), manifest.input.name, manifest.output.name,
-                           providers=config.providers, threads=config.threads)
-    raise ValueError(f"backend {config.backend!r} must be 'onnx' or 'torchscript'")
+                           providers=settings.providers, threads=settings.threads)
+    raise ValueError(f"backend {settings.backend!r} must be 'onnx' or 'torchscript'")
 
 
 class ModelRunner:
     """One exported model: its session, its inference threads and its micro-batcher."""
 
-    def __init__(self, manifest: Manifest, config: RunnerConfig, metrics: ServerMetrics | None = None) -> None:
-        self.manifest, self.config, self.metrics = manifest, config, metrics
+    def __init__(self, manifest: Manifest, settings: Settings, metrics: ServerMetrics | None = None) -> None:
+        self.manifest, self.settings, self.metrics = manifest, settings, metrics
         self.normaliser = InputNormaliser(manifest.input.mean, manifest.input.std)
-        self.backend = load_backend(manifest, config)
-        self.executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix=f"infer-{manifest.name}")
+        self.backend = load_backend(manifest, settings)
+        self.executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix=f"infer-{manifest.name}")
         self.batcher: MicroBatcher | None = None
         self.warm = False
 
@@ -65,16 +51,21 @@ class ModelRunner:
         """(height, width) the model is fed at."""
         return self.manifest.input_size
 
+    @property
+    def depth(self) -> int:
+        """Requests waiting in this model's queue."""
+        return self.batcher.depth if self.batcher is not None else 0
+
     def infer(self, images: np.ndarray) -> np.ndarray:
         """Synchronous forward pass on a float32 NCHW batch (runs in the inference thread)."""
-        if self.config.extra_latency_ms:
-            time.sleep(self.config.extra_latency_ms / 1000.0)
+        if self.settings.extra_latency_ms:
+            time.sleep(self.settings.extra_latency_ms / 1000.0)
         return self.backend.run(images)
 
     def warmup(self, runs: int = 3) -> None:
         """Run the largest and the smallest batch a few times (TorchScript optimises over its first calls)."""
         height, width = self.input_size
-        for n in sorted({self.config.max_batch, 1}, reverse=True):
+        for n in sorted({self.settings.max_batch, 1}, reverse=True):
             for _ in range(runs):
                 self.backend.run(np.zeros((n, 3, height, width), dtype=np.float32))
         self.warm = True
@@ -83,11 +74,11 @@ class ModelRunner:
         """Create the micro-batcher on the running event loop."""
         metrics, name = self.metrics, self.name
         self.batcher = MicroBatcher(
-            self.infer, self.executor, self.config.max_batch, self.config.max_delay_ms / 1000.0,
-            self.config.queue_size,
+            self.infer, self.executor, self.settings.max_batch, self.settings.max_delay_ms / 1000.0,
+            self.settings.queue_size,
             on_batch=(lambda size, seconds: metrics.observe_batch(name, size, seconds)) if metrics else None,
             on_depth=(lambda depth: metrics.set_queue_depth(name, depth)) if metrics else None,
-            concurrency=self.config.workers,
+            concurrency=self.settings.workers,
             on_running=(lambda running: metrics.set_running(name, running)) if metrics else None,
         )
         self.batcher.start()
@@ -113,6 +104,5 @@ class ModelRunner:
             "backend": self.backend.kind,
             "provider": self.backend.provider,
             "providers": list(self.backend.providers),
-            "batching": {"max_batch": self.config.max_batch, "max_delay_ms": self.config.max_delay_ms,
-                         "queue_size": self.config.queue_size, "workers": self.config.workers},
+            "batching": self.settings.batching(),
         }

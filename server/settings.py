@@ -75,6 +75,11 @@ class Settings:
         """Threads that decode and resize images (0 means every available core)."""
         return self.decode_threads or available_cores()
 
+    def batching(self) -> dict[str, Any]:
+        """How each model's requests are batched and bounded, as /models shows it."""
+        return {"max_batch": self.max_batch, "max_delay_ms": self.max_delay_ms, "queue_size": self.queue_size,
+                "workers": self.workers, "timeout_ms": self.timeout_ms}
+
     def public(self) -> dict[str, Any]:
         """Settings as JSON-ready data, without the API key."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "api_key"}

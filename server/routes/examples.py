@@ -154,3 +154,33 @@ ERRORS: dict[int | str, dict[str, Any]] = {
           **_error("queue_full", "model 'r18' has 64 requests waiting; retry later")},
     504: {"description": "no answer within --timeout-ms", **_error("deadline_exceeded", "no answer within 30000 ms")},
 }
+
+
+# Request bodies for OpenAPI: both ways to send an image.
+IMAGE_REQUEST_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "The image, as a multipart field named `file` or as the raw body (`Content-Type: image/jpeg`).",
+        "content": {
+            "multipart/form-data": {
+                "schema": {"type": "object", "required": ["file"],
+                           "properties": {"file": {"type": "string", "format": "binary"}}},
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+TRUTH_REQUEST_BODY: dict[str, Any] = {"requestBody": {
+    **IMAGE_REQUEST_BODY["requestBody"],
+    "description": "The image, as a multipart field named `file` or as the raw body (`Content-Type: image/jpeg`). "
+                   "Segmenters: an optional multipart field `truth`, a palette or greyscale PNG of the image's size "
+                   "whose pixel values are class ids (255 = void).",
+    "content": {
+        "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+            "file": {"type": "string", "format": "binary"},
+            "truth": {"type": "string", "format": "binary",
+                      "description": "ground-truth label PNG (segmenters only)"}}}},
+        "image/*": {"schema": {"type": "string", "format": "binary"}},
+    },
+}}

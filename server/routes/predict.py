@@ -8,10 +8,10 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
+from robustness.scores import class_scores, score_table, top_labels
 from server.dependencies import ContextDep, require_api_key
-from server.inference import IMAGE_REQUEST_BODY, admit, off_loop, prepare_image, read_image_bytes, run_model, timing
-from server.postprocess import class_scores, labels_above, score_table, top_labels
-from server.routes.examples import ERRORS, PREDICT_EXAMPLE, PREDICT_SOFTMAX_EXAMPLE
+from server.pipeline import timing
+from server.routes.examples import ERRORS, IMAGE_REQUEST_BODY, PREDICT_EXAMPLE, PREDICT_SOFTMAX_EXAMPLE
 
 router = APIRouter(tags=["inference"], dependencies=[Depends(require_api_key)])
 SOFTMAX_TOP_K = 5  # labels returned by a single-label (softmax) classifier when top_k is not given
@@ -43,24 +43,19 @@ async def predict(
     scores: bool = Query(False, description="also return every class's score"),
 ) -> JSONResponse:
     """Labels of one image."""
-    runner = ctx.registry.resolve(model, ("classification",), "/predict")
-    admit(runner, ctx.metrics)
-    data = await read_image_bytes(request)
-    prepared = await off_loop(ctx.decode_pool, prepare_image, data, runner, ctx.settings.max_pixels)
-    result = await run_model(request, runner, prepared.tensor[None], ctx.settings, ctx.metrics)
-    activation = runner.manifest.activation
-    probabilities = class_scores(result.outputs[0], activation)
-    names = runner.manifest.class_names
-    body: dict[str, Any] = {"model": runner.name}
-    if activation == "softmax":
-        cut = threshold
-        body["labels"] = top_labels(probabilities, names, SOFTMAX_TOP_K if top_k is None else top_k, cut)
-    else:
-        cut = runner.manifest.threshold if threshold is None else threshold
-        body["labels"] = labels_above(probabilities, names, cut, top_k)
+    pipeline = ctx.pipeline(model, ("classification",), "/predict")
+    prepared = (await pipeline.receive(request)).prepared
+    result = await pipeline.infer(request, prepared.tensor[None])
+    manifest = pipeline.manifest
+    probabilities = class_scores(result.outputs[0], manifest.activation)
+    single_label = manifest.activation == "softmax"
+    cut = threshold if single_label or threshold is not None else manifest.threshold
+    limit = (top_k or SOFTMAX_TOP_K) if single_label else top_k
+    labels = top_labels(probabilities, manifest.class_names, limit, cut)
+    body: dict[str, Any] = {"model": pipeline.name, "labels": labels}
     if scores:
-        body["scores"] = score_table(probabilities, names)
+        body["scores"] = score_table(probabilities, manifest.class_names)
     body["threshold"] = cut
-    body["activation"] = activation
+    body["activation"] = manifest.activation
     body["timing"] = timing(request, prepared, result)
     return JSONResponse(body)

@@ -7,20 +7,12 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 
+from robustness.scores import class_map
 from server.dependencies import ContextDep, require_api_key
-from server.inference import (
-    IMAGE_REQUEST_BODY,
-    PreparedImage,
-    admit,
-    off_loop,
-    prepare_image,
-    read_image_bytes,
-    run_model,
-    server_timing,
-    timing,
-)
-from server.postprocess import class_map, overlay_png, palette_png, region_statistics, resize_class_map
-from server.routes.examples import ERRORS, SEGMENT_JSON_EXAMPLE
+from server.images import PreparedImage
+from server.pipeline import server_timing, timing
+from server.postprocess import overlay_png, palette_png, region_statistics, resize_class_map
+from server.routes.examples import ERRORS, IMAGE_REQUEST_BODY, SEGMENT_JSON_EXAMPLE
 
 router = APIRouter(tags=["inference"], dependencies=[Depends(require_api_key)])
 
@@ -56,17 +48,14 @@ async def segment(
     alpha: float = Query(0.5, ge=0.0, le=1.0, description="overlay opacity of the class colours"),
 ) -> Response:
     """Segment one image."""
-    runner = ctx.registry.resolve(model, ("segmentation",), "/segment")
-    admit(runner, ctx.metrics)
-    data = await read_image_bytes(request)
-    # The overlay needs the full-resolution image; the class map alone does not.
-    pool = ctx.decode_pool
-    prepared = await off_loop(pool, prepare_image, data, runner, ctx.settings.max_pixels, format != "overlay")
-    result = await run_model(request, runner, prepared.tensor[None], ctx.settings, ctx.metrics)
-    rendered = await off_loop(pool, _render, prepared, result.outputs[0], format, alpha, runner.manifest.class_names)
+    pipeline = ctx.pipeline(model, ("segmentation",), "/segment")
+    prepared = (await pipeline.receive(request, draft=format != "overlay")).prepared
+    result = await pipeline.infer(request, prepared.tensor[None])
+    rendered = await pipeline.off_loop(_render, prepared, result.outputs[0], format, alpha,
+                                       pipeline.manifest.class_names)
     times = timing(request, prepared, result)
     width, height = prepared.decoded.original_size
     if format == "json":
-        return JSONResponse({"model": runner.name, "size": [height, width], "classes": rendered, "timing": times})
-    headers = {"Server-Timing": server_timing(times), "X-Model": runner.name, "X-Image-Size": f"{width}x{height}"}
+        return JSONResponse({"model": pipeline.name, "size": [height, width], "classes": rendered, "timing": times})
+    headers = {"Server-Timing": server_timing(times), "X-Model": pipeline.name, "X-Image-Size": f"{width}x{height}"}
     return Response(rendered, media_type="image/png", headers=headers)

@@ -7,7 +7,6 @@ from fastapi.responses import JSONResponse, Response
 
 from server.dependencies import ContextDep, RegistryDep, SettingsDep, require_api_key
 from server.errors import ApiError
-from server.inference import run_model
 from server.kserve import HEADER_LENGTH, infer_response, model_metadata, parse_infer_request
 from server.registry import ModelRegistry
 from server.routes.examples import V2_INFER_REQUEST, V2_INFER_RESPONSE, V2_METADATA
@@ -79,11 +78,12 @@ async def model_ready(request: Request, registry: RegistryDep, model: str = Mode
 async def infer(request: Request, ctx: ContextDep, model: str = ModelName) -> Response:
     """Run the model on the request's tensor."""
     _check_version(ctx.registry, model, request)
-    runner = ctx.registry.runner(model)
+    pipeline = ctx.pipeline_by_name(model)
+    pipeline.admit()
     body = await request.body()
     if not body:
         raise ApiError(400, "empty_body", "the request carries no body; send a v2 inference request (JSON)")
-    parsed = parse_infer_request(body, request.headers.get(HEADER_LENGTH), runner.manifest)
-    result = await run_model(request, runner, parsed.images, ctx.settings, ctx.metrics)
-    content, headers = infer_response(runner.manifest, result.outputs, parsed)
+    parsed = parse_infer_request(body, request.headers.get(HEADER_LENGTH), pipeline.manifest)
+    result = await pipeline.infer(request, parsed.images)
+    content, headers = infer_response(pipeline.manifest, result.outputs, parsed)
     return Response(content, headers=headers, media_type=headers["Content-Type"])

@@ -13,7 +13,6 @@ from model_store.manifest import Manifest
 from server.errors import ApiError
 from server.kserve import infer_response, parse_infer_request
 from server.main import create_app
-from server.registry import ModelRegistry
 from server.settings import Settings
 
 MANIFEST = Manifest.from_json({
@@ -67,7 +66,7 @@ def test_bad_requests_say_what_is_wrong(request_body, fragment):
 
 def test_unexpected_errors_are_a_json_500_without_traceback(caplog):
     settings = Settings()
-    app = create_app(settings, registry=ModelRegistry({}, settings))
+    app = create_app(settings, manifests={})
 
     @app.get("/boom")
     async def boom() -> None:

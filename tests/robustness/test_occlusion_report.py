@@ -1,70 +1,20 @@
-"""Answer building: labels, class-map statistics and PNGs, robustness figures, against hand-computed values."""
+"""Occlusion reports of one image under n masks, against hand-computed values."""
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
-from PIL import Image
 
-from server.postprocess import (
-    class_map,
-    labels_above,
-    palette_png,
-    region_statistics,
-    resize_class_map,
-    softmax,
-    top_labels,
+from robustness.occlusion_report import (
+    LabelsNotSupportedError,
+    classification_robustness,
+    occluded_batch,
+    reference_labels,
+    segmentation_robustness,
+    softmax_robustness,
 )
-from server.robustness_report import classification_robustness, segmentation_robustness, softmax_robustness
 
 NAMES = ["a", "b", "c"]
-
-
-def test_labels_above_threshold_highest_first_capped_by_top_k():
-    scores = np.array([0.7, 0.2, 0.9])
-    assert labels_above(scores, NAMES, 0.5) == [{"name": "c", "score": 0.9}, {"name": "a", "score": 0.7}]
-    assert labels_above(scores, NAMES, 0.5, top_k=1) == [{"name": "c", "score": 0.9}]
-    assert labels_above(scores, NAMES, 0.95) == []
-    assert labels_above(np.array([0.5, 0.4, 0.1]), NAMES, 0.5) == [{"name": "a", "score": 0.5}]  # >= threshold
-
-
-def test_region_statistics_counts_areas_and_eight_connected_instances():
-    classes = np.zeros((40, 40), dtype=np.uint8)
-    classes[0:2, 0:2] = 1  # 4 px
-    classes[2:4, 2:4] = 1  # touches the first diagonally: same instance
-    classes[10:15, 10:15] = 1  # 25 px, separate
-    classes[20:40, 0:40] = 2  # 800 px
-    stats = {entry["name"]: entry for entry in region_statistics(classes, NAMES)}
-    assert stats["b"]["pixels"] == 33 and stats["b"]["instances"] == {"count": 2, "S": 2, "M": 0, "L": 0}
-    assert stats["c"]["pixels"] == 800 and stats["c"]["fraction"] == 0.5
-    assert stats["a"]["pixels"] == 1600 - 833
-    big = np.ones((100, 100), dtype=np.uint8)
-    assert region_statistics(big, NAMES)[0]["instances"] == {"count": 1, "S": 0, "M": 0, "L": 1}
-
-
-def test_class_map_png_keeps_class_ids_and_resizes_nearest():
-    logits = np.zeros((3, 2, 2), dtype=np.float32)
-    logits[1, 0, 0] = logits[2, 1, 1] = 5.0
-    classes = class_map(logits)
-    assert classes.tolist() == [[1, 0], [0, 2]]
-    big = resize_class_map(classes, (4, 4))
-    assert big.tolist() == [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 2, 2], [0, 0, 2, 2]]
-    image = Image.open(io.BytesIO(palette_png(big)))
-    assert image.mode == "P" and np.asarray(image).tolist() == big.tolist()
-    assert image.getpalette()[3:6] == [128, 0, 0]  # VOC colour of class 1
-
-
-def test_softmax_is_stable_and_sums_to_one():
-    logits = np.array([[1000.0, 1001.0, 999.0], [-5.0, 0.0, 5.0]])
-    probs = softmax(logits)
-    e = np.exp([-1.0, 0.0, -2.0])
-    np.testing.assert_allclose(probs[0], e / e.sum())  # no overflow at logits of 1000
-    np.testing.assert_allclose(probs.sum(axis=1), 1.0)
-    assert top_labels(probs[1], NAMES, 2) == [{"name": "c", "score": round(probs[1, 2], 6)},
-                                              {"name": "b", "score": round(probs[1, 1], 6)}]
-    assert top_labels(probs[1], NAMES, 3, threshold=0.5) == [{"name": "c", "score": round(probs[1, 2], 6)}]
 
 
 def test_classification_robustness_on_the_clean_prediction():
@@ -169,3 +119,26 @@ def test_truth_figures_count_void_nowhere():
     assert report["masked"]["per_class_iou"] == {"bg": pytest.approx(1 / 3, abs=1e-6), "fg": 0.0}
     assert report["masked"]["miou"] == pytest.approx(1 / 6, abs=1e-6)
     assert report["miou_drop"] == pytest.approx(0.5 - 1 / 6, abs=1e-6)
+
+
+def test_occluded_batch_is_the_clean_input_then_copies_zeroed_in_their_holes():
+    clean = np.random.default_rng(0).random((3, 32, 40), dtype=np.float32) + 1.0
+    batch, holes = occluded_batch(clean, (0.2, 0.4), 3, seed=5)
+    assert batch.shape == (4, 3, 32, 40) and batch.dtype == np.float32 and holes.shape == (3, 32, 40)
+    np.testing.assert_array_equal(batch[0], clean)
+    for copy, hole in zip(batch[1:], holes, strict=True):
+        assert 0.2 <= hole.mean() <= 0.4
+        assert (copy[:, hole] == 0).all() and np.array_equal(copy[:, ~hole], clean[:, ~hole])
+    again, _ = occluded_batch(clean, (0.2, 0.4), 3, seed=5)
+    np.testing.assert_array_equal(again, batch)
+
+
+def test_reference_labels_are_checked_against_the_model():
+    assert reference_labels(None, NAMES, "classification") is None
+    assert reference_labels(" b, a,b ", NAMES, "classification") == ["b", "a"]
+    with pytest.raises(ValueError, match=r"labels: z is not a class of this model \(allowed: a, b, c\)"):
+        reference_labels("a,z", NAMES, "classification")
+    with pytest.raises(ValueError, match="give exactly one true class"):
+        reference_labels("a,b", NAMES, "classification", "softmax")
+    with pytest.raises(LabelsNotSupportedError):
+        reference_labels("a", NAMES, "segmentation")

@@ -1,5 +1,8 @@
 """What occlusion does to one image's answer: masked predictions compared with the clean one (and the truth).
 
+This is the domain logic of the server's ``/robustness``: the true classes a request names, the clean input
+followed by its masked copies, and the report built from the model's outputs.
+
 Every figure here describes one image under n masks. Dataset-level metrics (mAP, CP/CR/CF1, OP/OR/OF1,
 mIoU over a test set) need many images and belong to offline evaluation (``robustness.metrics``); computed
 over n masked copies of one image sharing one target they are degenerate (mAP is always 100), so they are
@@ -8,17 +11,15 @@ not reported here.
 
 from __future__ import annotations
 
-import base64
-import io
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from robustness.labelmap import BACKGROUND, VOID
+from robustness.masks import apply_mask, masks
 from robustness.metrics import confusion_matrix, iou_per_class, jaccard, mean_iou, pixel_accuracy
-from server.postprocess import DIGITS, labels_above, score_table, top_labels
+from robustness.scores import DIGITS, class_map, class_scores, score_table, top_labels
 
 SOFTMAX_CLEAN_TOP_K = 5
 NOTHING_PREDICTED = ("the model predicts no class on the clean image (no score >= the threshold); there is "
@@ -86,7 +87,8 @@ def classification_robustness(clean: np.ndarray, masked: np.ndarray, class_names
     gained_counts = gained.sum(axis=0)
     gained_order = sorted(np.flatnonzero(gained_counts).tolist(), key=lambda c: (-gained_counts[c], c))
     report: dict[str, Any] = {
-        "clean": {"labels": labels_above(clean, class_names, threshold), "scores": score_table(clean, class_names)},
+        "clean": {"labels": top_labels(clean, class_names, threshold=threshold),
+                  "scores": score_table(clean, class_names)},
         "reference": {"source": source, "classes": [class_names[c] for c in ref_ids]},
         "warning": NOTHING_PREDICTED if not ref_ids else None,
         "hole_ratio": ratio_summary(hole_ratios),
@@ -248,13 +250,56 @@ def segmentation_robustness(clean: np.ndarray, masked: np.ndarray, holes: np.nda
     return report
 
 
-def masked_pngs(resized: Image.Image, holes: np.ndarray, fill: np.ndarray) -> list[str]:
-    """Each masked copy as the model sees it (holes in the colour of a normalised 0), base64 PNG."""
-    pixels = np.asarray(resized)
-    out = []
-    for hole in holes:
-        image = np.where(hole[..., None], fill[None, None, :], pixels).astype(np.uint8)
-        buffer = io.BytesIO()
-        Image.fromarray(image, mode="RGB").save(buffer, format="PNG", compress_level=3)
-        out.append(base64.b64encode(buffer.getvalue()).decode("ascii"))
-    return out
+# ---------------------------------------------------------------- one request, end to end
+
+
+class LabelsNotSupportedError(ValueError):
+    """``labels=`` sent for a model that is not a classifier."""
+
+
+def reference_labels(labels: str | None, class_names: Sequence[str], task: str,
+                     activation: str = "sigmoid") -> list[str] | None:
+    """The true class names of ``labels=a,b`` (None when not given); ValueError names what is wrong.
+
+    Only classifiers take names, and a single-label (softmax) classifier exactly one.
+    """
+    if labels is None:
+        return None
+    if task != "classification":
+        raise LabelsNotSupportedError("labels= (ground truth) applies to classification models only; send a "
+                                      "segmenter's ground truth as a multipart 'truth' PNG")
+    names = [name.strip() for name in labels.split(",") if name.strip()]
+    unknown = [name for name in names if name not in class_names]
+    if not names or unknown:
+        given = ", ".join(unknown) if unknown else "nothing"
+        raise ValueError(f"labels: {given} is not a class of this model (allowed: {', '.join(class_names)})")
+    names = list(dict.fromkeys(names))
+    if activation == "softmax" and len(names) > 1:
+        raise ValueError(f"labels: {', '.join(names)} are {len(names)} classes; this model is a single-label "
+                         "(softmax) classifier, so give exactly one true class")
+    return names
+
+
+def occluded_batch(clean: np.ndarray, ratio: tuple[float, float], n: int,
+                   seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The clean (3, H, W) input followed by n masked copies, (n + 1, 3, H, W), and the (n, H, W) hole masks."""
+    height, width = clean.shape[1:]
+    holes = masks(n, height, width, ratio, seed)
+    masked = apply_mask(np.broadcast_to(clean, (n, *clean.shape)), holes)
+    return np.concatenate([clean[None], masked.astype(np.float32, copy=False)]), holes
+
+
+def occlusion_report(task: str, activation: str, class_names: Sequence[str], outputs: np.ndarray,
+                     holes: np.ndarray, labels: Sequence[str] | None = None, threshold: float | None = None,
+                     truth_map: np.ndarray | None = None) -> dict[str, Any]:
+    """The report for the outputs of ``occluded_batch``'s batch (clean first), by the model's task and activation."""
+    ratios = holes.reshape(len(holes), -1).mean(axis=1)
+    if task == "classification":
+        scores = class_scores(outputs, activation)
+        if activation == "softmax":
+            return softmax_robustness(scores[0], scores[1:], class_names, ratios, labels)
+        if threshold is None:
+            raise ValueError("a multi-label (sigmoid) classifier's report needs its decision threshold")
+        return classification_robustness(scores[0], scores[1:], class_names, threshold, ratios, labels)
+    maps = np.stack([class_map(o) for o in outputs])
+    return segmentation_robustness(maps[0], maps[1:], holes, class_names, ratios, truth_map)
