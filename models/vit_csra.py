@@ -15,7 +15,6 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from models.checkpoint import count_indices
-from models.classnames import COCO_CLASSES, EMBEDDED_CLASSES, VOC_CLASSES, WIDER_ATTRIBUTES
 from models.csra import MultiHeadCSRA
 from models.families import inferred_preset
 from models.presets import (
@@ -28,6 +27,7 @@ from models.presets import (
     register_family,
     register_preset,
 )
+from robustness.labels import COCO_CLASSES, EMBEDDED_CLASSES, VOC_CLASSES, WIDER_ATTRIBUTES
 
 # (embed_dim, depth, num_heads) per variant; "tiny-test" is a minimal model for tests and demos.
 VIT_VARIANTS: dict[str, tuple[int, int, int]] = {

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from robustness.labelmap import BACKGROUND, EIGHT_CONNECTED, SIZE_BUCKETS, VOID, size_bucket
+from robustness.labels import BACKGROUND, EIGHT_CONNECTED, SIZE_BUCKETS, VOID, size_bucket
 
 # ---------------------------------------------------------------- multi-label classification
 

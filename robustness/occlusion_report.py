@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from robustness.labelmap import BACKGROUND, VOID
+from robustness.labels import BACKGROUND, VOID
 from robustness.masks import apply_mask, masks
 from robustness.metrics import confusion_matrix, iou_per_class, jaccard, mean_iou, pixel_accuracy
 from robustness.scores import DIGITS, class_map, class_scores, score_table, top_labels

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from robustness.labelmap import EIGHT_CONNECTED, VOC_PALETTE, size_bucket
+from robustness.labels import EIGHT_CONNECTED, VOC_PALETTE, size_bucket
 from robustness.scores import DIGITS
 
 PNG_COMPRESSION = 3

@@ -29,8 +29,8 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from models.classnames import COCO_CLASSES, VOC_CLASSES, WIDER_ATTRIBUTES
 from models.segmenters import VOC_SEGMENTATION_CLASSES
+from robustness.labels import COCO_CLASSES, VOC_CLASSES, WIDER_ATTRIBUTES
 from training.datasets import (
     COCOClassification,
     JSONListClassification,

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import models
-from robustness.labelmap import VOID
+from robustness.labels import VOID
 from robustness.metrics import SegmentationMetrics
 from training.common import (
     add_initialisation_arguments,

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import models
-from models.classnames import COCO_CLASSES, VOC_CLASSES, WIDER_ATTRIBUTES
+from robustness.labels import COCO_CLASSES, VOC_CLASSES, WIDER_ATTRIBUTES
 
 
 @pytest.mark.parametrize(

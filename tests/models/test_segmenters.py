@@ -9,7 +9,7 @@ from torch.export import Dim
 
 import models.segmenters as segmenters
 from models import create_model, get_preset
-from models.classnames import EMBEDDED_CLASSES, VOC_CLASSES
+from robustness.labels import EMBEDDED_CLASSES, VOC_CLASSES
 
 torch.set_num_threads(1)
 

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from pycocotools.coco import COCO
 
-from models.classnames import VOC_CLASSES
+from robustness.labels import VOC_CLASSES
 from training.datasets import (
     COCOClassification,
     JSONListClassification,

@@ -21,7 +21,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms
 
-from models.classnames import VOC_CLASSES
+from robustness.labels import VOC_CLASSES
 
 ImageTransform = Callable[[Image.Image], torch.Tensor]
 DIFFICULT_MODES = ("auto", "ignore", "negative", "positive")

@@ -1,4 +1,4 @@
-"""PASCAL VOC label PNGs: reading and writing indexed label maps in the VOC palette (``robustness.labelmap``)."""
+"""PASCAL VOC label PNGs: reading and writing indexed label maps in the VOC palette (``robustness.labels``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from robustness.labelmap import VOC_PALETTE
+from robustness.labels import VOC_PALETTE
 
 _PALETTE_LOOKUP = {tuple(int(v) for v in rgb): i for i, rgb in enumerate(VOC_PALETTE)}
 

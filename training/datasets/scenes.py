@@ -21,8 +21,15 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from models.classnames import EMBEDDED_CLASSES
-from robustness.labelmap import EIGHT_CONNECTED, MEDIUM_AREA, SIZE_BUCKETS, SMALL_AREA, VOID, size_bucket
+from robustness.labels import (
+    EIGHT_CONNECTED,
+    EMBEDDED_CLASSES,
+    MEDIUM_AREA,
+    SIZE_BUCKETS,
+    SMALL_AREA,
+    VOID,
+    size_bucket,
+)
 from training.datasets.shapes import FILL_RATIOS, place_layers, rasterize, shape_layers
 
 BUCKET_NAMES = dict(zip(SIZE_BUCKETS, ("small", "medium", "large"), strict=True))  # the dataset card's words

@@ -26,7 +26,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import functional as TF
 
-from robustness.labelmap import VOID
+from robustness.labels import VOID
 from training.datasets.classification import load_rgb
 from training.datasets.palette import read_label_png
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from models.classnames import EMBEDDED_CLASSES
+from robustness.labels import EMBEDDED_CLASSES
 
 Layers = list[tuple[np.ndarray, int]]
 
