@@ -37,15 +37,22 @@ def wait_ready(url: str, process: subprocess.Popen | None, timeout: float, path:
 
 
 def stop_group(process: subprocess.Popen, timeout: float = 15) -> None:
-    """SIGTERM the process group, SIGKILL it if it lingers, and reap the leader."""
+    """SIGTERM the process group, wait until every member is gone (reaping the leader), SIGKILL what lingers."""
+    pgid = process.pid
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:  # children (TorchServe's Java frontend, its workers) outlive the leader
+        process.poll()  # reap the leader, or its zombie keeps the group alive
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+            os.killpg(pgid, signal.SIGKILL)
+    process.wait()
 
 
 class ServerProcess:
@@ -195,21 +202,7 @@ class TorchServeProcess:
         """Stop the whole process group (the Java frontend and its Python workers)."""
         if self.process is None:
             return
-        pgid = self.process.pid
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:  # the Java frontend and workers outlive the launcher briefly
-            self.process.poll()  # reap the launcher, or its zombie keeps the group alive
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.2)
-        else:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
-        self.process.wait()
+        stop_group(self.process, timeout=20)
         TORCHSERVE_PID_FILE.unlink(missing_ok=True)
         self.process = None
 

@@ -70,10 +70,11 @@ UNREADABLE = {  # what is sent -> (error code for unreadable bytes, error code f
 
 
 def open_untrusted(data: bytes, max_pixels: int, subject: str) -> Image.Image:
-    """``Image.open`` on untrusted bytes (header only), every failure mapped to an ImageRejectedError."""
+    """``Image.open`` on untrusted bytes (header only) within the pixel limit; every failure is an
+    ImageRejectedError (413 past ``max_pixels``)."""
     unreadable, corrupt, wording = UNREADABLE[subject]
     try:
-        return Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise ImageRejectedError(400, unreadable,
                                  f"the {len(data)} {wording} are not an image format Pillow can read") from None
@@ -82,6 +83,11 @@ def open_untrusted(data: bytes, max_pixels: int, subject: str) -> Image.Image:
                                  f"{subject}: {exc} The limit here is {max_pixels:,} pixels (--max-pixels).") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageRejectedError(400, corrupt, f"the {subject} header is corrupt: {exc}") from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageRejectedError(413, "image_too_large", f"the {subject} declares {width}x{height} = "
+                                 f"{width * height:,} pixels; the limit is {max_pixels:,} (--max-pixels)")
+    return image
 
 
 def decode_image(data: bytes, max_pixels: int, draft_size: tuple[int, int] | None = None) -> DecodedImage:
@@ -94,11 +100,6 @@ def decode_image(data: bytes, max_pixels: int, draft_size: tuple[int, int] | Non
         raise ImageRejectedError(400, "empty_body", "the image is empty (0 bytes)")
     image = open_untrusted(data, max_pixels, "image")
     width, height = image.size
-    if width * height > max_pixels:
-        raise ImageRejectedError(
-            413, "image_too_large",
-            f"the image declares {width}x{height} = {width * height:,} pixels; "
-            f"the limit is {max_pixels:,} (--max-pixels)")
     if width == 0 or height == 0:
         raise ImageRejectedError(400, "invalid_image", f"the image declares an empty size {width}x{height}")
     kind = image.format or ""
@@ -188,9 +189,6 @@ def decode_label_map(data: bytes, max_pixels: int, num_classes: int, image_size:
         raise ImageRejectedError(400, "invalid_truth", "the truth file is empty (0 bytes)")
     image = open_untrusted(data, max_pixels, "truth")
     width, height = image.size
-    if width * height > max_pixels:
-        raise ImageRejectedError(413, "image_too_large", f"the truth declares {width}x{height} = "
-                                 f"{width * height:,} pixels; the limit is {max_pixels:,} (--max-pixels)")
     if image.format != "PNG" or image.mode not in LABEL_MODES:
         raise ImageRejectedError(422, "invalid_truth",
                                  f"the truth is a {image.format or 'unknown'} image in mode {image.mode}; send a "
