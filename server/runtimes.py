@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -110,13 +111,13 @@ class TorchScriptBackend:
     def __init__(self, path: Path, threads: int = 1, device: str | None = None) -> None:
         import torch
 
-        from export.formats import load_torchscript
-
         self._torch = torch
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if self.device == "cpu":
             torch.set_num_threads(threads)
-        self.module = load_torchscript(path, self.device)
+        with warnings.catch_warnings():  # the optimiser warns about passes that do not apply to this graph
+            warnings.simplefilter("ignore")
+            self.module = torch.jit.optimize_for_inference(torch.jit.load(str(path), map_location=self.device).eval())
         self.provider = f"torchscript:{self.device}"
         self.providers = [self.provider]
         log.info("loaded %s on %s", path, self.device)
