@@ -1,7 +1,9 @@
 """Dynamic micro-batching: concurrent requests for one model are stacked into one inference call.
 
 A batch is flushed when it holds ``max_batch`` images or when its first request has waited
-``max_delay``. The queue is bounded: a full queue refuses at once (the caller answers 503). Each
+``max_delay``. A batch only holds inputs of one shape: a request of another shape waits, oldest first, for
+the next batch. A request of more than ``max_batch`` images runs alone, in chunks of ``max_batch``. The
+queue is bounded: a full queue refuses at once (the caller answers 503). Each
 request may carry a deadline; a request past it is answered with ``DeadlineExceededError`` (504) and is
 dropped from the queue if it has not started. Inference runs in an executor, so the event loop stays
 free; at most ``concurrency`` batches of one model run at the same time.
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -45,9 +48,19 @@ class _Pending:
     deadline: float | None
     exclusive: bool
     size: int = field(init=False)
+    shape: tuple[int, ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.size = len(self.images)
+        self.size, self.shape = len(self.images), tuple(self.images.shape[1:])
+
+    def live(self) -> bool:
+        """False once answered (cancelled, or its deadline passed); a request past its deadline is answered 504."""
+        if self.future.done():
+            return False
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            self.future.set_exception(DeadlineExceededError("the deadline passed while queued"))
+            return False
+        return True
 
 
 def _expire(future: asyncio.Future) -> None:
@@ -73,14 +86,14 @@ class MicroBatcher:
         self.on_batch, self.on_depth, self.on_running = on_batch, on_depth, on_running
         self.concurrency = concurrency
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=queue_size)
-        self._carry: _Pending | None = None
+        self._set_aside: deque[_Pending] = deque()  # taken from the queue, waiting for a batch of their shape
         self._task: asyncio.Task | None = None
         self._running: set[asyncio.Task] = set()
 
     @property
     def depth(self) -> int:
         """Requests waiting, not yet in a running batch."""
-        return self._queue.qsize() + (self._carry is not None)
+        return self._queue.qsize() + len(self._set_aside)
 
     @property
     def running(self) -> int:
@@ -114,10 +127,9 @@ class MicroBatcher:
             raise RuntimeError("MicroBatcher.start() was not called")
         loop = asyncio.get_running_loop()
         item = _Pending(images, loop.create_future(), time.monotonic(), deadline, exclusive)
-        try:
-            self._queue.put_nowait(item)
-        except asyncio.QueueFull:
-            raise QueueFullError(f"{self.queue_size} requests are already waiting") from None
+        if self.depth >= self.queue_size:
+            raise QueueFullError(f"{self.queue_size} requests are already waiting")
+        self._queue.put_nowait(item)
         self._report_depth()
         if deadline is None:
             return await item.future
@@ -136,12 +148,10 @@ class MicroBatcher:
         if self.on_running is not None:
             self.on_running(self.running)
 
-    async def _next(self, timeout: float | None) -> _Pending | None:
-        """The next live request: the carried one, a queued one, or None after ``timeout`` seconds."""
+    async def _from_queue(self, timeout: float | None) -> _Pending | None:
+        """The next live queued request, or None after ``timeout`` seconds (None: wait for ever)."""
         while True:
-            if self._carry is not None:
-                item, self._carry = self._carry, None
-            elif timeout is None:
+            if timeout is None:
                 item = await self._queue.get()
             else:
                 try:
@@ -153,26 +163,44 @@ class MicroBatcher:
                         item = await asyncio.wait_for(self._queue.get(), timeout)
                     except TimeoutError:
                         return None
-            if item.future.done():  # cancelled: the client left or its deadline passed
-                continue
-            if item.deadline is not None and time.monotonic() >= item.deadline:
-                item.future.set_exception(DeadlineExceededError("the deadline passed while queued"))
-                continue
-            return item
+            if item.live():
+                return item
+
+    def _first_set_aside(self) -> _Pending | None:
+        """The oldest live request set aside earlier (it goes first: nothing waits behind later arrivals)."""
+        while self._set_aside:
+            item = self._set_aside.popleft()
+            if item.live():
+                return item
+        return None
 
     async def _collect(self) -> list[_Pending]:
-        first = await self._next(None)
+        first = self._first_set_aside() or await self._from_queue(None)
         assert first is not None
         batch, count = [first], first.size
         if first.exclusive:
             return batch
+        kept: deque[_Pending] = deque()
+        while self._set_aside:  # older requests of the same shape join first, in order
+            item = self._set_aside.popleft()
+            if not item.live():
+                continue
+            if not item.exclusive and item.shape == first.shape and count + item.size <= self.max_batch:
+                batch.append(item)
+                count += item.size
+            else:
+                kept.append(item)
+        self._set_aside = kept
         flush_at = time.monotonic() + self.max_delay
         while count < self.max_batch:
-            item = await self._next(flush_at - time.monotonic())
+            item = await self._from_queue(flush_at - time.monotonic())
             if item is None:
                 break
+            if item.shape != first.shape and not item.exclusive:
+                self._set_aside.append(item)
+                continue
             if item.exclusive or count + item.size > self.max_batch:
-                self._carry = item
+                self._set_aside.append(item)
                 break
             batch.append(item)
             count += item.size
@@ -190,8 +218,12 @@ class MicroBatcher:
             task.add_done_callback(lambda done: (self._running.discard(done), slots.release(), self._report_running()))
 
     def _stack_and_run(self, stacks: list[np.ndarray]) -> np.ndarray:
-        """Concatenate (in the inference thread, not on the event loop) and run."""
-        return self.run_batch(stacks[0] if len(stacks) == 1 else np.concatenate(stacks))
+        """Concatenate (in the inference thread, not on the event loop) and run, in chunks of ``max_batch``."""
+        images = stacks[0] if len(stacks) == 1 else np.concatenate(stacks)
+        if len(images) <= self.max_batch:
+            return self.run_batch(images)
+        return np.concatenate([self.run_batch(images[i:i + self.max_batch])
+                               for i in range(0, len(images), self.max_batch)])
 
     async def _run(self, batch: list[_Pending]) -> None:
         """Run one batch in the executor and hand each request its rows."""

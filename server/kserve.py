@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +54,8 @@ def _json_header(body: bytes, header_length: str | None) -> tuple[dict[str, Any]
         header = json.loads(json_part)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise _bad(f"the request is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise _bad("the request's JSON is nested too deeply") from None
     if not isinstance(header, dict):
         raise _bad("the request must be a JSON object with an 'inputs' list")
     return header, binary
@@ -71,7 +74,7 @@ def _input_tensor(spec: dict[str, Any], binary: bytes, offset: int, manifest: Ma
     shape = _check_shape(spec.get("shape"), manifest)
     if spec.get("datatype") != DATATYPE:
         raise _bad(f"input datatype {spec.get('datatype')!r} is not supported; send {DATATYPE}")
-    count = int(np.prod(shape))
+    count = math.prod(shape)  # Python integers: a huge declared shape cannot overflow into a small count
     size = (spec.get("parameters") or {}).get("binary_data_size")
     if size is not None:
         if size != count * 4 or offset + size > len(binary):
@@ -99,6 +102,9 @@ def parse_infer_request(body: bytes, header_length: str | None, manifest: Manife
     if inputs[0].get("name") != name:
         raise _bad(f"input name {inputs[0].get('name')!r} is unknown; this model's input is {name!r}")
     images, _ = _input_tensor(inputs[0], binary, 0, manifest)
+    if not np.isfinite(images).all():
+        raise _bad(f"the input holds {int(np.count_nonzero(~np.isfinite(images)))} NaN or infinite values; "
+                   "send finite FP32 numbers")
     binary_output = bool((header.get("parameters") or {}).get("binary_data_output", False))
     outputs = header.get("outputs")
     if outputs is not None:
@@ -119,6 +125,9 @@ def parse_infer_request(body: bytes, header_length: str | None, manifest: Manife
 
 def infer_response(manifest: Manifest, outputs: np.ndarray, request: InferRequest) -> tuple[bytes, dict[str, str]]:
     """The response body and headers: JSON data, or a JSON header followed by raw little-endian FP32."""
+    if not np.isfinite(outputs).all():
+        raise ApiError(500, "non_finite_output", f"model {manifest.name!r} produced NaN or infinite outputs; "
+                       "they cannot be sent as JSON numbers")
     tensor: dict[str, Any] = {"name": manifest.output.name, "datatype": DATATYPE, "shape": list(outputs.shape)}
     document: dict[str, Any] = {"model_name": manifest.name, "model_version": manifest.version}
     if request.request_id is not None:

@@ -163,3 +163,73 @@ def test_runtime_errors_reach_every_request_of_the_batch():
 def test_invalid_configuration_is_rejected():
     with pytest.raises(ValueError, match="max_batch=0"):
         MicroBatcher(RecordingModel(), ThreadPoolExecutor(1), max_batch=0, max_delay=0.0, queue_size=1)
+
+
+class ShapeCheckingModel(RecordingModel):
+    """Like a real runtime: one batch must hold one input shape (np.concatenate already refuses a mix)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: list[tuple[int, ...]] = []
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        self.shapes.append(tuple(images.shape))
+        return super().__call__(images)
+
+
+def test_a_batch_holds_one_shape_and_every_request_of_a_mix_is_answered():
+    model = ShapeCheckingModel()
+
+    async def body(batcher):
+        small = [batcher.submit(np.full((1, 1, 2, 2), i, np.float32)) for i in range(3)]
+        large = [batcher.submit(np.full((1, 1, 3, 3), 10 + i, np.float32)) for i in range(3)]
+        mixed = [item for pair in zip(small, large, strict=True) for item in pair]  # arrivals alternate
+        return await asyncio.gather(*mixed)
+
+    results = run(with_batcher(model, body))
+    assert sorted(model.shapes) == [(3, 1, 2, 2), (3, 1, 3, 3)]  # two batches, not six and not one mixed
+    values = [float(r.outputs[0, 0, 0, 0]) for r in results]
+    assert values == [0.0, 20.0, 2.0, 22.0, 4.0, 24.0]
+    assert [r.outputs.shape[2:] for r in results] == [(2, 2), (3, 3)] * 3
+
+
+def test_a_request_set_aside_for_its_shape_goes_first_in_the_next_batch():
+    model = ShapeCheckingModel()
+
+    async def body(batcher):
+        first = batcher.submit(stack(1.0))
+        odd = batcher.submit(np.full((1, 1, 3, 3), 5.0, np.float32))
+        rest = [batcher.submit(stack(2.0)) for _ in range(4)]  # fill the first shape's batches
+        return await asyncio.gather(first, odd, *rest)
+
+    results = run(with_batcher(model, body))
+    assert model.shapes[0] == (4, 1, 2, 2) and model.shapes[1] == (1, 1, 3, 3)  # the odd one is next, not last
+    assert float(results[1].outputs[0, 0, 0, 0]) == 10.0
+
+
+def test_a_request_larger_than_max_batch_runs_alone_in_chunks():
+    model = RecordingModel()
+
+    async def body(batcher):
+        return await batcher.submit(np.arange(10, dtype=np.float32).reshape(10, 1, 1, 1), exclusive=True)
+
+    result = run(with_batcher(model, body))
+    assert model.sizes == [4, 4, 2]
+    assert result.outputs.ravel().tolist() == [2.0 * i for i in range(10)] and result.batch_size == 10
+
+
+def test_requests_set_aside_count_against_the_queue_bound():
+    model = RecordingModel(delay=0.2)
+
+    async def body(batcher):
+        running = asyncio.ensure_future(batcher.submit(stack(0.0)))
+        await asyncio.sleep(0.05)  # the first batch is running; the rest wait
+        waiting = [asyncio.ensure_future(batcher.submit(np.full((1, 1, 2 + i % 2, 2), 1.0, np.float32)))
+                   for i in range(3)]
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFullError):
+            await batcher.submit(stack(9.0))
+        return await asyncio.gather(running, *waiting)
+
+    results = run(with_batcher(model, body, queue_size=3))
+    assert len(results) == 4

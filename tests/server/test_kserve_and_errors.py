@@ -56,12 +56,31 @@ def test_binary_extension_request_and_response():
       "outputs": [{"name": "probs"}]}, "output 'probs' is unknown"),
     ({"inputs": [{"name": "images", "shape": [1, 3, 2, 2], "datatype": "FP32",
                   "parameters": {"binary_data_size": 4}}]}, "binary_data_size 4"),
+    ({"inputs": [{"name": "images", "shape": [1125899906842624, 3, 2, 2], "datatype": "FP32", "data": []}]},
+     "input data holds 0 values; shape [1125899906842624, 3, 2, 2] needs 13510798882111488"),
+    ({"inputs": [{"name": "images", "shape": [1, 3, 2, 2], "datatype": "FP32", "data": [float("nan")] + [0] * 11}]},
+     "1 NaN or infinite values"),
 ])
 def test_bad_requests_say_what_is_wrong(request_body, fragment):
     with pytest.raises(ApiError) as info:
         parse_infer_request(json.dumps(request_body).encode(), None, MANIFEST)
     assert info.value.status_code == 400 and info.value.code == "invalid_tensor"
     assert fragment in str(info.value.detail)
+
+
+def test_deeply_nested_json_is_a_400_not_a_crash():
+    body = b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(ApiError) as info:
+        parse_infer_request(body, None, MANIFEST)
+    assert info.value.status_code == 400 and "nested too deeply" in str(info.value.detail)
+
+
+def test_non_finite_outputs_are_never_sent_as_json():
+    parsed = parse_infer_request(json.dumps({"inputs": [{"name": "images", "shape": [1, 3, 2, 2], "datatype": "FP32",
+                                                         "data": [0] * 12}]}).encode(), None, MANIFEST)
+    with pytest.raises(ApiError) as info:
+        infer_response(MANIFEST, np.array([[np.nan, 1.0]], dtype=np.float32), parsed)
+    assert info.value.status_code == 500 and info.value.code == "non_finite_output"
 
 
 def test_unexpected_errors_are_a_json_500_without_traceback(caplog):

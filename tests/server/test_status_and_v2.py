@@ -178,3 +178,22 @@ def test_v2_bad_tensors_are_400(client):
     response = client.post(f"/v2/models/{CLASSIFIER}/infer", content=b"{not json",
                            headers={"Content-Type": "application/json"})
     assert response.status_code == 400 and response.json()["error"] == "invalid_tensor"
+
+
+def test_v2_tensors_and_uploads_of_other_sizes_mixed_in_batches_all_answer(client):
+    """A dynamic-size segmenter fed 32 px v2 tensors and 64 px uploads at once: batches never mix shapes."""
+    tensor = np.zeros((1, 3, 32, 32), dtype=np.float32).ravel().tolist()
+    body = {"inputs": [{"name": "images", "shape": [1, 3, 32, 32], "datatype": "FP32", "data": tensor}]}
+    upload = png_bytes(random_rgb(48, 40, seed=3))
+
+    def v2(_):
+        return client.post(f"/v2/models/{SEGMENTER}/infer", json=body).status_code
+
+    def segment(_):
+        return client.post(f"/segment?model={SEGMENTER}&format=json", files={"file": ("a.png", upload)}).status_code
+
+    with ThreadPoolExecutor(16) as pool:
+        codes = list(pool.map(v2, range(12))) + list(pool.map(segment, range(12)))
+        mixed = [pool.submit(v2 if i % 2 else segment, i) for i in range(24)]
+        codes += [f.result() for f in mixed]
+    assert codes == [200] * 48
