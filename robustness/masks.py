@@ -41,27 +41,44 @@ RATIO_CHOICES = "low|medium|high|b1..b6|a-b (e.g. 0.2-0.35)"
 UNBUCKETED = "unbucketed"
 MASK_FILE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
-_RANGE_PATTERN = re.compile(r"^\s*(\d*\.?\d+(?:[eE][-+]?\d+)?)\s*-\s*(\d*\.?\d+(?:[eE][-+]?\d+)?)\s*$")
+MAX_RATIO_SPEC_LENGTH = 32  # characters; every accepted spelling fits in far fewer
+# One side of an "a-b" range: 5, 0.5 or .5, optionally with an exponent (the spellings accepted so far).
+# Every character has one way to match (no quantified group repeats), so a failed match costs O(length).
+_NUMBER = re.compile(r"(?:\d+(?:\.\d+)?|\.\d+)(?:e[-+]?\d+)?")
 # Shapes are scaled so that a typical shape covers a few percent of the image at the high buckets
 # and proportionally less for low ratios, so low-ratio masks are still made of several shapes.
 _REFERENCE_RATIO = 0.3
 _MIN_SCALE = 0.3
 _MAX_SCALE = 1.3
-_DUPLICATE_RETRIES = 20
+# Bounded work per batch: draws per mask (a repeat of an earlier mask is redrawn), and redraws per batch
+# (at least this many, else one per mask). Seeds include the draw number, so these bounds never change a
+# mask that they let through.
+MASK_ATTEMPTS = 20
+MIN_RETRY_BUDGET = 64
 
 
 def parse_ratio(spec: str | Sequence[float]) -> tuple[float, float]:
-    """Turn a bucket name, alias, "a-b" string or (lo, hi) pair into a ratio range (lo, hi]."""
+    """Turn a bucket name, alias, "a-b" string or (lo, hi) pair into a ratio range (lo, hi].
+
+    Linear in the length of the spec and refused at once past MAX_RATIO_SPEC_LENGTH characters: the
+    range is split at its one separating '-' (one not right after an exponent's 'e') and each side
+    must fully match an unambiguous number pattern before float() reads it.
+    """
     if isinstance(spec, str):
+        if len(spec) > MAX_RATIO_SPEC_LENGTH:
+            raise ValueError(
+                f"mask ratio spec {spec[:12]!r}... is {len(spec):,} characters long; the limit is "
+                f"{MAX_RATIO_SPEC_LENGTH}; expected one of {RATIO_CHOICES}"
+            )
         key = spec.strip().lower()
         if key in BUCKETS:
             return BUCKETS[key]
         if key in RATIO_ALIASES:
             return RATIO_ALIASES[key]
-        match = _RANGE_PATTERN.match(key)
-        if match is None:
+        bounds = _range_bounds(key)
+        if bounds is None:
             raise ValueError(f"mask ratio {spec!r} is not understood; expected one of {RATIO_CHOICES}")
-        lo, hi = float(match.group(1)), float(match.group(2))
+        lo, hi = bounds
     else:
         try:
             lo, hi = (float(v) for v in spec)
@@ -76,6 +93,17 @@ def parse_ratio(spec: str | Sequence[float]) -> tuple[float, float]:
     if lo < 0.0 or hi > 1.0:
         raise ValueError(f"mask ratio range ({lo}, {hi}] lies outside (0, 1]: bounds must satisfy 0 <= lo < hi <= 1")
     return lo, hi
+
+
+def _range_bounds(key: str) -> tuple[float, float] | None:
+    """(lo, hi) of an "a-b" spec, or None if it is not one; one pass over the string, no backtracking."""
+    separators = [i for i, char in enumerate(key) if char == "-" and (i == 0 or key[i - 1] != "e")]
+    if len(separators) != 1:
+        return None
+    left, right = key[: separators[0]].strip(), key[separators[0] + 1 :].strip()
+    if _NUMBER.fullmatch(left) is None or _NUMBER.fullmatch(right) is None:
+        return None
+    return float(left), float(right)
 
 
 def bucket_of(ratio: float) -> str | None:
@@ -350,26 +378,84 @@ def masks(
     seed: int,
     generator: str | IrregularMaskGenerator = "irregular",
 ) -> np.ndarray:
-    """An (n, h, w) bool batch of masks in the ratio range, pairwise different whenever the size allows."""
+    """An (n, h, w) bool batch of masks in the ratio range, pairwise different.
+
+    Work is bounded: a mask that comes out equal to an earlier one is redrawn at most
+    MASK_ATTEMPTS - 1 times, and the whole batch gets max(MIN_RETRY_BUDGET, n) redraws. A range that
+    admits fewer than n distinct masks is refused before any drawing; one whose masks the generator
+    keeps repeating (e.g. one pixel short of a full mask) is refused when a budget runs out. Both
+    raise a ValueError that names the range and the size.
+    """
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
         raise ValueError(f"mask count n={n!r} must be a non-negative integer")
     _check_size(h, w)
     _check_seed(seed)
-    h, w, seed = int(h), int(w), int(seed)
+    n, h, w, seed = int(n), int(h), int(w), int(seed)
     lo, hi = parse_ratio(ratio)
-    reachable_counts(h, w, lo, hi)
+    check_mask_batch(n, h, w, (lo, hi))
     gen = _resolve_generator(generator)
     out = np.empty((n, h, w), dtype=bool)
     seen: set[bytes] = set()
+    retries_left = max(MIN_RETRY_BUDGET, n)
     for index in range(n):
-        for attempt in range(_DUPLICATE_RETRIES):
+        for attempt in range(MASK_ATTEMPTS):
+            if attempt and not retries_left:
+                raise _too_narrow(n, h, w, lo, hi, f"the batch used up its {max(MIN_RETRY_BUDGET, n)} redraws of "
+                                  f"repeated masks by mask {index}")
+            retries_left -= attempt > 0
             mask = gen(h, w, lo, hi, _mask_rng(seed, h, w, lo, hi, gen.name, index, attempt))
             digest = hashlib.blake2b(np.packbits(mask).tobytes(), digest_size=16).digest()
             if digest not in seen:
                 break
+        else:
+            raise _too_narrow(n, h, w, lo, hi, f"mask {index} was still a repeat after {MASK_ATTEMPTS} draws")
         seen.add(digest)
         out[index] = mask
     return out
+
+
+def distinct_mask_count(h: int, w: int, lo: float, hi: float, cap: int) -> int:
+    """How many distinct (h, w) masks have a hole ratio in (lo, hi], counted up to ``cap`` (min(count, cap))."""
+    k_min, k_max = reachable_counts(h, w, lo, hi)
+    total, count = h * w, 0
+    for k in range(k_min, k_max + 1):  # ends after at most ~2 * cap.bit_length() + 1 counts
+        m = min(k, total - k)
+        if m >= cap.bit_length():  # C(total, m) >= 2**m because total >= 2m
+            return cap
+        count += math.comb(total, m)
+        if count >= cap:
+            return cap
+    return count
+
+
+def check_mask_batch(n: int, h: int, w: int, ratio: str | Sequence[float]) -> tuple[float, float]:
+    """Refuse, before any drawing, a range that no (h, w) mask can hit or that admits fewer than n distinct masks.
+
+    Returns the parsed (lo, hi). Cheap (no mask is drawn), so a server can call it before reading an upload.
+    """
+    lo, hi = parse_ratio(ratio)
+    k_min, k_max = reachable_counts(h, w, lo, hi)
+    available = distinct_mask_count(h, w, lo, hi, n)
+    if available < n:
+        raise ValueError(
+            f"mask ratio range ({lo}, {hi}] admits only {available} distinct {h}x{w} mask"
+            f"{'' if available == 1 else 's'} ({_hole_counts(h, w, k_min, k_max)}), fewer than the {n} requested; "
+            f"widen the range or ask for at most {available}"
+        )
+    return lo, hi
+
+
+def _hole_counts(h: int, w: int, k_min: int, k_max: int) -> str:
+    counts = f"{k_min}" if k_min == k_max else f"{k_min}..{k_max}"
+    return f"{counts} hole pixels of {h * w}"
+
+
+def _too_narrow(n: int, h: int, w: int, lo: float, hi: float, why: str) -> ValueError:
+    k_min, k_max = reachable_counts(h, w, lo, hi)
+    return ValueError(
+        f"mask ratio range ({lo}, {hi}] is too narrow for {n} different {h}x{w} masks "
+        f"({_hole_counts(h, w, k_min, k_max)}): {why}; widen the range or ask for fewer masks"
+    )
 
 
 def resize_mask(mask: np.ndarray, h: int, w: int) -> np.ndarray:

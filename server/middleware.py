@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: the streaming upload limit, and one log line plus metrics per request."""
+"""Pure ASGI middleware: the URI and streaming upload limits, and one log line plus metrics per request."""
 
 from __future__ import annotations
 
@@ -15,6 +15,10 @@ from server.metrics import ServerMetrics
 access_log = logging.getLogger(ACCESS_LOGGER)
 START_KEY = "server.start"  # time.monotonic() at arrival; deadlines count from it
 
+# Request limits. uvicorn's httptools parser buffers a request line of any length, so the URI limit is ours.
+MAX_URI_BYTES = 8192  # path plus query string, as sent (percent-encoded)
+MAX_MODEL_NAME_LENGTH = 64  # model_store.manifest.NAME_PATTERN: one leading character and up to 63 more
+
 
 def too_large(limit: int, seen: str) -> ApiError:
     """The 413 error for a body over the upload limit."""
@@ -22,16 +26,27 @@ def too_large(limit: int, seen: str) -> ApiError:
                     f"the request body is {seen}; the limit is {limit:,} bytes (--max-body-bytes)")
 
 
-class BodyLimitMiddleware:
-    """Refuse bodies over ``max_bytes``: at once if Content-Length says so, else as soon as the stream passes it."""
+def uri_too_long(limit: int, seen: int) -> str:
+    """The detail of the 414 for a URI over the limit (the URI itself is not echoed)."""
+    return f"the request URI (path and query string) is {seen:,} bytes; the limit is {limit:,} bytes"
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+
+class BodyLimitMiddleware:
+    """Refuse a URI over ``max_uri_bytes`` (414) before any route parses it, and bodies over ``max_bytes`` (413):
+    at once if Content-Length says so, else as soon as the stream passes it."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, max_uri_bytes: int = MAX_URI_BYTES) -> None:
+        self.app, self.max_bytes, self.max_uri_bytes = app, max_bytes, max_uri_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Wrap ``receive`` so that reading past the limit raises a 413 ApiError."""
+        """Answer 414 for a long URI; wrap ``receive`` so that reading past the body limit raises a 413 ApiError."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        uri_bytes = len(scope.get("raw_path") or scope["path"].encode()) + len(scope.get("query_string", b""))
+        if uri_bytes > self.max_uri_bytes:
+            await error_response(414, "uri_too_long", uri_too_long(self.max_uri_bytes, uri_bytes),
+                                 {"Connection": "close"})(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from robustness.scores import class_scores, score_table, top_labels
 from server.dependencies import ContextDep, require_api_key
+from server.middleware import MAX_MODEL_NAME_LENGTH
 from server.pipeline import timing
 from server.routes.examples import ERRORS, IMAGE_REQUEST_BODY, PREDICT_EXAMPLE, PREDICT_SOFTMAX_EXAMPLE
 
@@ -35,7 +36,8 @@ SOFTMAX_TOP_K = 5  # labels returned by a single-label (softmax) classifier when
 async def predict(
     request: Request,
     ctx: ContextDep,
-    model: str | None = Query(None, description="model name (default: the first classification model)"),
+    model: str | None = Query(None, max_length=MAX_MODEL_NAME_LENGTH,
+                              description="model name (default: the first classification model)"),
     top_k: int | None = Query(None, ge=1, le=1000, description="return at most this many labels (softmax models: "
                                                                 f"default {SOFTMAX_TOP_K})"),
     threshold: float | None = Query(None, ge=0.0, le=1.0, description="score threshold (sigmoid default: the "

@@ -6,7 +6,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from robustness.masks import RATIO_CHOICES, parse_ratio
+from robustness.masks import MAX_RATIO_SPEC_LENGTH, RATIO_CHOICES, check_mask_batch, parse_ratio
 from robustness.occlusion_report import (
     LabelsNotSupportedError,
     occluded_batch,
@@ -16,6 +16,7 @@ from robustness.occlusion_report import (
 from server.dependencies import ContextDep, require_api_key
 from server.errors import ApiError
 from server.images import PreparedImage, decode_label_map
+from server.middleware import MAX_MODEL_NAME_LENGTH
 from server.pipeline import timing
 from server.postprocess import masked_pngs, resize_class_map
 from server.routes.examples import (
@@ -28,6 +29,7 @@ from server.routes.examples import (
 
 router = APIRouter(tags=["robustness"], dependencies=[Depends(require_api_key)])
 MAX_MASKS = 64
+MAX_LABELS_LENGTH = 4096  # characters of labels=: comma-separated class names
 
 
 def read_truth(data: bytes, prepared: PreparedImage, num_classes: int, size: tuple[int, int],
@@ -66,12 +68,15 @@ def read_truth(data: bytes, prepared: PreparedImage, num_classes: int, size: tup
 async def robustness(
     request: Request,
     ctx: ContextDep,
-    model: str | None = Query(None, description="model name (default: the first model served)"),
-    mask_ratio: str = Query("high", description=f"hole-ratio range: {RATIO_CHOICES}"),
+    model: str | None = Query(None, max_length=MAX_MODEL_NAME_LENGTH,
+                              description="model name (default: the first model served)"),
+    mask_ratio: str = Query("high", max_length=MAX_RATIO_SPEC_LENGTH,
+                            description=f"hole-ratio range: {RATIO_CHOICES}"),
     n: int = Query(16, ge=1, le=MAX_MASKS, description=f"number of masks (1..{MAX_MASKS})"),
     seed: int = Query(0, ge=0, le=2**32 - 1, description="mask seed; the same seed gives the same masks"),
-    labels: str | None = Query(None, description="ground-truth class names, comma separated (classifiers; "
-                                                 "exactly one for a softmax model)"),
+    labels: str | None = Query(None, max_length=MAX_LABELS_LENGTH,
+                               description="ground-truth class names, comma separated (classifiers; exactly one "
+                                           "for a softmax model)"),
     threshold: float | None = Query(None, ge=0.0, le=1.0, description="decision threshold of a sigmoid "
                                                                         "classifier (default: the manifest's)"),
     return_masks: bool = Query(False, description="add each masked image as a base64 PNG"),
@@ -79,8 +84,9 @@ async def robustness(
     """Measure the robustness of one image's prediction to occlusion."""
     pipeline = ctx.pipeline(model, ("classification", "segmentation"), "/robustness")
     manifest = pipeline.manifest
-    try:
+    try:  # before the upload is read: a range no batch of n masks at the model's size can hit is a 422 at once
         ratio = parse_ratio(mask_ratio)
+        check_mask_batch(n, *manifest.input_size, ratio)
     except ValueError as exc:
         raise ApiError(422, "invalid_parameter", f"mask_ratio: {exc}") from None
     try:
@@ -100,7 +106,7 @@ async def robustness(
                                             manifest.input_size, ctx.settings.max_pixels)
     try:
         batch, holes = await pipeline.off_loop(occluded_batch, prepared.tensor, ratio, n, seed)
-    except ValueError as exc:  # a range no mask of this size can hit
+    except ValueError as exc:  # a range whose masks the generator keeps repeating (bounded redraws)
         raise ApiError(422, "invalid_parameter", f"mask_ratio: {exc}") from None
     sigmoid_classifier = manifest.task == "classification" and manifest.activation == "sigmoid"
     cut = (manifest.threshold if threshold is None else threshold) if sigmoid_classifier else None

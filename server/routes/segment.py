@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from robustness.scores import class_map
 from server.dependencies import ContextDep, require_api_key
 from server.images import PreparedImage
+from server.middleware import MAX_MODEL_NAME_LENGTH
 from server.pipeline import server_timing, timing
 from server.postprocess import overlay_png, palette_png, region_statistics, resize_class_map
 from server.routes.examples import ERRORS, IMAGE_REQUEST_BODY, SEGMENT_JSON_EXAMPLE
@@ -43,7 +44,8 @@ def _render(prepared: PreparedImage, logits, fmt: str, alpha: float, class_names
 async def segment(
     request: Request,
     ctx: ContextDep,
-    model: str | None = Query(None, description="model name (default: the first segmentation model)"),
+    model: str | None = Query(None, max_length=MAX_MODEL_NAME_LENGTH,
+                              description="model name (default: the first segmentation model)"),
     format: Literal["png", "json", "overlay"] = Query("png", description="png | json | overlay"),
     alpha: float = Query(0.5, ge=0.0, le=1.0, description="overlay opacity of the class colours"),
 ) -> Response:

@@ -2,8 +2,10 @@
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,12 @@ from PIL import Image
 
 from robustness.masks import (
     BUCKETS,
+    MASK_ATTEMPTS,
+    MAX_RATIO_SPEC_LENGTH,
+    MIN_RETRY_BUDGET,
     apply_mask,
+    check_mask_batch,
+    distinct_mask_count,
     irregular_mask,
     load_mask_folder,
     make_mask_generator,
@@ -70,6 +77,68 @@ def test_parse_ratio_accepts_names_aliases_and_ranges(spec, expected):
 def test_parse_ratio_rejects_bad_specs_with_a_clear_message(spec, message):
     with pytest.raises(ValueError, match=message.replace("|", r"\|").replace("(", r"\(").replace(")", r"\)")):
         parse_ratio(spec)
+
+
+# The pattern parse_ratio used before issue 12: the same language, but it backtracks (quadratic in the length).
+_OLD_RANGE = re.compile(r"^\s*(\d*\.?\d+(?:[eE][-+]?\d+)?)\s*-\s*(\d*\.?\d+(?:[eE][-+]?\d+)?)\s*$")
+
+
+def _old_range(spec: str) -> tuple[float, float] | None:
+    match = _OLD_RANGE.match(spec.strip().lower())
+    return None if match is None else (float(match.group(1)), float(match.group(2)))
+
+
+def _parsed_or_none(spec: str) -> tuple[float, float] | None:
+    try:
+        return parse_ratio(spec)
+    except ValueError:
+        return None
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [("1e-3-0.5", (0.001, 0.5)), ("1E-2 - 5E-1", (0.01, 0.5)), ("0-1", (0.0, 1.0)), ("00.5-1", (0.5, 1.0)),
+     ("\t0.2 -0.35\n", (0.2, 0.35)), ("0.1-1e0", (0.1, 1.0))],
+)
+def test_exponents_and_spacing_in_ranges_are_still_accepted(spec, expected):
+    assert parse_ratio(spec) == expected
+
+
+@pytest.mark.parametrize("spec", ["5.-0.6", "0.2-1e-1-", "0.1-0.2-0.3", "1e+0-1-", "0.2 - 0.3x", "+0.2-0.3", "0x1-1",
+                                  "0.2e -0.3", "inf-1", "0.2--0.3"])
+def test_near_miss_ranges_are_still_refused(spec):
+    with pytest.raises(ValueError, match=r"low\|medium\|high"):
+        parse_ratio(spec)
+
+
+@FAST
+@given(st.text(alphabet="0159.-eE+ x\t", min_size=1, max_size=MAX_RATIO_SPEC_LENGTH))
+def test_range_parser_accepts_exactly_what_the_old_pattern_accepted(spec):
+    old = _old_range(spec)
+    if old is not None and 0.0 <= old[0] < old[1] <= 1.0:
+        assert parse_ratio(spec) == old
+    elif spec.strip().lower() not in {*BUCKETS, "low", "medium", "high"}:
+        assert _parsed_or_none(spec) is None
+
+
+@pytest.mark.parametrize("spec", ["1" * 20_000 + "x", "0." + "5" * 20_000 + "-", " " * 20_000 + "b1",
+                                  "0.2-" + "1e" * 10_000])
+def test_a_spec_over_the_length_limit_is_refused_at_once(spec):
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=f"{len(spec):,} characters long; the limit is {MAX_RATIO_SPEC_LENGTH}"):
+        parse_ratio(spec)
+    assert time.perf_counter() - start < 0.1
+
+
+def test_the_worst_spec_under_the_limit_is_still_fast():
+    """The old pattern's worst case (digits and a bad tail) at the longest length that reaches the parser."""
+    specs = ["1" * (MAX_RATIO_SPEC_LENGTH - 1) + "x", "." + "1" * (MAX_RATIO_SPEC_LENGTH - 2) + "-",
+             "1-" + "1" * (MAX_RATIO_SPEC_LENGTH - 3) + "x", "-" * MAX_RATIO_SPEC_LENGTH]
+    start = time.perf_counter()
+    for _ in range(1000):
+        for spec in specs:
+            assert _parsed_or_none(spec) is None
+    assert time.perf_counter() - start < 1.0  # 4000 parses; the old pattern took seconds for one long spec
 
 
 def test_reachable_counts_for_a_small_image_are_hand_computed():
@@ -200,6 +269,85 @@ def test_small_batch_is_pairwise_different_when_few_masks_exist():
     # 2x2 in (0.2, 0.3] needs exactly one hole pixel: only 4 masks exist, so 4 must all differ.
     batch = masks(4, 2, 2, "b3", seed=0)
     assert sorted(np.flatnonzero(m)[0] for m in batch.reshape(4, -1)) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("args", "digest"),
+    [
+        ((3, 97, 131, "b5", 2024), "688d5273e361b2554bf02abf6bb68a377cf060a63e075b497be3af865bb57da6"),
+        ((4, 2, 2, "b3", 0), "afe92a4ca7790e0d68cad1dba0d67a4262eef7d9c133a995ca0cae5bf11665af"),
+        ((8, 128, 128, "0.999-1", 1), "978b78f151217414d060b58d50cb4eb446cef10ee9ecce455a4421d5529dea76"),
+        ((16, 64, 64, "1e-2-0.35", 5), "42f640d4153f0c4de6e042f51e3bb593739074fedb5209ea1ca5baac58fb36c7"),
+    ],
+)
+def test_masks_are_bit_for_bit_those_made_before_the_work_bounds(args, digest):
+    """Digests taken with the generator as it was before issue 12 (no redraw budget, the backtracking parser)."""
+    assert hashlib.sha256(masks(*args).tobytes()).hexdigest() == digest
+
+
+def test_distinct_mask_counts_are_hand_computed():
+    assert distinct_mask_count(2, 2, 0.2, 0.3, cap=100) == 4  # C(4, 1)
+    assert distinct_mask_count(3, 3, 0.5, 0.6, cap=1000) == 126  # C(9, 5)
+    assert distinct_mask_count(3, 3, 0.5, 0.6, cap=100) == 100  # counted only up to the cap
+    assert distinct_mask_count(128, 128, 0.99999, 1.0, cap=64) == 1  # only the full mask
+    assert distinct_mask_count(128, 128, 0.99993, 1.0, cap=64) == 64  # 16384 + 1 masks, capped
+    assert distinct_mask_count(1080, 1920, 0.5, 0.6, cap=2**80) == 2**80
+
+
+def test_a_range_with_fewer_masks_than_asked_is_refused_before_drawing():
+    start = time.perf_counter()
+    with pytest.raises(ValueError) as caught:
+        masks(64, 224, 224, "0.99999-1", seed=0)
+    assert time.perf_counter() - start < 0.5  # it was 15 s: 1280 draws of a full mask
+    message = str(caught.value)
+    assert "(0.99999, 1.0]" in message and "224x224" in message and "only 1 distinct" in message
+    assert "50176 hole pixels of 50176" in message and "widen the range" in message
+    with pytest.raises(ValueError, match=r"only 4 distinct 2x2 masks .*fewer than the 5 requested"):
+        masks(5, 2, 2, "b3", seed=0)
+    with pytest.raises(ValueError, match="ask for at most 4"):
+        check_mask_batch(5, 2, 2, "b3")
+    assert check_mask_batch(4, 2, 2, "b3") == (0.2, 0.3)
+    full = masks(1, 224, 224, "0.99999-1", seed=0)  # one mask of that range exists, and is given
+    assert full.all()
+
+
+class _RepeatingGenerator:
+    """A stand-in generator whose k-th call returns mask number k // period (16x16, from the bits of the number)."""
+
+    name = "repeating"
+
+    def __init__(self, period: int) -> None:
+        self.period, self.calls = period, 0
+
+    def __call__(self, h, w, lo, hi, rng):
+        number = self.calls // self.period
+        self.calls += 1
+        bits = np.unpackbits(np.array([number], dtype=">u4").view(np.uint8))
+        mask = np.zeros(h * w, dtype=bool)
+        mask[: bits.size] = bits.astype(bool)
+        mask[-1] = True
+        return mask.reshape(h, w)
+
+
+def test_a_mask_that_keeps_repeating_stops_after_its_draws():
+    stuck = _RepeatingGenerator(period=10**9)  # the same mask for ever
+    with pytest.raises(ValueError) as caught:
+        masks(3, 16, 16, (0.0, 1.0), seed=0, generator=stuck)
+    assert stuck.calls == 1 + MASK_ATTEMPTS  # mask 0, then mask 1's draws, then the error
+    message = str(caught.value)
+    assert f"mask 1 was still a repeat after {MASK_ATTEMPTS} draws" in message
+    assert "(0.0, 1.0] is too narrow for 3 different 16x16 masks" in message and "widen the range" in message
+
+
+def test_the_batch_redraw_budget_is_exact():
+    """max(MIN_RETRY_BUDGET, n) redraws per batch: one per mask always fits, two per mask fit 33 masks, not 34."""
+    for n in (MIN_RETRY_BUDGET + 1, 3 * MIN_RETRY_BUDGET):
+        once = masks(n, 16, 16, (0.0, 1.0), seed=0, generator=_RepeatingGenerator(period=2))
+        assert len({m.tobytes() for m in once}) == n
+    twice = masks(33, 16, 16, (0.0, 1.0), seed=0, generator=_RepeatingGenerator(period=3))  # 64 redraws
+    assert len({m.tobytes() for m in twice}) == 33
+    with pytest.raises(ValueError, match=f"used up its {MIN_RETRY_BUDGET} redraws of repeated masks by mask 33"):
+        masks(34, 16, 16, (0.0, 1.0), seed=0, generator=_RepeatingGenerator(period=3))
 
 
 def test_masks_are_identical_across_processes():

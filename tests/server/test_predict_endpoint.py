@@ -246,3 +246,28 @@ def test_segmenter_on_predict_is_400(client):
 def test_unknown_route_and_method_are_json(client):
     error_of(client.get("/nowhere"), 404, "not_found")
     error_of(client.get("/predict"), 405, "method_not_allowed")
+
+
+def test_a_uri_over_8_kib_is_414_before_any_route(client):
+    data = png_bytes(random_rgb(16, 16))
+    response = client.post("/predict", params={"top_k": "1" * 9_000}, content=data,
+                           headers={"Content-Type": "image/png"})
+    detail = error_of(response, 414, "uri_too_long")
+    assert "the limit is 8,192 bytes" in detail and "1111" not in detail
+    long_path = client.get("/" + "p" * 9_000)  # the path counts too
+    assert "the limit is 8,192 bytes" in error_of(long_path, 414, "uri_too_long")
+    just_under = client.post("/predict", params={"scores": "true", "pad": "x" * 8_000}, content=data,
+                             headers={"Content-Type": "image/png"})
+    assert just_under.status_code == 200, just_under.text  # unknown parameters are ignored; the URI fits
+
+
+@pytest.mark.parametrize(("route", "name_length", "status", "code"), [
+    ("/predict", 65, 422, "invalid_parameter"), ("/predict", 64, 404, "unknown_model"),
+    ("/segment", 65, 422, "invalid_parameter"), ("/segment", 64, 404, "unknown_model"),
+])
+def test_a_model_name_longer_than_the_store_allows_is_422(client, route, name_length, status, code):
+    response = client.post(route, params={"model": "m" * name_length}, content=png_bytes(random_rgb(16, 16)),
+                           headers={"Content-Type": "image/png"})
+    detail = error_of(response, status, code)
+    if status == 422:
+        assert detail.startswith("model:") and "at most 64 characters" in detail

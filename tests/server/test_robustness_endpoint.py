@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import base64
 import io
+import threading
+import time
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -328,3 +331,82 @@ def test_unknown_label_lists_the_class_names(client):
 def test_labels_on_a_segmenter_are_400(client):
     response = client.post("/robustness", params={"model": SEGMENTER, "labels": "x"}, content=IMAGE, headers=HEADERS)
     assert response.status_code == 400 and response.json()["error"] == "labels_not_supported"
+
+
+# ---------------------------------------------------------------- bounded work (issue 12)
+
+
+def timed_post(client, params: dict) -> tuple[httpx.Response, float]:
+    start = time.perf_counter()
+    response = client.post("/robustness", params=params, content=IMAGE, headers=HEADERS)
+    return response, time.perf_counter() - start
+
+
+def test_a_20000_digit_mask_ratio_is_refused_at_once(client):
+    """It took 7.9 s and held the event loop: the old range pattern backtracked. Now the URI limit answers."""
+    response, seconds = timed_post(client, {"model": CLASSIFIER, "mask_ratio": "1" * 20_000 + "x"})
+    assert seconds < 1.0
+    detail = error_of(response, 414, "uri_too_long")
+    assert "the limit is 8,192 bytes" in detail and "1111" not in detail
+
+
+@pytest.mark.parametrize("spec", ["1" * 33 + "x", "0." + "1" * 7_000 + "-0.5"])
+def test_a_mask_ratio_over_32_characters_is_422(client, spec):
+    response, seconds = timed_post(client, {"model": CLASSIFIER, "mask_ratio": spec})
+    assert seconds < 1.0
+    detail = error_of(response, 422, "invalid_parameter")
+    assert detail.startswith("mask_ratio:") and "at most 32 characters" in detail
+
+
+def test_a_range_with_one_possible_mask_and_n_64_is_422_within_a_bound(client):
+    """It took 12.8 s: each of the 64 masks was redrawn 20 times. Only the full mask lies in (0.99999, 1]."""
+    response, seconds = timed_post(client, {"model": CLASSIFIER, "mask_ratio": "0.99999-1", "n": 64})
+    assert seconds < 3.0
+    detail = error_of(response, 422, "invalid_parameter")
+    assert detail.startswith("mask_ratio: mask ratio range (0.99999, 1.0] admits only 1 distinct")
+    assert f"{CLASSIFIER_SIZE}x{CLASSIFIER_SIZE}" in detail and "fewer than the 64 requested" in detail
+    assert "widen the range or ask for at most 1" in detail
+    one = robustness(client, model=CLASSIFIER, mask_ratio="0.99999-1", n=1)  # the one mask there is
+    assert [m["hole_ratio"] for m in one["masks"]] == [1.0]
+
+
+def test_an_unreachable_range_is_422_naming_the_size(client):
+    # 1/128² = 6.1e-5: no hole count of a 128x128 mask lies in (0.5, 0.50005].
+    detail = error_of(timed_post(client, {"model": CLASSIFIER, "mask_ratio": "0.5-0.50005"})[0], 422,
+                      "invalid_parameter")
+    assert f"unreachable for a {CLASSIFIER_SIZE}x{CLASSIFIER_SIZE} mask" in detail and "(0.5, 0.50005]" in detail
+
+
+def test_very_long_labels_and_model_names_are_422(client):
+    detail = error_of(timed_post(client, {"model": CLASSIFIER, "labels": ",".join(["circle"] * 700)})[0], 422,
+                      "invalid_parameter")
+    assert detail.startswith("labels:") and "at most 4096 characters" in detail
+    detail = error_of(timed_post(client, {"model": "m" * 65})[0], 422, "invalid_parameter")
+    assert detail.startswith("model:") and "at most 64 characters" in detail
+    detail = error_of(timed_post(client, {"model": "m" * 64})[0], 404, "unknown_model")  # a name that could exist
+    assert CLASSIFIER in detail
+
+
+def test_health_answers_while_a_long_robustness_request_runs(client, server):
+    """Mask drawing runs off the event loop: /health answers while a 64-mask near-full request is working."""
+    slow: dict[str, httpx.Response] = {}
+
+    def post() -> None:
+        with server.client() as other:
+            slow["response"] = other.post("/robustness", params={"model": CLASSIFIER, "mask_ratio": "0.999-1", "n": 64,
+                                                                 "return_masks": "true"},
+                                          content=IMAGE, headers=HEADERS)
+
+    worker = threading.Thread(target=post)
+    worker.start()
+    try:
+        time.sleep(0.3)
+        start = time.perf_counter()
+        health = client.get("/health")
+        seconds = time.perf_counter() - start
+        in_flight = worker.is_alive()
+    finally:
+        worker.join(30)
+    assert health.status_code == 200 and seconds < 1.0
+    assert in_flight, "the slow request finished before /health was asked: the test proves nothing"
+    assert slow["response"].status_code == 200, slow["response"].text
