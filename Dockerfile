@@ -27,6 +27,13 @@ RUN python3.11 -m venv /opt/venv \
     && /opt/venv/bin/pip install --force-reinstall --no-deps \
        "$(/opt/venv/bin/python -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["gpu"][0])')"
 
+# Run unprivileged: the code, the venv and a baked store stay root-owned and world-readable; the server
+# writes nothing. A mounted /app/model_store must be readable by uid 10001 (or by everyone).
+RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/app --shell /usr/sbin/nologin app \
+    && mkdir -p /app/model_store \
+    && chmod -R a+rX /app /opt/venv
+USER app
+
 ENV PATH=/opt/venv/bin:$PATH
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health')"

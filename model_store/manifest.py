@@ -276,19 +276,25 @@ def _parse(data: Mapping[str, Any], path: Path | None) -> Manifest:
     )
 
 
+def verified_artifact(manifest: Manifest, filename: str) -> Path:
+    """The path of one artifact after checking its size and sha256 against the manifest (call it right before
+    opening the file); ManifestError names the file."""
+    artifact = manifest.artifact(filename)
+    record = manifest.files[filename]
+    if not artifact.is_file():
+        raise ManifestError(f"{artifact}: listed in the manifest but missing")
+    size = artifact.stat().st_size
+    if size != record.bytes:
+        raise ManifestError(f"{artifact}: {size} bytes, manifest says {record.bytes} (truncated or altered)")
+    if sha256_file(artifact) != record.sha256:
+        raise ManifestError(f"{artifact}: sha256 differs from the manifest (altered)")
+    return artifact
+
+
 def verify_files(manifest: Manifest) -> None:
     """Check the size and sha256 of every artifact the manifest lists; ManifestError names the file."""
-    if manifest.path is None:
-        raise ManifestError(f"manifest of {manifest.name!r} has no entry folder to verify")
-    for filename, record in manifest.files.items():
-        artifact = manifest.path / filename
-        if not artifact.is_file():
-            raise ManifestError(f"{artifact}: listed in the manifest but missing")
-        size = artifact.stat().st_size
-        if size != record.bytes:
-            raise ManifestError(f"{artifact}: {size} bytes, manifest says {record.bytes} (truncated or altered)")
-        if sha256_file(artifact) != record.sha256:
-            raise ManifestError(f"{artifact}: sha256 differs from the manifest (altered)")
+    for filename in manifest.files:
+        verified_artifact(manifest, filename)
 
 
 def load_manifest(entry: str | Path, verify: bool = True) -> Manifest:

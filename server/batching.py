@@ -69,6 +69,7 @@ def _expire(future: asyncio.Future) -> None:
 
 
 BatchObserver = Callable[[int, float], None]  # (batch size, inference seconds)
+OutcomeObserver = Callable[[BaseException | None], None]  # after each batch: None, or what it raised
 
 
 class MicroBatcher:
@@ -77,7 +78,8 @@ class MicroBatcher:
     def __init__(self, run_batch: Callable[[np.ndarray], np.ndarray], executor: Executor, max_batch: int,
                  max_delay: float, queue_size: int, on_batch: BatchObserver | None = None,
                  on_depth: Callable[[int], None] | None = None, concurrency: int = 1,
-                 on_running: Callable[[int], None] | None = None) -> None:
+                 on_running: Callable[[int], None] | None = None, hang_timeout: float | None = None,
+                 on_outcome: OutcomeObserver | None = None, on_hang: Callable[[float], None] | None = None) -> None:
         if max_batch < 1 or queue_size < 1 or max_delay < 0 or concurrency < 1:
             raise ValueError(f"max_batch={max_batch}, queue_size={queue_size} and concurrency={concurrency} "
                              f"must be >= 1, max_delay={max_delay} >= 0")
@@ -85,6 +87,7 @@ class MicroBatcher:
         self.max_batch, self.max_delay, self.queue_size = max_batch, max_delay, queue_size
         self.on_batch, self.on_depth, self.on_running = on_batch, on_depth, on_running
         self.concurrency = concurrency
+        self.hang_timeout, self.on_outcome, self.on_hang = hang_timeout, on_outcome, on_hang
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=queue_size)
         self._set_aside: deque[_Pending] = deque()  # taken from the queue, waiting for a batch of their shape
         self._task: asyncio.Task | None = None
@@ -225,18 +228,35 @@ class MicroBatcher:
         return np.concatenate([self.run_batch(images[i:i + self.max_batch])
                                for i in range(0, len(images), self.max_batch)])
 
+    async def _watch(self, running: asyncio.Future) -> np.ndarray:
+        """Await a running batch; past ``hang_timeout`` report it as hung (it keeps its slot: a thread cannot be
+        killed), then go on waiting."""
+        if self.hang_timeout is None:
+            return await running
+        try:
+            return await asyncio.wait_for(asyncio.shield(running), self.hang_timeout)
+        except TimeoutError:
+            if self.on_hang is not None:
+                self.on_hang(self.hang_timeout)
+            return await running
+
     async def _run(self, batch: list[_Pending]) -> None:
         """Run one batch in the executor and hand each request its rows."""
         stacks = [p.images for p in batch]
         size = sum(p.size for p in batch)
         started = time.monotonic()
         try:
-            outputs = await asyncio.get_running_loop().run_in_executor(self.executor, self._stack_and_run, stacks)
+            outputs = await self._watch(asyncio.get_running_loop().run_in_executor(self.executor, self._stack_and_run,
+                                                                                   stacks))
         except Exception as exc:  # the runtime failed: every request of the batch gets the error
+            if self.on_outcome is not None:
+                self.on_outcome(exc)
             for pending in batch:
                 if not pending.future.done():
                     pending.future.set_exception(exc)
             return
+        if self.on_outcome is not None:
+            self.on_outcome(None)
         elapsed = time.monotonic() - started
         if self.on_batch is not None:
             self.on_batch(size, elapsed)

@@ -1,4 +1,5 @@
-"""FastAPI dependencies: the settings, the model registry, the metrics and the decode pool of this app.
+"""FastAPI dependencies: the settings, the model registry, the metrics, the decode pool and the in-flight
+budget of this app.
 
 They are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in a worker thread, which
 costs a thread hop per dependency per request for what is only an attribute lookup.
@@ -7,12 +8,14 @@ costs a thread hop per dependency per request for what is only an attribute look
 from __future__ import annotations
 
 import hmac
+from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
 
+from server.admission import InflightBudget, close_request_ticket
 from server.errors import ApiError
 from server.metrics import ServerMetrics
 from server.pipeline import RequestPipeline
@@ -30,6 +33,13 @@ class ServerContext:
     metrics: ServerMetrics
     decode_pool: Executor
     pipelines: dict[str, RequestPipeline] = field(default_factory=dict)
+    budget: InflightBudget = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # One budget per app, shared by every model's pipeline; /metrics reads it at each scrape.
+        budget = InflightBudget(self.settings.max_inflight_bytes, self.settings.max_inflight_pixels)
+        object.__setattr__(self, "budget", budget)
+        self.metrics.watch_inflight(budget)
 
     def pipeline(self, model: str | None, tasks: tuple[str, ...], endpoint: str) -> RequestPipeline:
         """The request pipeline of ``model=`` (or the endpoint's default model), checking its task."""
@@ -43,13 +53,17 @@ class ServerContext:
         pipeline = self.pipelines.get(runner.name)
         if pipeline is None or pipeline.runner is not runner:
             pipeline = self.pipelines[runner.name] = RequestPipeline(runner, self.settings, self.metrics,
-                                                                     self.decode_pool)
+                                                                     self.decode_pool, self.budget)
         return pipeline
 
 
-async def get_context(request: Request) -> ServerContext:
-    """This app's server context."""
-    return request.app.state.context
+async def get_context(request: Request) -> AsyncIterator[ServerContext]:
+    """This app's server context; when the request ends (answered, failed or abandoned), whatever it still
+    holds of the in-flight budget is given back."""
+    try:
+        yield request.app.state.context
+    finally:
+        close_request_ticket(request.scope)
 
 
 async def get_settings(request: Request) -> Settings:

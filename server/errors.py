@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -84,9 +85,16 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "invalid_parameter", describe_validation_error(exc))
 
 
+def new_error_id() -> str:
+    """A short id that ties a client's error answer to the server's log line."""
+    return uuid.uuid4().hex[:12]
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(500, "internal_error", "the server hit an unexpected error; it has been logged")
+    error_id = new_error_id()
+    log.error("unhandled error %s on %s %s", error_id, request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal_error",
+                          f"the server hit an unexpected error; it has been logged as error id {error_id}")
 
 
 def register_error_handlers(app: FastAPI) -> None:

@@ -33,7 +33,8 @@ def create_app(settings: Settings, manifests: dict[str, Manifest] | None = None,
     """The app for these settings and manifests (default: the store's, read and verified now); models load and
     warm after start-up."""
     metrics = ServerMetrics()
-    registry = ModelRegistry(read_store(settings) if manifests is None else manifests, settings, metrics)
+    manifests, failures = read_store(settings) if manifests is None else (manifests, {})
+    registry = ModelRegistry(manifests, settings, metrics, failures)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0)
+if TYPE_CHECKING:
+    from server.admission import InflightBudget
+
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128)
 
 
@@ -25,8 +30,13 @@ class ServerMetrics:
                                     buckets=BATCH_BUCKETS, registry=self.registry)
         self.inference = Histogram("inference_seconds", "Wall time of one batch inference", ["model"],
                                    buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.rejected = Counter("rejected_requests", "Requests refused by a model queue (queue_full, deadline)",
+        self.rejected = Counter("rejected_requests", "Requests refused by a model (queue_full, deadline, and "
+                                "inflight_bytes or inflight_pixels for the server-wide memory limits)",
                                 ["model", "reason"], registry=self.registry)
+        self.inflight_bytes = Gauge("inflight_bytes", "Upload bytes held by requests in flight (all models)",
+                                    registry=self.registry)
+        self.inflight_pixels = Gauge("inflight_pixels", "Decoded image pixels held by requests in flight "
+                                     "(all models)", registry=self.registry)
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
         """Count one finished HTTP request."""
@@ -47,8 +57,13 @@ class ServerMetrics:
         self.running.labels(model=model).set(running)
 
     def count_rejection(self, model: str, reason: str) -> None:
-        """A request refused by a model's queue."""
+        """A request refused by a model's queue or by the in-flight limits."""
         self.rejected.labels(model=model, reason=reason).inc()
+
+    def watch_inflight(self, budget: InflightBudget) -> None:
+        """Report the budget's in-flight bytes and pixels, read at each scrape."""
+        self.inflight_bytes.set_function(lambda: budget.bytes)
+        self.inflight_pixels.set_function(lambda: budget.pixels)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

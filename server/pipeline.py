@@ -2,14 +2,21 @@
 
 In the manner of LitServe's decode -> predict -> encode: a route parses its parameters, asks the pipeline for
 the prepared image and the model's outputs, and shapes its reply. Admission and deadlines live only here.
+
+Admission is by count (the model's queue) and by weight (the server-wide ``InflightBudget``): a request
+reserves its body's bytes (from Content-Length before reading, else once read) and its image's pixels (from
+the header, before decoding), and is shed with 503 ``overloaded`` when either would pass its limit. It gives
+the bytes and pixels back as soon as it drops the body and the full-resolution image; what it still holds is
+given back when the request ends (``server.dependencies.get_context``), on errors and disconnects too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -18,17 +25,47 @@ import numpy as np
 from fastapi import Request
 
 from model_store.manifest import Manifest
+from server.admission import InflightBudget, OverloadedError, Ticket, request_ticket
 from server.batching import BatchResult, DeadlineExceededError, QueueFullError
-from server.errors import ApiError
+from server.errors import ApiError, new_error_id
 from server.images import PreparedImage, prepare_image
 from server.logs import annotate
 from server.metrics import ServerMetrics
 from server.middleware import START_KEY
 from server.runner import ModelRunner
 from server.settings import Settings
-from server.uploads import read_upload
+from server.uploads import declared_length, read_body, read_upload
 
 T = TypeVar("T")
+log = logging.getLogger("server.pipeline")
+CLIENT_CLOSED = 499  # nginx's code for a client that closed the connection before the answer; never sent
+
+
+class ClientDisconnectedError(ApiError):
+    """The client went away while its request waited; nothing is sent."""
+
+    def __init__(self) -> None:
+        super().__init__(CLIENT_CLOSED, "client_closed_request", "the client closed the connection")
+
+
+async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work`` unless the client disconnects first; then cancel it (a queued request leaves the queue).
+
+    The request body has been read, so the next ASGI message can only be ``http.disconnect``; it arrives when
+    the client goes away (or after the response, when nobody is waiting any more).
+    """
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(request.receive())
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            task.cancel()
+            raise ClientDisconnectedError()
+        return task.result()
+    finally:
+        gone.cancel()
+        if not task.done():
+            task.cancel()
 
 
 @dataclass(frozen=True)
@@ -42,9 +79,10 @@ class Received:
 class RequestPipeline:
     """Request bytes -> model outputs for one model, with admission, a deadline and timing."""
 
-    def __init__(self, runner: ModelRunner, settings: Settings, metrics: ServerMetrics,
-                 decode_pool: Executor) -> None:
+    def __init__(self, runner: ModelRunner, settings: Settings, metrics: ServerMetrics, decode_pool: Executor,
+                 budget: InflightBudget | None = None) -> None:
         self.runner, self.settings, self.metrics, self.decode_pool = runner, settings, metrics, decode_pool
+        self.budget = budget or InflightBudget(settings.max_inflight_bytes, settings.max_inflight_pixels)
 
     @property
     def manifest(self) -> Manifest:
@@ -77,19 +115,63 @@ class RequestPipeline:
         if self.runner.depth >= self.settings.queue_size:
             raise self.queue_full()
 
+    def overloaded(self, exc: OverloadedError) -> ApiError:
+        """The 503 answer for a request over an in-flight limit (counted), with a Retry-After estimate."""
+        self.metrics.count_rejection(self.name, f"inflight_{exc.resource}")
+        return ApiError(503, "overloaded", f"{exc}; retry later", headers={"Retry-After": self.retry_after()})
+
+    def ticket(self, request: Request) -> Ticket:
+        """This request's share of the in-flight budget (given back when the request ends)."""
+        return request_ticket(request.scope, self.budget)
+
+    def _reserve_bytes(self, ticket: Ticket, nbytes: int) -> None:
+        try:
+            ticket.reserve_bytes(nbytes)
+        except OverloadedError as exc:
+            raise self.overloaded(exc) from None
+
     async def off_loop(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking function in the decode pool."""
         return await asyncio.get_running_loop().run_in_executor(self.decode_pool, fn, *args)
+
+    async def read_body(self, request: Request) -> bytes:
+        """Admit the request and read its whole body (v2), its bytes reserved until the request ends."""
+        self.admit()
+        ticket = self.ticket(request)
+        declared = declared_length(request)
+        if declared is not None:
+            self._reserve_bytes(ticket, declared)
+        body = await read_body(request)
+        if declared is None:
+            self._reserve_bytes(ticket, len(body))
+        return body
 
     async def receive(self, request: Request, extra_files: tuple[str, ...] = (), draft: bool = True) -> Received:
         """Admit the request, read its upload, and decode and prepare the image off the event loop.
 
         ``draft=False`` keeps the full-resolution image (an overlay needs it; a class map alone does not).
+        Without it the prepared image holds only the model's tensor, and the request gives back the image's
+        bytes and pixels at once; extra files stay reserved until the request ends.
         """
         self.admit()
+        ticket = self.ticket(request)
+        declared = declared_length(request)
+        if declared is not None:
+            self._reserve_bytes(ticket, declared)
         data, extras = await read_upload(request, extra_files)
-        prepared = await self.off_loop(prepare_image, data, self.runner.input_size, self.runner.normaliser,
-                                       self.settings.max_pixels, draft)
+        extra_bytes = sum(len(part) for part in extras.values())
+        if declared is None:
+            self._reserve_bytes(ticket, len(data) + extra_bytes)
+        keep_original = not draft
+        try:
+            prepared = await self.off_loop(prepare_image, data, self.runner.input_size, self.runner.normaliser,
+                                           self.settings.max_pixels, draft, keep_original, ticket.reserve_pixels)
+        except OverloadedError as exc:
+            raise self.overloaded(exc) from None
+        del data  # the body's last reference: the image's bytes are free
+        ticket.release_bytes(keep=extra_bytes)
+        if not keep_original:
+            ticket.release_pixels()
         return Received(prepared, extras)
 
     def deadline(self, request: Request) -> float:
@@ -98,16 +180,25 @@ class RequestPipeline:
 
     async def infer(self, request: Request, images: np.ndarray, exclusive: bool = False) -> BatchResult:
         """Outputs for an (n, 3, H, W) stack, batched with other requests unless ``exclusive``; 503 when the
-        queue is full, 504 past the deadline."""
+        queue is full or the model fails, 504 past the deadline. A request whose client has gone is dropped
+        from the queue before it reaches a batch."""
         annotate(request, model=self.name)
         try:
-            result = await self.runner(images, self.deadline(request), exclusive)
+            result = await until_disconnect(request, self.runner(images, self.deadline(request), exclusive))
         except QueueFullError:
             raise self.queue_full() from None
         except DeadlineExceededError:
             self.metrics.count_rejection(self.name, "deadline")
             raise ApiError(504, "deadline_exceeded",
                            f"no answer within {self.settings.timeout_ms:g} ms (--timeout-ms)") from None
+        except ClientDisconnectedError:
+            self.metrics.count_rejection(self.name, "client_gone")
+            raise
+        except Exception as exc:  # the runtime failed on this batch: log the text, give the client an id
+            error_id = new_error_id()
+            log.error("model %s failed on a batch (error id %s)", self.name, error_id, exc_info=exc)
+            raise ApiError(503, "inference_failed", f"model {self.name!r} failed on this request; it has been "
+                           f"logged (error id {error_id})") from None
         annotate(request, batch_size=result.batch_size, queue_ms=round(result.queue_seconds * 1000, 2),
                  inference_ms=round(result.inference_seconds * 1000, 2))
         return result

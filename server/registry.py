@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from model_store.manifest import Manifest, ManifestError, list_entries, load_manifest
@@ -14,34 +15,45 @@ from server.settings import Settings
 
 log = logging.getLogger("server.registry")
 
-LOADING, READY, FAILED = "loading", "ready", "failed"
+LOADING, READY, FAILED, UNHEALTHY = "loading", "ready", "failed", "unhealthy"
+PROBE_SECONDS = 5  # an unhealthy model lets one request through this often, to find out whether it recovered
 
 
-def read_store(settings: Settings) -> dict[str, Manifest]:
-    """Verified manifests of the models to serve, by name; ManifestError or ValueError names the problem."""
-    manifests = {m.name: m for m in (load_manifest(entry) for entry in list_entries(settings.store))}
-    if not manifests:
+def read_store(settings: Settings) -> tuple[dict[str, Manifest], dict[str, str]]:
+    """The models to serve: their parsed manifests by name, and the selected entries that cannot be read (name ->
+    why). Only the selected entries are read; their files are verified when the loader opens them. A missing
+    store, an empty one, or a --models / --default-model naming no entry raise ManifestError or ValueError."""
+    entries = {entry.parent.name: entry for entry in list_entries(settings.store)}
+    if not entries:
         raise ManifestError(f"{settings.store}: no exported models (build some with `python -m export`)")
     if settings.models:
-        unknown = [name for name in settings.models if name not in manifests]
+        unknown = [name for name in settings.models if name not in entries]
         if unknown:
             raise ValueError(f"--models names {', '.join(unknown)} not in {settings.store}; "
-                             f"available: {', '.join(manifests)}")
-        manifests = {name: manifests[name] for name in settings.models}
-    if settings.default_model is not None and settings.default_model not in manifests:
-        raise ValueError(f"--default-model {settings.default_model!r} is not served; available: {', '.join(manifests)}")
-    return manifests
+                             f"available: {', '.join(entries)}")
+        entries = {name: entries[name] for name in settings.models}
+    if settings.default_model is not None and settings.default_model not in entries:
+        raise ValueError(f"--default-model {settings.default_model!r} is not served; available: {', '.join(entries)}")
+    manifests, failures = {}, {}
+    for name, entry in entries.items():
+        try:
+            manifests[name] = load_manifest(entry, verify=False)
+        except ManifestError as exc:
+            failures[name] = str(exc)
+            log.error("model %s cannot be served: %s", name, exc)
+    return manifests, failures
 
 
 class ModelRegistry:
     """Name -> manifest and runner, with per-model state: loading, ready or failed."""
 
     def __init__(self, manifests: dict[str, Manifest], settings: Settings,
-                 metrics: ServerMetrics | None = None) -> None:
+                 metrics: ServerMetrics | None = None, failures: dict[str, str] | None = None) -> None:
         self.manifests, self.settings, self.metrics = manifests, settings, metrics
         self.runners: dict[str, ModelRunner] = {}
-        self.states = dict.fromkeys(manifests, LOADING)
-        self.errors: dict[str, str] = {}
+        self.states = {**dict.fromkeys(manifests, LOADING), **dict.fromkeys(failures or {}, FAILED)}
+        self.errors: dict[str, str] = dict(failures or {})
+        self.probe_at: dict[str, float] = {}
 
     @property
     def ready(self) -> bool:
@@ -49,7 +61,7 @@ class ModelRegistry:
         return all(state == READY for state in self.states.values())
 
     def _build(self, manifest: Manifest) -> ModelRunner:
-        runner = ModelRunner(manifest, self.settings, self.metrics)
+        runner = ModelRunner(manifest, self.settings, self.metrics, on_health=self._health)
         runner.warmup()
         return runner
 
@@ -68,6 +80,17 @@ class ModelRegistry:
             self.states[name] = READY
             log.info("model %s ready on %s", name, runner.backend.provider)
 
+    def _health(self, name: str, reason: str | None) -> None:
+        """A runner's health changed: unhealthy with a reason, or healthy again."""
+        if reason is None:
+            self.states[name] = READY
+            self.errors.pop(name, None)
+            log.info("model %s is healthy again", name)
+        else:
+            self.states[name], self.errors[name] = UNHEALTHY, reason
+            self.probe_at[name] = time.monotonic() + PROBE_SECONDS
+            log.error("model %s is unhealthy: %s", name, reason)
+
     async def close(self) -> None:
         """Stop every runner."""
         for runner in self.runners.values():
@@ -76,12 +99,14 @@ class ModelRegistry:
     def default_for(self, tasks: tuple[str, ...]) -> str | None:
         """The model used when a request names none: --default-model if its task fits, else the first that fits."""
         default = self.settings.default_model
-        if default is not None and self.manifests[default].task in tasks:
+        if default in self.manifests and self.manifests[default].task in tasks:
             return default
         return next((name for name, m in self.manifests.items() if m.task in tasks), None)
 
     def manifest(self, name: str) -> Manifest:
-        """The manifest of a served model, or 404 listing the served ones."""
+        """The manifest of a served model, or 404 listing the served ones (500 for an entry that failed)."""
+        if name in self.errors and name not in self.manifests:
+            raise ApiError(500, "model_failed", f"model {name!r} failed to load: {self.errors[name]}")
         if name not in self.manifests:
             raise ApiError(404, "unknown_model",
                            f"model {name!r} is not served; available: {', '.join(self.manifests)}")
@@ -96,6 +121,12 @@ class ModelRegistry:
                            headers={"Retry-After": "1"})
         if state == FAILED:
             raise ApiError(500, "model_failed", f"model {name!r} failed to load: {self.errors[name]}")
+        if state == UNHEALTHY:
+            now = time.monotonic()
+            if now < self.probe_at.get(name, 0.0):
+                raise ApiError(503, "model_unhealthy", f"model {name!r} is unhealthy: {self.errors[name]}; retry "
+                               "later", headers={"Retry-After": str(PROBE_SECONDS)})
+            self.probe_at[name] = now + PROBE_SECONDS  # this request is the probe
         return self.runners[name]
 
     def resolve(self, name: str | None, tasks: tuple[str, ...], endpoint: str) -> ModelRunner:
@@ -112,8 +143,15 @@ class ModelRegistry:
                            f"{' or '.join(tasks)} models ({', '.join(fitting) or 'none served'})")
         return self.runner(name)
 
+    @property
+    def names(self) -> list[str]:
+        """Every selected model, those that failed to load included."""
+        return list(self.states)
+
     def describe(self, name: str) -> dict[str, Any]:
         """One model's manifest facts, state and runtime, for /models."""
+        if name not in self.manifests:
+            return {"name": name, "state": self.states[name], "error": self.errors[name]}
         m = self.manifests[name]
         document = m.to_json()
         out: dict[str, Any] = {

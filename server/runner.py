@@ -6,13 +6,15 @@ Under uvicorn the registry builds one runner per model; under Ray the same class
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
-from model_store.manifest import Manifest
+from model_store.manifest import Manifest, verified_artifact
 from server.batching import BatchResult, MicroBatcher
 from server.images import InputNormaliser
 from server.metrics import ServerMetrics
@@ -23,18 +25,29 @@ from server.settings import Settings
 def load_backend(manifest: Manifest, settings: Settings) -> Backend:
     """Open the manifest's artifact for the configured backend."""
     if settings.backend == "torchscript":
-        return TorchScriptBackend(manifest.artifact("model.pt"), threads=settings.threads)
+        return TorchScriptBackend(verified_artifact(manifest, "model.pt"), threads=settings.threads)
     if settings.backend == "onnx":
-        return OnnxBackend(manifest.artifact("model.onnx"), manifest.input.name, manifest.output.name,
+        return OnnxBackend(verified_artifact(manifest, "model.onnx"), manifest.input.name, manifest.output.name,
                            providers=settings.providers, threads=settings.threads)
     raise ValueError(f"backend {settings.backend!r} must be 'onnx' or 'torchscript'")
 
 
-class ModelRunner:
-    """One exported model: its session, its inference threads and its micro-batcher."""
+HealthObserver = Callable[[str, str | None], None]  # (model name, why it is unhealthy, or None when healthy)
 
-    def __init__(self, manifest: Manifest, settings: Settings, metrics: ServerMetrics | None = None) -> None:
-        self.manifest, self.settings, self.metrics = manifest, settings, metrics
+
+class ModelRunner:
+    """One exported model: its session, its inference threads, its micro-batcher and its health.
+
+    The model turns unhealthy when ``failure_limit`` batches in a row raise, or when one batch runs past
+    ``hang_timeout_ms``; the next batch that succeeds makes it healthy again.
+    """
+
+    def __init__(self, manifest: Manifest, settings: Settings, metrics: ServerMetrics | None = None,
+                 on_health: HealthObserver | None = None) -> None:
+        self.manifest, self.settings, self.metrics, self.on_health = manifest, settings, metrics, on_health
+        self.failures = 0
+        self.unhealthy: str | None = None
+        self.stopping = threading.Event()
         self.normaliser = InputNormaliser(manifest.input.mean, manifest.input.std)
         self.backend = load_backend(manifest, settings)
         self.executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix=f"infer-{manifest.name}")
@@ -60,7 +73,30 @@ class ModelRunner:
         """Synchronous forward pass on a float32 NCHW batch (runs in the inference thread)."""
         if self.settings.extra_latency_ms:
             time.sleep(self.settings.extra_latency_ms / 1000.0)
+        if self.settings.fault == "raise":
+            raise RuntimeError("injected fault (--fault raise)")
+        if self.settings.fault == "hang":
+            self.stopping.wait()  # until the runner stops
         return self.backend.run(images)
+
+    def _health(self, reason: str | None) -> None:
+        if reason != self.unhealthy:
+            self.unhealthy = reason
+            if self.on_health is not None:
+                self.on_health(self.name, reason)
+
+    def _outcome(self, error: BaseException | None) -> None:
+        """After each batch: a success clears the failure count, too many failures in a row mark it unhealthy."""
+        if error is None:
+            self.failures = 0
+            self._health(None)
+            return
+        self.failures += 1
+        if self.failures >= self.settings.failure_limit:
+            self._health(f"{self.failures} batches in a row failed (last: {type(error).__name__})")
+
+    def _hung(self, seconds: float) -> None:
+        self._health(f"a batch has run for more than {seconds:g} s (--hang-timeout-ms)")
 
     def warmup(self, runs: int = 3) -> None:
         """Run the largest and the smallest batch a few times (TorchScript optimises over its first calls)."""
@@ -80,6 +116,7 @@ class ModelRunner:
             on_depth=(lambda depth: metrics.set_queue_depth(name, depth)) if metrics else None,
             concurrency=self.settings.workers,
             on_running=(lambda running: metrics.set_running(name, running)) if metrics else None,
+            hang_timeout=self.settings.hang_timeout_ms / 1000.0, on_outcome=self._outcome, on_hang=self._hung,
         )
         self.batcher.start()
         if metrics:  # both gauges exist (at 0) from the start, not only after the first request
@@ -94,6 +131,7 @@ class ModelRunner:
 
     async def stop(self) -> None:
         """Stop batching and release the inference thread."""
+        self.stopping.set()
         if self.batcher is not None:
             await self.batcher.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)

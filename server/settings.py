@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 BACKENDS = ("onnx", "torchscript")
+FAULTS = ("", "raise", "hang")  # testing only: every batch raises, or never returns
 ENV_PREFIX = "SERVER_"
 
 
@@ -38,11 +39,17 @@ class Settings:
     timeout_ms: float = 30_000.0
     max_body_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 40_000_000
+    max_inflight_bytes: int = 256 * 1024 * 1024
+    max_inflight_pixels: int = 400_000_000
     api_key: str | None = field(default=None, repr=False)
     intra_op_threads: int = 0
     workers: int = 1
     decode_threads: int = 0
     extra_latency_ms: float = 0.0
+    hang_timeout_ms: float = 60_000.0
+    failure_limit: int = 3
+    shutdown_grace_ms: float = 0.0
+    fault: str = ""
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -55,10 +62,21 @@ class Settings:
             (self.timeout_ms > 0, f"timeout {self.timeout_ms} ms must be > 0"),
             (self.max_body_bytes >= 1, f"upload limit {self.max_body_bytes} bytes must be >= 1"),
             (self.max_pixels >= 1, f"pixel limit {self.max_pixels} must be >= 1"),
+            (self.max_inflight_bytes >= self.max_body_bytes,
+             f"in-flight upload limit {self.max_inflight_bytes} bytes must be >= the upload limit "
+             f"{self.max_body_bytes} (--max-body-bytes), or the largest upload could never be admitted"),
+            (self.max_inflight_pixels >= self.max_pixels,
+             f"in-flight pixel limit {self.max_inflight_pixels} must be >= the pixel limit {self.max_pixels} "
+             "(--max-pixels), or the largest image could never be admitted"),
             (self.intra_op_threads >= 0, f"intra-op threads {self.intra_op_threads} must be >= 0 (0 = all cores)"),
             (self.workers >= 1, f"workers {self.workers} must be >= 1"),
             (self.decode_threads >= 0, f"decode threads {self.decode_threads} must be >= 0 (0 = all cores)"),
             (self.extra_latency_ms >= 0, f"extra latency {self.extra_latency_ms} ms must be >= 0"),
+            (self.hang_timeout_ms > 0, f"hang timeout {self.hang_timeout_ms} ms must be > 0"),
+            (self.failure_limit >= 1, f"failure limit {self.failure_limit} must be >= 1"),
+            (self.shutdown_grace_ms >= 0, f"shutdown grace {self.shutdown_grace_ms} ms must be >= 0 "
+                                          "(0 = the request timeout)"),
+            (self.fault in FAULTS, f"fault {self.fault!r} must be one of {', '.join(map(repr, FAULTS))}"),
             (self.api_key is None or len(self.api_key) > 0, "api key must not be empty (leave it unset instead)"),
         ]
         for ok, message in checks:
@@ -69,6 +87,11 @@ class Settings:
     def threads(self) -> int:
         """Intra-op threads per worker (0 means the available cores shared among the workers)."""
         return self.intra_op_threads or max(1, available_cores() // self.workers)
+
+    @property
+    def shutdown_grace_seconds(self) -> float:
+        """How long a shutdown waits for in-flight requests (default: the request timeout)."""
+        return (self.shutdown_grace_ms or self.timeout_ms) / 1000.0
 
     @property
     def decode_workers(self) -> int:
@@ -110,12 +133,23 @@ OPTIONS: dict[str, tuple[str, Any, str]] = {
     "--timeout-ms": ("timeout_ms", float, "per-request deadline from arrival to answer; past it: 504"),
     "--max-body-bytes": ("max_body_bytes", int, "upload limit, enforced while the body streams in: 413"),
     "--max-pixels": ("max_pixels", int, "largest width*height accepted, checked from the header before decoding: 413"),
+    "--max-inflight-bytes": ("max_inflight_bytes", int,
+                             "upload bytes all requests in flight may hold together; past it: 503 overloaded"),
+    "--max-inflight-pixels": ("max_inflight_pixels", int,
+                              "decoded pixels all requests in flight may hold together (reserved from the header "
+                              "before decoding); past it: 503 overloaded"),
     "--api-key": ("api_key", str, "require 'Authorization: Bearer KEY' on model endpoints (health stays open)"),
     "--intra-op-threads": ("intra_op_threads", int, "runtime threads per batch (0 = all cores / workers)"),
     "--workers": ("workers", int, "batches of one model that may run at the same time (each with its own threads)"),
     "--decode-threads": ("decode_threads", int, "threads for image decoding and resizing (0 = all cores)"),
     "--extra-latency-ms": ("extra_latency_ms", float,
                            "testing only: sleep this long in every batch, to simulate a slower model"),
+    "--hang-timeout-ms": ("hang_timeout_ms", float,
+                          "a batch running longer marks its model unhealthy (503 until it recovers)"),
+    "--failure-limit": ("failure_limit", int, "batches failing in a row that mark a model unhealthy"),
+    "--shutdown-grace-ms": ("shutdown_grace_ms", float,
+                            "on SIGTERM, wait this long for in-flight requests (0 = --timeout-ms)"),
+    "--fault": ("fault", str, "testing only: 'raise' makes every batch fail, 'hang' makes every batch hang"),
     "--log-level": ("log_level", str, "debug | info | warning | error"),
 }
 

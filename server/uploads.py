@@ -1,4 +1,8 @@
-"""Read an uploaded image: a multipart ``file`` field (plus optional extra file fields) or a raw ``image/*`` body."""
+"""Read an uploaded image: a multipart ``file`` field (plus optional extra file fields) or a raw ``image/*`` body.
+
+Bodies are streamed, not read with ``Request.body()``, which would keep a copy on the request object until the
+response is sent: here the caller holds the only reference and can drop it once the image is decoded.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,18 @@ from server.errors import ApiError
 
 ACCEPTED_BODIES = "multipart/form-data with a 'file' field, or a raw body with Content-Type image/*"
 RAW_TYPES = ("application/octet-stream",)
+
+
+def declared_length(request: Request) -> int | None:
+    """The body size the client declared in Content-Length, or None (chunked, or not a number)."""
+    value = request.headers.get("content-length", "").strip()
+    return int(value) if value.isdigit() else None
+
+
+async def read_body(request: Request) -> bytes:
+    """The whole request body, streamed and not cached on the request."""
+    chunks = [chunk async for chunk in request.stream() if chunk]
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def read_upload(request: Request, extra_files: tuple[str, ...] = ()) -> tuple[bytes, dict[str, bytes]]:
@@ -35,7 +51,7 @@ async def read_upload(request: Request, extra_files: tuple[str, ...] = ()) -> tu
         finally:
             await form.close()
     else:
-        data = await request.body()
+        data = await read_body(request)
         if data and not (media.startswith("image/") or media in RAW_TYPES):
             raise ApiError(415, "unsupported_media_type",
                            f"Content-Type {media or 'missing'!r} is not accepted; send {ACCEPTED_BODIES}")

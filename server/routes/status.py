@@ -54,7 +54,7 @@ async def list_models(registry: RegistryDep,
                       settings: SettingsDep) -> JSONResponse:
     """Every served model with its manifest facts, provider and batch configuration."""
     defaults = {task: registry.default_for((task,)) for task in ("classification", "segmentation")}
-    return JSONResponse({"models": [registry.describe(name) for name in registry.manifests],
+    return JSONResponse({"models": [registry.describe(name) for name in registry.names],
                          "defaults": defaults, "settings": settings.public()})
 
 

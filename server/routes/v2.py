@@ -79,11 +79,12 @@ async def infer(request: Request, ctx: ContextDep, model: str = ModelName) -> Re
     """Run the model on the request's tensor."""
     _check_version(ctx.registry, model, request)
     pipeline = ctx.pipeline_by_name(model)
-    pipeline.admit()
-    body = await request.body()
+    body = await pipeline.read_body(request)  # admitted by queue and by bytes (reserved until the request ends)
     if not body:
         raise ApiError(400, "empty_body", "the request carries no body; send a v2 inference request (JSON)")
-    parsed = parse_infer_request(body, request.headers.get(HEADER_LENGTH), pipeline.manifest)
+    # JSON parsing and encoding of large tensors would stall every other request on the event loop.
+    parsed = await pipeline.off_loop(parse_infer_request, body, request.headers.get(HEADER_LENGTH), pipeline.manifest)
+    del body
     result = await pipeline.infer(request, parsed.images)
-    content, headers = infer_response(pipeline.manifest, result.outputs, parsed)
+    content, headers = await pipeline.off_loop(infer_response, pipeline.manifest, result.outputs, parsed)
     return Response(content, headers=headers, media_type=headers["Content-Type"])

@@ -233,3 +233,24 @@ def test_requests_set_aside_count_against_the_queue_bound():
 
     results = run(with_batcher(model, body, queue_size=3))
     assert len(results) == 4
+
+
+def test_each_batch_reports_its_outcome_and_a_long_one_is_reported_hung_but_still_answered():
+    outcomes, hangs = [], []
+    slow = RecordingModel(delay=0.3)
+
+    async def body(batcher):
+        return await batcher.submit(stack(1.0))
+
+    result = run(with_batcher(slow, body, hang_timeout=0.1, on_outcome=outcomes.append, on_hang=hangs.append))
+    assert hangs == [0.1] and outcomes == [None] and float(result.outputs[0, 0, 0, 0]) == 2.0
+
+    failing = RecordingModel(fail=True)
+
+    async def failing_body(batcher):
+        with pytest.raises(RuntimeError, match="runtime exploded"):
+            await batcher.submit(stack(1.0))
+
+    outcomes.clear()
+    run(with_batcher(failing, failing_body, on_outcome=outcomes.append))
+    assert len(outcomes) == 1 and isinstance(outcomes[0], RuntimeError)

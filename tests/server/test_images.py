@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from server.images import ImageRejectedError, InputNormaliser, decode_image, resize_to_input, to_rgb
+from server.images import (
+    ALLOWED_FORMATS,
+    STRIP_ROWS,
+    ImageRejectedError,
+    InputNormaliser,
+    decode_image,
+    decode_label_map,
+    prepare_image,
+    resize_to_input,
+    to_rgb,
+)
 from tests.server.oracle import bomb_png, jpeg_bytes, png_bytes, random_rgb, reference_input
 
 
@@ -92,3 +104,99 @@ def test_normaliser_rejects_bad_statistics():
     with pytest.raises(ValueError, match="std"):
         InputNormaliser((0, 0, 0), (1, 0, 1))
 
+
+
+def encoded(array: np.ndarray, fmt: str, **options) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(array).save(out, format=fmt, **options)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ALLOWED_FORMATS)
+def test_every_allowed_format_decodes(fmt):
+    decoded = decode_image(encoded(random_rgb(30, 40), fmt), max_pixels=10_000)
+    assert decoded.format == fmt and decoded.rgb.size == (40, 30) and decoded.rgb.mode == "RGB"
+
+
+def test_a_gif_gives_its_first_frame():
+    frames = [Image.new("RGB", (8, 8), colour) for colour in ((255, 0, 0), (0, 0, 255))]
+    out = io.BytesIO()
+    frames[0].save(out, format="GIF", save_all=True, append_images=frames[1:])
+    assert np.asarray(decode_image(out.getvalue(), max_pixels=100).rgb)[0, 0].tolist() == [255, 0, 0]
+
+
+@pytest.mark.parametrize("fmt", ["ICO", "PPM", "TGA", "PCX", "SGI", "JPEG2000"])
+def test_a_readable_image_of_another_format_is_415_with_the_list(fmt):
+    with pytest.raises(ImageRejectedError) as info:
+        decode_image(encoded(random_rgb(32, 32), fmt), max_pixels=10_000)
+    assert (info.value.status, info.value.code) == (415, "unsupported_image_format")
+    assert f"is {fmt}," in info.value.detail and "allowed: JPEG, PNG, WEBP, BMP, TIFF, GIF" in info.value.detail
+
+
+def test_other_decoders_are_never_opened(monkeypatch):
+    """Only the allowed formats' readers run; another format is recognised by its signature test alone."""
+    from PIL import IcoImagePlugin
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the ICO reader ran")
+
+    monkeypatch.setattr(IcoImagePlugin.IcoImageFile, "_open", refuse)
+    with pytest.raises(ImageRejectedError) as info:
+        decode_image(encoded(random_rgb(16, 16), "ICO"), max_pixels=10_000)
+    assert info.value.code == "unsupported_image_format"
+
+
+def test_a_truth_stays_png_only():
+    labels = np.zeros((8, 8), dtype=np.uint8)
+    with pytest.raises(ImageRejectedError) as info:
+        decode_label_map(encoded(labels, "BMP"), 1000, 2, (8, 8))
+    assert (info.value.status, info.value.code) == (422, "invalid_truth") and "BMP" in info.value.detail
+    assert decode_label_map(png_bytes(labels), 1000, 2, (8, 8)).shape == (8, 8)
+
+
+def test_sixteen_bit_and_float_images_convert_strip_by_strip():
+    rows = STRIP_ROWS * 2 + 7  # several strips, the last one short
+    ramp = (np.arange(rows * 3, dtype=np.uint32).reshape(rows, 3) * 97 % 65536).astype(np.uint16)
+    rgb = np.asarray(to_rgb(Image.fromarray(ramp)))
+    assert rgb.shape == (rows, 3, 3) and (rgb[..., 1] == (ramp >> 8)).all()
+    small_ints = Image.fromarray((ramp % 256).astype(np.int32), mode="I")  # 8-bit data stored as 32-bit ints
+    assert (np.asarray(to_rgb(small_ints))[..., 0] == ramp % 256).all()
+    wide_ints = Image.fromarray(ramp.astype(np.int32) - 1000, mode="I")  # negatives clip to 0
+    assert (np.asarray(to_rgb(wide_ints))[..., 2] == (np.clip(ramp.astype(np.int32) - 1000, 0, None) >> 8)).all()
+    floats = Image.fromarray(ramp.astype(np.float32) / 100.0 - 50.0, mode="F")
+    expected = np.clip(ramp.astype(np.float32) / 100.0 - 50.0, 0, 255).astype(np.uint8)
+    assert (np.asarray(to_rgb(floats))[..., 0] == expected).all()
+
+
+def test_a_prepared_image_holds_only_the_tensor_unless_the_original_is_kept():
+    data = jpeg_bytes(random_rgb(90, 120, seed=5))
+    normaliser = InputNormaliser((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    lean = prepare_image(data, (32, 48), normaliser, max_pixels=100_000)
+    assert lean.decoded.rgb is None and lean.decoded.original_size == (120, 90)
+    full = prepare_image(data, (32, 48), normaliser, max_pixels=100_000, draft=False, keep_original=True)
+    assert full.decoded.rgb.size == (120, 90)
+    expected = resize_to_input(decode_image(data, 100_000).rgb, (32, 48))
+    assert np.array_equal(np.asarray(full.resized), np.asarray(expected))  # rebuilt exactly from the tensor
+    np.testing.assert_array_equal(normaliser(full.resized), full.tensor)
+
+
+def test_pixels_are_reserved_before_decoding_and_a_refusal_stops_the_decode():
+    seen = []
+    data = jpeg_bytes(random_rgb(800, 1200))
+    decode_image(data, max_pixels=10_000_000, draft_size=(128, 128), reserve_pixels=seen.append)
+    assert seen == [300 * 200]  # what the draft decode will hold, not the header's 1200 x 800
+
+    def refuse(pixels: int) -> None:
+        raise OverflowError(pixels)
+
+    with pytest.raises(OverflowError):
+        decode_image(data, max_pixels=10_000_000, reserve_pixels=refuse)
+
+
+def test_a_png_is_reserved_before_any_pixel_is_decoded():
+    """Reading a PNG's EXIF decodes it (the chunk may follow the pixels), so the reservation comes first."""
+    def refuse(pixels: int) -> None:
+        raise OverflowError(pixels)
+
+    with pytest.raises(OverflowError):
+        decode_image(bomb_png(3000, 2000), max_pixels=6_000_000, reserve_pixels=refuse)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import shutil
+import time
 from pathlib import Path
 
 import pytest
 
 from model_store.manifest import Manifest
 from server.errors import ApiError
-from server.registry import FAILED, READY, ModelRegistry, read_store
+from server.registry import FAILED, PROBE_SECONDS, READY, UNHEALTHY, ModelRegistry, read_store
 from server.settings import Settings
 
 
@@ -57,8 +60,8 @@ def test_loading_is_503_with_retry_after_and_a_failed_model_is_500():
 
 
 def test_read_store_checks_model_selection(store):
-    assert sorted(read_store(Settings(store=store))) == ["imagenet-mobilenetv2", "r18", "r18-softmax", "seg"]
-    assert list(read_store(Settings(store=store, models=("seg",)))) == ["seg"]
+    assert sorted(read_store(Settings(store=store))[0]) == ["imagenet-mobilenetv2", "r18", "r18-softmax", "seg"]
+    assert list(read_store(Settings(store=store, models=("seg",)))[0]) == ["seg"]
     with pytest.raises(ValueError, match="--models names nope not in"):
         read_store(Settings(store=store, models=("nope",)))
     with pytest.raises(ValueError, match="--default-model 'seg' is not served"):
@@ -68,3 +71,59 @@ def test_read_store_checks_model_selection(store):
 def test_read_store_refuses_an_empty_store(tmp_path):
     with pytest.raises(ValueError, match="no exported models"):
         read_store(Settings(store=tmp_path))
+
+
+def copy_store(store, tmp_path):
+    """A writable copy of the test store's classifier and segmenter entries."""
+    own = tmp_path / "model_store"
+    for name in ("r18", "seg"):
+        shutil.copytree(store / name, own / name)
+    return own
+
+
+def test_a_corrupt_entry_fails_alone_and_an_unselected_one_is_not_read(store, tmp_path):
+    own = copy_store(store, tmp_path)
+    (own / "seg" / "1" / "manifest.json").write_text("{not json")
+    manifests, failures = read_store(Settings(store=own))
+    assert list(manifests) == ["r18"] and list(failures) == ["seg"] and "not valid JSON" in failures["seg"]
+    manifests, failures = read_store(Settings(store=own, models=("r18",)))
+    assert list(manifests) == ["r18"] and failures == {}
+    models = ModelRegistry(manifests | {}, Settings(), failures={"seg": "bad"})
+    assert models.states == {"r18": "loading", "seg": "failed"} and models.names == ["r18", "seg"]
+    with pytest.raises(ApiError) as info:
+        models.resolve("seg", ("segmentation",), "/segment")
+    assert (info.value.status_code, info.value.code) == (500, "model_failed")
+    assert models.describe("seg") == {"name": "seg", "state": "failed", "error": "bad"}
+
+
+def test_an_altered_artifact_is_found_when_the_loader_opens_it(store, tmp_path):
+    own = copy_store(store, tmp_path)
+    manifests, _ = read_store(Settings(store=own))  # parsed at start, files not hashed yet
+    onnx = own / "r18" / "1" / "model.onnx"
+    data = bytearray(onnx.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    onnx.write_bytes(bytes(data))
+    models = ModelRegistry(manifests, Settings(models=("r18", "seg")))
+    asyncio.run(models.load())
+    try:
+        assert models.states == {"r18": "failed", "seg": "ready"}
+        assert "model.onnx: sha256 differs from the manifest (altered)" in models.errors["r18"]
+    finally:
+        asyncio.run(models.close())
+
+
+def test_an_unhealthy_model_answers_503_and_lets_one_probe_through(monkeypatch):
+    models = registry()
+    models.states = dict.fromkeys(models.states, READY)
+    models.runners = dict.fromkeys(models.states, "runner")
+    models._health("cls", "3 batches in a row failed (last: RuntimeError)")
+    assert models.states["cls"] == UNHEALTHY and not models.ready
+    with pytest.raises(ApiError) as info:
+        models.runner("cls")
+    assert (info.value.status_code, info.value.code) == (503, "model_unhealthy")
+    assert info.value.headers == {"Retry-After": str(PROBE_SECONDS)} and "RuntimeError" in str(info.value.detail)
+    now = time.monotonic()
+    monkeypatch.setattr(time, "monotonic", lambda: now + PROBE_SECONDS + 0.1)
+    assert models.runner("cls") == "runner"  # the next probe, a while later
+    models._health("cls", None)
+    assert models.states["cls"] == READY and "cls" not in models.errors and models.ready

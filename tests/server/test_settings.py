@@ -58,3 +58,21 @@ def test_cli_reports_a_missing_store_in_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "model store folder not found" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_in_flight_limits_have_flags_env_vars_and_safe_defaults():
+    s = parse_settings([], environ={})
+    assert (s.max_inflight_bytes, s.max_inflight_pixels) == (256 * 1024 * 1024, 400_000_000)
+    s = parse_settings(["--max-inflight-bytes", "30000000"], environ={"SERVER_MAX_INFLIGHT_PIXELS": "50000000"})
+    assert (s.max_inflight_bytes, s.max_inflight_pixels) == (30_000_000, 50_000_000)
+    assert s.public()["max_inflight_bytes"] == 30_000_000
+
+
+@pytest.mark.parametrize(("argv", "fragment"), [
+    (["--max-inflight-bytes", "1000"], "--max-body-bytes"),  # below the largest upload: it could never be admitted
+    (["--max-pixels", "500", "--max-inflight-pixels", "499"], "--max-pixels"),
+])
+def test_in_flight_limits_must_admit_the_largest_request(argv, fragment):
+    with pytest.raises(ValueError) as info:
+        parse_settings(argv, environ={})
+    assert fragment in str(info.value) and "could never be admitted" in str(info.value)
