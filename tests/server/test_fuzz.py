@@ -1,0 +1,217 @@
+"""Property-based fuzzing of the OpenAPI schema against the live main server (issue 12, item 7).
+
+schemathesis reads ``/openapi.json`` from the real ``python -m server`` subprocess (the ``server`` fixture) and sends,
+for every operation:
+
+1. each documented example, once;
+2. schemathesis' coverage cases: boundary and out-of-range values, missing and wrong-typed parameters, unexpected
+   methods and media types (the same every run, 9 to 107 per operation);
+3. ``FUZZ_MAX_EXAMPLES`` (25) requests drawn by hypothesis, valid and invalid ones mixed (random query values,
+   JSON bodies and uploads).
+
+Every answer must pass schemathesis' ``not_a_server_error`` check, and every error answer must be the server's JSON
+``{"error", "detail"}`` body. The server's deliberate refusals are not server errors: 503 ``queue_full`` /
+``overloaded`` / ``model_loading`` and 504 ``deadline_exceeded`` are its limits at work. Any other 5xx (a 500
+``internal_error``, a 503 ``inference_failed``...) fails the operation's test, which lists every failing request as a
+curl command with the server's log lines for it.
+
+The seed is fixed, so ``make test`` sends the same requests each time. ``FUZZ_SEED=<n>`` draws other ones and
+``FUZZ_MAX_EXAMPLES=<n>`` changes how many (see docs/reliability.md, "Fuzzing").
+
+Why not ``schemathesis.pytest.from_fixture(...).parametrize()``: in schemathesis 4.32.5 the lazy schema renames the
+running test through ``request.node._nodeid``, which pytest 9.2 no longer has (``AttributeError``). The test below
+draws from the same sources (``APIOperation.as_strategy``, the operation's examples and the schema's coverage cases)
+with plain hypothesis and pytest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import zlib
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import hypothesis
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from schemathesis import Case, GenerationMode
+from schemathesis.checks import not_a_server_error
+
+from tests.server.conftest import LiveServer
+
+FUZZ_SEED = int(os.environ.get("FUZZ_SEED", "12007"))
+FUZZ_MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "25"))
+REQUEST_TIMEOUT_S = 60.0
+MAX_REPORTED = 10  # failing requests printed per operation
+
+# Every operation of the schema; `test_every_operation_is_fuzzed` keeps this list in step with /openapi.json.
+OPERATIONS = (
+    "GET /",
+    "GET /health",
+    "GET /ready",
+    "GET /metrics",
+    "GET /models",
+    "POST /predict",
+    "POST /segment",
+    "POST /robustness",
+    "GET /v2",
+    "GET /v2/health/live",
+    "GET /v2/health/ready",
+    "GET /v2/models/{model}",
+    "GET /v2/models/{model}/ready",
+    "POST /v2/models/{model}/infer",
+)
+
+# 5xx answers that are the server's limits doing their job, by status and error code.
+DELIBERATE = {503: {"queue_full", "overloaded", "model_loading"}, 504: {"deadline_exceeded"}}
+# Readiness probes answer 503 with their own body (not an error body) while a model loads.
+READINESS = {"/ready", "/v2/health/ready", "/v2/models/{model}/ready"}
+
+
+@pytest.fixture(scope="session")
+def api_schema(server: LiveServer) -> schemathesis.BaseSchema:
+    """The live main server's OpenAPI schema, as schemathesis reads it."""
+    config = schemathesis.Config.from_dict({
+        "seed": FUZZ_SEED,
+        "generation": {"max-examples": FUZZ_MAX_EXAMPLES},
+        # 503 and 504 pass this check; `deliberate_refusals_only` then requires one of the deliberate codes.
+        "checks": {"not_a_server_error": {"expected-statuses": ["2xx", "3xx", "4xx", "503", "504"]}},
+    })
+    return schemathesis.openapi.from_url(server.url + "/openapi.json", config=config)
+
+
+def _json_body(response) -> object:
+    try:
+        return json.loads(response.content)
+    except ValueError:
+        return None
+
+
+def error_body_is_json(ctx, response, case) -> None:
+    """Every 4xx/5xx answer (but a readiness probe's 503) is JSON with string ``error`` and ``detail``."""
+    if response.status_code < 400 or (response.status_code == 503 and case.operation.path in READINESS):
+        return
+    content_type = (response.headers.get("content-type") or [""])[0]
+    assert content_type.startswith("application/json"), (
+        f"{response.status_code} answer is {content_type or 'untyped'}, not JSON: {response.content[:200]!r}")
+    body = _json_body(response)
+    assert isinstance(body, dict) and isinstance(body.get("error"), str) and isinstance(body.get("detail"), str), (
+        f"{response.status_code} answer is not {{'error', 'detail'}}: {response.content[:300]!r}")
+
+
+def deliberate_refusals_only(ctx, response, case) -> None:
+    """A 503 or 504 must be one of the server's deliberate refusals, not a failure in disguise."""
+    status = response.status_code
+    if status not in DELIBERATE or (status == 503 and case.operation.path in READINESS):
+        return
+    body = _json_body(response)
+    code = body.get("error") if isinstance(body, dict) else None
+    assert code in DELIBERATE[status], f"{status} {code!r} is not a deliberate refusal: {response.content[:300]!r}"
+
+
+CHECKS = [not_a_server_error, error_body_is_json, deliberate_refusals_only]
+
+
+@dataclass
+class Findings:
+    """The failing requests to one operation, each with its reproduction and the server's log lines for it."""
+
+    server: LiveServer
+    sent: dict[str, int] = field(default_factory=lambda: {"examples": 0, "coverage": 0, "fuzzing": 0})
+    failures: list[str] = field(default_factory=list)
+
+    def send(self, phase: str, case: Case) -> None:
+        """Send one case and run the checks on the answer; a failure is recorded, not raised (no shrinking)."""
+        self.sent[phase] += 1
+        log_path = self.server.server.log_path
+        offset = log_path.stat().st_size
+        response = None
+        try:
+            response = case.call(timeout=REQUEST_TIMEOUT_S)
+            case.validate_response(response, checks=CHECKS)
+        except (AssertionError, BaseExceptionGroup, OSError) as exc:  # requests' errors are OSErrors
+            time.sleep(0.2)  # let the server write its log lines for this request
+            log = log_path.read_bytes()[offset:].decode(errors="replace").strip()
+            self.failures.append(self._describe(phase, case, response, exc, log))
+
+    @staticmethod
+    def _describe(phase: str, case: Case, response, exc: BaseException, log: str) -> str:
+        reasons = exc.exceptions if isinstance(exc, BaseExceptionGroup) else (exc,)
+        what = "; ".join(f"{type(e).__name__}: {e}".replace("\n", " ") for e in reasons)
+        answer = (f"{response.status_code} {response.content[:300]!r}" if response is not None else "no answer")
+        log = "\n".join(log.splitlines()[:40])
+        return (f"[{phase}] {what}\n  answer: {answer}\n  reproduce: {case.as_curl_command()}\n"
+                f"  server log:\n{log}")
+
+
+def _run(label: str, strategy: st.SearchStrategy[Case], run: settings, send) -> None:
+    """Draw cases from ``strategy`` with hypothesis (seeded per operation) and send each one."""
+
+    @hypothesis.seed(FUZZ_SEED ^ zlib.crc32(label.encode()))
+    @run
+    @given(case=strategy)
+    def draw(case: Case) -> None:
+        send(case)
+
+    draw()
+
+
+@pytest.mark.parametrize("label", OPERATIONS)
+def test_no_server_errors(api_schema, server, label):
+    operation = api_schema.find_operation_by_label(label)
+    assert operation is not None, f"{label} is not in /openapi.json"
+    findings = Findings(server)
+    run = settings(deadline=None, database=None, suppress_health_check=list(HealthCheck),
+                   phases=(Phase.explicit, Phase.generate), verbosity=hypothesis.Verbosity.quiet)
+
+    # 1. The documented examples (missing parameters filled in), each once.
+    for strategy in operation.get_strategies_from_examples():
+        _run(label, strategy, settings(run, max_examples=1), lambda case: findings.send("examples", case))
+
+    # 2. Coverage cases: boundary values, missing and invalid parameters, unexpected methods and media types.
+    modes = [GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
+    generation = api_schema.config.generation_for(operation=operation, phase="coverage")
+    for case in api_schema.iter_coverage_cases(operation, generation_modes=modes, generation_config=generation):
+        findings.send("coverage", case)
+
+    # 3. Random requests, valid and invalid.
+    fuzz = st.one_of([operation.as_strategy(mode) for mode in modes])
+    _run(label, fuzz, settings(run, max_examples=FUZZ_MAX_EXAMPLES), lambda case: findings.send("fuzzing", case))
+
+    print(f"{label}: sent {findings.sent}, {len(findings.failures)} failing")
+    if findings.failures:
+        pytest.fail(f"{len(findings.failures)} failing requests to {label} (sent {findings.sent}, seed {FUZZ_SEED}), "
+                    f"the first {MAX_REPORTED}:\n\n" + "\n\n".join(findings.failures[:MAX_REPORTED]), pytrace=False)
+
+
+def test_every_operation_is_fuzzed(api_schema):
+    labels = {result.ok().label for result in api_schema.get_all_operations()}
+    assert labels == set(OPERATIONS), "update OPERATIONS in this file to match /openapi.json"
+
+
+def test_checks_tell_deliberate_refusals_from_server_errors():
+    """The two checks above, on hand-made answers (no server)."""
+
+    def answer(status: int, body: object, content_type: str = "application/json") -> SimpleNamespace:
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return SimpleNamespace(status_code=status, content=content, headers={"content-type": [content_type]})
+
+    predict, ready = (SimpleNamespace(operation=SimpleNamespace(path=path)) for path in ("/predict", "/ready"))
+    for status, code in ((503, "queue_full"), (503, "overloaded"), (503, "model_loading"), (504, "deadline_exceeded")):
+        deliberate_refusals_only(None, answer(status, {"error": code, "detail": "x"}), predict)
+    deliberate_refusals_only(None, answer(503, {"ready": False}), ready)
+    for status, code in ((503, "inference_failed"), (503, "model_unhealthy"), (504, "queue_full"), (503, None)):
+        with pytest.raises(AssertionError, match="not a deliberate refusal"):
+            deliberate_refusals_only(None, answer(status, {"error": code, "detail": "x"}), predict)
+
+    error_body_is_json(None, answer(200, b"plain", "text/plain"), predict)
+    error_body_is_json(None, answer(422, {"error": "invalid_parameter", "detail": "n: ..."}), predict)
+    with pytest.raises(AssertionError, match="not JSON"):
+        error_body_is_json(None, answer(500, b"Internal Server Error", "text/plain"), predict)
+    for body in ({"detail": [{"loc": ["query", "n"]}]}, {"error": "x"}, ["error", "detail"]):
+        with pytest.raises(AssertionError, match="is not"):
+            error_body_is_json(None, answer(400, body), predict)
