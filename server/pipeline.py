@@ -130,9 +130,22 @@ class RequestPipeline:
         except OverloadedError as exc:
             raise self.overloaded(exc) from None
 
-    async def off_loop(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a blocking function in the decode pool."""
-        return await asyncio.get_running_loop().run_in_executor(self.decode_pool, fn, *args)
+    def deadline_exceeded(self) -> ApiError:
+        """The 504 answer for a request past its deadline (counted)."""
+        self.metrics.count_rejection(self.name, "deadline")
+        return ApiError(504, "deadline_exceeded", f"no answer within {self.settings.timeout_ms:g} ms (--timeout-ms)")
+
+    async def off_loop(self, request: Request, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking function in the decode pool within the request's deadline: decoding, mask drawing
+        and rendering count against it like the queue and the model do (504 past it)."""
+        remaining = self.deadline(request) - time.monotonic()
+        if remaining <= 0:
+            raise self.deadline_exceeded()
+        try:
+            return await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(self.decode_pool, fn, *args),
+                                          remaining)
+        except TimeoutError:
+            raise self.deadline_exceeded() from None
 
     async def read_body(self, request: Request) -> bytes:
         """Admit the request and read its whole body (v2), its bytes reserved until the request ends."""
@@ -164,7 +177,7 @@ class RequestPipeline:
             self._reserve_bytes(ticket, len(data) + extra_bytes)
         keep_original = not draft
         try:
-            prepared = await self.off_loop(prepare_image, data, self.runner.input_size, self.runner.normaliser,
+            prepared = await self.off_loop(request, prepare_image, data, self.runner.input_size, self.runner.normaliser,
                                            self.settings.max_pixels, draft, keep_original, ticket.reserve_pixels)
         except OverloadedError as exc:
             raise self.overloaded(exc) from None
@@ -188,9 +201,7 @@ class RequestPipeline:
         except QueueFullError:
             raise self.queue_full() from None
         except DeadlineExceededError:
-            self.metrics.count_rejection(self.name, "deadline")
-            raise ApiError(504, "deadline_exceeded",
-                           f"no answer within {self.settings.timeout_ms:g} ms (--timeout-ms)") from None
+            raise self.deadline_exceeded() from None
         except ClientDisconnectedError:
             self.metrics.count_rejection(self.name, "client_gone")
             raise

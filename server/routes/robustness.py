@@ -102,19 +102,20 @@ async def robustness(
                        "give a classifier's true classes as labels=")
     truth_map = None
     if "truth" in received.extras:
-        truth_map = await pipeline.off_loop(read_truth, received.extras["truth"], prepared, manifest.num_classes,
-                                            manifest.input_size, ctx.settings.max_pixels)
+        truth_map = await pipeline.off_loop(request, read_truth, received.extras["truth"], prepared,
+                                            manifest.num_classes, manifest.input_size, ctx.settings.max_pixels)
     try:
-        batch, holes = await pipeline.off_loop(occluded_batch, prepared.tensor, ratio, n, seed)
+        batch, holes = await pipeline.off_loop(request, occluded_batch, prepared.tensor, ratio, n, seed)
     except ValueError as exc:  # a range whose masks the generator keeps repeating (bounded redraws)
         raise ApiError(422, "invalid_parameter", f"mask_ratio: {exc}") from None
     sigmoid_classifier = manifest.task == "classification" and manifest.activation == "sigmoid"
     cut = (manifest.threshold if threshold is None else threshold) if sigmoid_classifier else None
     result = await pipeline.infer(request, batch, exclusive=True)
-    report = await pipeline.off_loop(occlusion_report, manifest.task, manifest.activation, manifest.class_names,
-                                     result.outputs, holes, truth, cut, truth_map)
+    report = await pipeline.off_loop(request, occlusion_report, manifest.task, manifest.activation,
+                                     manifest.class_names, result.outputs, holes, truth, cut, truth_map)
     if return_masks:
-        images = await pipeline.off_loop(masked_pngs, prepared.resized, holes, pipeline.runner.normaliser.fill_value())
+        images = await pipeline.off_loop(request, masked_pngs, prepared.resized, holes,
+                                         pipeline.runner.normaliser.fill_value())
         for entry, image in zip(report["masks"], images, strict=True):
             entry["png_base64"] = image
     body = {"model": pipeline.name, "task": manifest.task, "activation": manifest.activation,

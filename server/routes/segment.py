@@ -53,7 +53,7 @@ async def segment(
     pipeline = ctx.pipeline(model, ("segmentation",), "/segment")
     prepared = (await pipeline.receive(request, draft=format != "overlay")).prepared
     result = await pipeline.infer(request, prepared.tensor[None])
-    rendered = await pipeline.off_loop(_render, prepared, result.outputs[0], format, alpha,
+    rendered = await pipeline.off_loop(request, _render, prepared, result.outputs[0], format, alpha,
                                        pipeline.manifest.class_names)
     times = timing(request, prepared, result)
     width, height = prepared.decoded.original_size

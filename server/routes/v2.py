@@ -83,8 +83,9 @@ async def infer(request: Request, ctx: ContextDep, model: str = ModelName) -> Re
     if not body:
         raise ApiError(400, "empty_body", "the request carries no body; send a v2 inference request (JSON)")
     # JSON parsing and encoding of large tensors would stall every other request on the event loop.
-    parsed = await pipeline.off_loop(parse_infer_request, body, request.headers.get(HEADER_LENGTH), pipeline.manifest)
+    parsed = await pipeline.off_loop(request, parse_infer_request, body, request.headers.get(HEADER_LENGTH),
+                                     pipeline.manifest)
     del body
     result = await pipeline.infer(request, parsed.images)
-    content, headers = await pipeline.off_loop(infer_response, pipeline.manifest, result.outputs, parsed)
+    content, headers = await pipeline.off_loop(request, infer_response, pipeline.manifest, result.outputs, parsed)
     return Response(content, headers=headers, media_type=headers["Content-Type"])

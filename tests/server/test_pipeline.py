@@ -1,0 +1,42 @@
+"""RequestPipeline: work off the event loop counts against the request's deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+
+import pytest
+from starlette.requests import Request
+
+from server.errors import ApiError
+from server.metrics import ServerMetrics
+from server.middleware import START_KEY
+from server.pipeline import RequestPipeline
+from server.settings import Settings
+
+
+def pipeline(timeout_ms: float, pool: ThreadPoolExecutor) -> RequestPipeline:
+    return RequestPipeline(SimpleNamespace(name="m"), Settings(timeout_ms=timeout_ms), ServerMetrics(), pool)
+
+
+def arrived(seconds_ago: float) -> Request:
+    return Request({"type": "http", "method": "POST", "path": "/", "headers": [],
+                    START_KEY: time.monotonic() - seconds_ago})
+
+
+def test_slow_work_off_the_loop_is_a_504_at_the_deadline_not_after_it():
+    with ThreadPoolExecutor(2) as pool:  # the abandoned sleep keeps its thread busy
+        pipe = pipeline(200, pool)
+        start = time.monotonic()
+        with pytest.raises(ApiError) as info:
+            asyncio.run(pipe.off_loop(arrived(0.0), time.sleep, 1.0))
+        waited = time.monotonic() - start
+        assert (info.value.status_code, info.value.code) == (504, "deadline_exceeded")
+        assert 0.15 < waited < 0.6
+        assert asyncio.run(pipe.off_loop(arrived(0.0), sum, [1, 2])) == 3  # quick work within the deadline
+        with pytest.raises(ApiError):  # nothing starts for a request already past its deadline
+            asyncio.run(pipe.off_loop(arrived(0.5), sum, [1, 2]))
+    text = pipe.metrics.render().decode()
+    assert 'rejected_requests_total{model="m",reason="deadline"} 2.0' in text
