@@ -15,7 +15,7 @@ from server.banner import banner
 from server.dependencies import ServerContext
 from server.errors import register_error_handlers
 from server.metrics import ServerMetrics
-from server.middleware import BodyLimitMiddleware, RequestLogMiddleware
+from server.middleware import RequestLimitsMiddleware, RequestLogMiddleware
 from server.registry import ModelRegistry, read_store
 from server.routes import predict, robustness, segment, status, v2
 from server.settings import Settings
@@ -63,6 +63,7 @@ def create_app(settings: Settings, manifests: dict[str, Manifest] | None = None,
     for router in (status.router, status.protected, predict.router, segment.router, robustness.router,
                    v2.router, v2.models):
         app.include_router(router)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestLimitsMiddleware, max_bytes=settings.max_body_bytes,
+                       max_concurrent=settings.max_concurrent)
     app.add_middleware(RequestLogMiddleware, metrics=metrics)  # outermost: sees every response, 413s included
     return app

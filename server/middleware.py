@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: the URI and streaming upload limits, and one log line plus metrics per request."""
+"""Pure ASGI middleware: request limits (concurrent requests, URI length, streaming uploads), and one log line
+plus metrics per request."""
 
 from __future__ import annotations
 
@@ -31,14 +32,35 @@ def uri_too_long(limit: int, seen: int) -> str:
     return f"the request URI (path and query string) is {seen:,} bytes; the limit is {limit:,} bytes"
 
 
-class BodyLimitMiddleware:
-    """Refuse a URI over ``max_uri_bytes`` (414) before any route parses it, and bodies over ``max_bytes`` (413):
-    at once if Content-Length says so, else as soon as the stream passes it."""
+UNLIMITED_PATHS = ("/health", "/v2/health/live", "/metrics")  # probes answer however busy the server is
 
-    def __init__(self, app: ASGIApp, max_bytes: int, max_uri_bytes: int = MAX_URI_BYTES) -> None:
+
+class RequestLimitsMiddleware:
+    """Refuse requests past ``max_concurrent`` in flight (503, probes exempt), a URI over ``max_uri_bytes`` (414)
+    before any route parses it, and bodies over ``max_bytes`` (413): at once if Content-Length says so, else as
+    soon as the stream passes it."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, max_uri_bytes: int = MAX_URI_BYTES,
+                 max_concurrent: int | None = None) -> None:
         self.app, self.max_bytes, self.max_uri_bytes = app, max_bytes, max_uri_bytes
+        self.max_concurrent, self.in_flight = max_concurrent, 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Count the request against the concurrency limit, then apply the URI and body limits."""
+        if scope["type"] != "http" or self.max_concurrent is None or scope["path"] in UNLIMITED_PATHS:
+            await self._limited(scope, receive, send)
+            return
+        if self.in_flight >= self.max_concurrent:
+            detail = f"{self.in_flight} requests are in flight; the limit is {self.max_concurrent} (--max-concurrent)"
+            await error_response(503, "too_many_requests", detail, {"Retry-After": "1"})(scope, receive, send)
+            return
+        self.in_flight += 1
+        try:
+            await self._limited(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+    async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer 414 for a long URI; wrap ``receive`` so that reading past the body limit raises a 413 ApiError."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)

@@ -37,6 +37,7 @@ class Settings:
     max_delay_ms: float = 5.0
     queue_size: int = 64
     timeout_ms: float = 30_000.0
+    max_concurrent: int = 1024
     max_body_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 40_000_000
     max_inflight_bytes: int = 256 * 1024 * 1024
@@ -60,6 +61,7 @@ class Settings:
             (self.max_delay_ms >= 0, f"max delay {self.max_delay_ms} ms must be >= 0"),
             (self.queue_size >= 1, f"queue size {self.queue_size} must be >= 1"),
             (self.timeout_ms > 0, f"timeout {self.timeout_ms} ms must be > 0"),
+            (self.max_concurrent >= 1, f"max concurrent requests {self.max_concurrent} must be >= 1"),
             (self.max_body_bytes >= 1, f"upload limit {self.max_body_bytes} bytes must be >= 1"),
             (self.max_pixels >= 1, f"pixel limit {self.max_pixels} must be >= 1"),
             (self.max_inflight_bytes >= self.max_body_bytes,
@@ -131,6 +133,8 @@ OPTIONS: dict[str, tuple[str, Any, str]] = {
     "--max-delay-ms": ("max_delay_ms", float, "longest a request waits for companions before its batch runs"),
     "--queue-size": ("queue_size", int, "requests waiting per model; beyond it the server answers 503 at once"),
     "--timeout-ms": ("timeout_ms", float, "per-request deadline from arrival to answer; past it: 504"),
+    "--max-concurrent": ("max_concurrent", int,
+                         "HTTP requests in flight at once (health and metrics exempt); beyond it: 503 at once"),
     "--max-body-bytes": ("max_body_bytes", int, "upload limit, enforced while the body streams in: 413"),
     "--max-pixels": ("max_pixels", int, "largest width*height accepted, checked from the header before decoding: 413"),
     "--max-inflight-bytes": ("max_inflight_bytes", int,
