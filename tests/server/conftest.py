@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -94,12 +95,9 @@ STRICT_FLAGS = ("--models", CLASSIFIER, "--backend", "torchscript", "--api-key",
                 "--timeout-ms", str(TIMEOUT_MS), "--intra-op-threads", "1")
 
 
-@pytest.fixture(scope="session")
-def servers(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, LiveServer]]:
-    """Both servers, started together (their start-up overlaps) and stopped at the end of the session."""
-    logs = tmp_path_factory.mktemp("server-logs")
-    started = {"main": launch_server(store, logs / "main.log", *MAIN_FLAGS),
-               "strict": launch_server(store, logs / "strict.log", *STRICT_FLAGS)}
+@contextlib.contextmanager
+def running(started: dict[str, LiveServer]) -> Iterator[dict[str, LiveServer]]:
+    """Wait until every launched server is ready (their start-ups overlap), and stop them all afterwards."""
     try:
         for live in started.values():
             live.server.wait(STARTUP_SECONDS)
@@ -107,6 +105,15 @@ def servers(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
     finally:
         for live in started.values():
             live.server.stop()
+
+
+@pytest.fixture(scope="session")
+def servers(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, LiveServer]]:
+    """Both servers, started together (their start-up overlaps) and stopped at the end of the session."""
+    logs = tmp_path_factory.mktemp("server-logs")
+    with running({"main": launch_server(store, logs / "main.log", *MAIN_FLAGS),
+                  "strict": launch_server(store, logs / "strict.log", *STRICT_FLAGS)}) as started:
+        yield started
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.server.conftest import CLASSIFIER, SEGMENTER, STARTUP_SECONDS, LiveServer, launch_server
+from tests.server.conftest import CLASSIFIER, SEGMENTER, STARTUP_SECONDS, LiveServer, launch_server, running
 from tests.server.oracle import png_bytes, random_rgb
 
 IMAGE = png_bytes(random_rgb(64, 64, seed=7))
@@ -35,17 +35,11 @@ def faulty(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
     logs = tmp_path_factory.mktemp("fault-logs")
     common = ("--models", CLASSIFIER, "--max-batch", "1", "--max-delay-ms", "0", "--intra-op-threads", "1",
               "--failure-limit", str(FAILURE_LIMIT))
-    started = {"raise": launch_server(store, logs / "raise.log", *common, "--fault", "raise"),
-               "hang": launch_server(store, logs / "hang.log", *common, "--fault", "hang", "--hang-timeout-ms", "300",
-                                     "--timeout-ms", "1000", "--shutdown-grace-ms", "2000"),
-               "slow": launch_server(store, logs / "slow.log", *common, "--extra-latency-ms", "800")}
-    try:
-        for live in started.values():
-            live.server.wait(STARTUP_SECONDS)
+    with running({"raise": launch_server(store, logs / "raise.log", *common, "--fault", "raise"),
+                  "hang": launch_server(store, logs / "hang.log", *common, "--fault", "hang", "--hang-timeout-ms",
+                                        "300", "--timeout-ms", "1000", "--shutdown-grace-ms", "2000"),
+                  "slow": launch_server(store, logs / "slow.log", *common, "--extra-latency-ms", "800")}) as started:
         yield started
-    finally:
-        for live in started.values():
-            live.server.stop()
 
 
 def test_a_model_that_raises_answers_503s_then_is_marked_unhealthy(faulty):
