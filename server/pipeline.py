@@ -147,15 +147,21 @@ class RequestPipeline:
         except TimeoutError:
             raise self.deadline_exceeded() from None
 
-    async def read_body(self, request: Request) -> bytes:
-        """Admit the request and read its whole body (v2), its bytes reserved until the request ends."""
+    def _admit_upload(self, request: Request) -> tuple[Ticket, bool]:
+        """Admit the request and reserve its Content-Length; also whether its bytes must be counted once read
+        (no Content-Length)."""
         self.admit()
         ticket = self.ticket(request)
         declared = declared_length(request)
         if declared is not None:
             self._reserve_bytes(ticket, declared)
+        return ticket, declared is None
+
+    async def read_body(self, request: Request) -> bytes:
+        """Admit the request and read its whole body (v2), its bytes reserved until the request ends."""
+        ticket, count_after = self._admit_upload(request)
         body = await read_body(request)
-        if declared is None:
+        if count_after:
             self._reserve_bytes(ticket, len(body))
         return body
 
@@ -166,14 +172,10 @@ class RequestPipeline:
         Without it the prepared image holds only the model's tensor, and the request gives back the image's
         bytes and pixels at once; extra files stay reserved until the request ends.
         """
-        self.admit()
-        ticket = self.ticket(request)
-        declared = declared_length(request)
-        if declared is not None:
-            self._reserve_bytes(ticket, declared)
+        ticket, count_after = self._admit_upload(request)
         data, extras = await read_upload(request, extra_files)
         extra_bytes = sum(len(part) for part in extras.values())
-        if declared is None:
+        if count_after:
             self._reserve_bytes(ticket, len(data) + extra_bytes)
         keep_original = not draft
         try:
