@@ -103,10 +103,13 @@ class ModelRegistry:
             return default
         return next((name for name, m in self.manifests.items() if m.task in tasks), None)
 
+    def _failed(self, name: str) -> ApiError:
+        return ApiError(500, "model_failed", f"model {name!r} failed to load: {self.errors[name]}")
+
     def manifest(self, name: str) -> Manifest:
         """The manifest of a served model, or 404 listing the served ones (500 for an entry that failed)."""
-        if name in self.errors and name not in self.manifests:
-            raise ApiError(500, "model_failed", f"model {name!r} failed to load: {self.errors[name]}")
+        if name not in self.manifests and self.states.get(name) == FAILED:  # its manifest could not be read
+            raise self._failed(name)
         if name not in self.manifests:
             raise ApiError(404, "unknown_model",
                            f"model {name!r} is not served; available: {', '.join(self.manifests)}")
@@ -120,7 +123,7 @@ class ModelRegistry:
             raise ApiError(503, "model_loading", f"model {name!r} is still loading; retry shortly",
                            headers={"Retry-After": "1"})
         if state == FAILED:
-            raise ApiError(500, "model_failed", f"model {name!r} failed to load: {self.errors[name]}")
+            raise self._failed(name)
         if state == UNHEALTHY:
             now = time.monotonic()
             if now < self.probe_at.get(name, 0.0):
