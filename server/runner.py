@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from model_store.manifest import Manifest, verified_artifact
+from robustness.preprocess import InputNormaliser
 from server.batching import BatchResult, MicroBatcher
-from server.images import InputNormaliser
 from server.metrics import ServerMetrics
 from server.runtimes import Backend, OnnxBackend, TorchScriptBackend
 from server.settings import Settings

@@ -8,15 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from robustness.preprocess import InputNormaliser, resize_to_input
 from server.images import (
     ALLOWED_FORMATS,
     STRIP_ROWS,
     ImageRejectedError,
-    InputNormaliser,
     decode_image,
     decode_label_map,
     prepare_image,
-    resize_to_input,
     to_rgb,
 )
 from tests.server.oracle import bomb_png, jpeg_bytes, png_bytes, random_rgb, reference_input

@@ -1,0 +1,121 @@
+"""The 15 common corruptions of ImageNet-C (Hendrycks & Dietterich 2019) at severities 1-5, from `imagecorruptions`.
+
+``corrupt(image, name, severity, seed)`` returns a corrupted uint8 copy; severity 0 is the identity. The same
+seed gives the same pixels: the library draws from numpy's global generator, so each call seeds it under a lock.
+
+imagecorruptions 1.1.2 (the maintained package of the benchmark's reference code) predates numpy 2 and
+scikit-image 0.19; three names it calls are gone or unseeded there. They are restored for that module alone
+(nothing global changes): ``np.float_`` (fog), ``gaussian(multichannel=)`` (glass blur) and skimage's
+``random_noise``, which now takes its own generator (impulse noise; here drawn from the seeded global one).
+"""
+
+from __future__ import annotations
+
+import threading
+import types
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+with warnings.catch_warnings():  # it imports pkg_resources, which warns about its own deprecation
+    warnings.simplefilter("ignore")
+    import imagecorruptions
+    import imagecorruptions.corruptions as _library
+
+import skimage
+from skimage.filters import gaussian as _gaussian
+from skimage.util import random_noise as _random_noise
+
+CORRUPTIONS: tuple[str, ...] = tuple(imagecorruptions.get_corruption_names("common"))
+SEVERITIES = (1, 2, 3, 4, 5)
+MIN_SIDE = 32  # pixels: the library's smallest supported image side
+MAX_SEVERITY = SEVERITIES[-1]
+_LOCK = threading.Lock()
+
+
+class _NumpyWithFloat(types.ModuleType):
+    """numpy as imagecorruptions expects it: ``np.float_`` (removed in numpy 2) is float64."""
+
+    def __getattr__(self, name: str) -> Any:
+        return np.float64 if name == "float_" else getattr(np, name)
+
+
+class _SkimageWithSeededNoise(types.ModuleType):
+    """skimage as imagecorruptions expects it: ``util.random_noise`` draws from numpy's global generator."""
+
+    util = types.SimpleNamespace(random_noise=lambda image, **kwargs: _random_noise_compat(image, **kwargs))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(skimage, name)
+
+
+def _gaussian_compat(image: np.ndarray, sigma: float = 1, multichannel: bool | None = None, **kwargs: Any) -> Any:
+    return _gaussian(image, sigma=sigma, channel_axis=-1 if multichannel else None, **kwargs)
+
+
+def _random_noise_compat(image: np.ndarray, **kwargs: Any) -> np.ndarray:
+    return _random_noise(image, rng=int(np.random.randint(2**31)), **kwargs)
+
+
+_library.np = _NumpyWithFloat("numpy")
+_library.gaussian = _gaussian_compat
+_library.sk = _SkimageWithSeededNoise("skimage")
+
+
+def check_corruption(name: str, severity: int) -> None:
+    """Raise ValueError unless ``name`` is one of the 15 corruptions and ``severity`` lies in 0..5."""
+    if name not in CORRUPTIONS:
+        raise ValueError(f"unknown corruption {name!r}; choose one of {', '.join(CORRUPTIONS)}")
+    if not isinstance(severity, int | np.integer) or not 0 <= severity <= MAX_SEVERITY:
+        raise ValueError(f"severity must be an integer 0..{MAX_SEVERITY} (0 = no corruption), got {severity!r}")
+
+
+def corrupt(image: np.ndarray, name: str, severity: int, seed: int = 0) -> np.ndarray:
+    """A corrupted uint8 (H, W, 3) copy of a uint8 RGB image; severity 0 returns it unchanged."""
+    check_corruption(name, severity)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected a uint8 (H, W, 3) RGB image, got {image.dtype} {image.shape}")
+    if min(image.shape[:2]) < MIN_SIDE:
+        raise ValueError(f"image {image.shape[0]}x{image.shape[1]} is too small to corrupt: both sides must be "
+                         f">= {MIN_SIDE} pixels")
+    if severity == 0:
+        return image.copy()
+    with _LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        np.random.seed(seed % 2**32)
+        out = imagecorruptions.corrupt(np.ascontiguousarray(image), severity=int(severity), corruption_name=name)
+    return np.asarray(out, dtype=np.uint8)[: image.shape[0], : image.shape[1]]
+
+
+def parse_corruptions(spec: str) -> tuple[str, ...]:
+    """``all`` (or ``common``) -> the 15 names; ``none`` -> (); else comma-separated names, checked."""
+    key = spec.strip().lower()
+    if key in ("all", "common"):
+        return CORRUPTIONS
+    if key in ("", "none"):
+        return ()
+    names = tuple(dict.fromkeys(part.strip() for part in key.split(",") if part.strip()))
+    unknown = [name for name in names if name not in CORRUPTIONS]
+    if unknown:
+        raise ValueError(f"unknown corruption {', '.join(unknown)}; choose from all, none or {', '.join(CORRUPTIONS)}")
+    return names
+
+
+def parse_severities(spec: str | Sequence[int]) -> tuple[int, ...]:
+    """``1-5``, ``3`` or ``1,3,5`` -> sorted distinct severities in 1..5."""
+    if not isinstance(spec, str):
+        values = [int(v) for v in spec]
+    else:
+        values = []
+        for part in (p.strip() for p in spec.split(",") if p.strip()):
+            low, _, high = part.partition("-")
+            try:
+                bounds = (int(low), int(high or low))
+            except ValueError:
+                raise ValueError(f"severities: {part!r} is not a number or a range like 1-5") from None
+            values.extend(range(bounds[0], bounds[1] + 1))
+    if not values or any(not 1 <= v <= MAX_SEVERITY for v in values):
+        raise ValueError(f"severities must lie in 1..{MAX_SEVERITY} (e.g. 1-5 or 1,3,5), got {spec!r}")
+    return tuple(sorted(set(values)))
