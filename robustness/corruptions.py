@@ -1,7 +1,8 @@
 """The 15 common corruptions of ImageNet-C (Hendrycks & Dietterich 2019) at severities 1-5, from `imagecorruptions`.
 
 ``corrupt(image, name, severity, seed)`` returns a corrupted uint8 copy; severity 0 is the identity. The same
-seed gives the same pixels: the library draws from numpy's global generator, so each call seeds it under a lock.
+seed gives the same pixels: the library draws from numpy's global generator, so each call seeds it under a lock
+and puts the caller's state back afterwards.
 
 imagecorruptions 1.1.2 (the maintained package of the benchmark's reference code) predates numpy 2 and
 scikit-image 0.19; three names it calls are gone or unseeded there. They are restored for that module alone
@@ -84,8 +85,12 @@ def corrupt(image: np.ndarray, name: str, severity: int, seed: int = 0) -> np.nd
         return image.copy()
     with _LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        state = np.random.get_state()
         np.random.seed(seed % 2**32)
-        out = imagecorruptions.corrupt(np.ascontiguousarray(image), severity=int(severity), corruption_name=name)
+        try:
+            out = imagecorruptions.corrupt(np.ascontiguousarray(image), severity=int(severity), corruption_name=name)
+        finally:
+            np.random.set_state(state)
     return np.asarray(out, dtype=np.uint8)[: image.shape[0], : image.shape[1]]
 
 
