@@ -1,5 +1,6 @@
 """Datasets: the embedded procedural benchmark and loaders for VOC, COCO and the reference JSON lists."""
 
+from robustness.label_png import read_label_png
 from training.datasets.classification import (
     COCOClassification,
     JSONListClassification,
@@ -9,7 +10,7 @@ from training.datasets.classification import (
     split_ternary,
     train_transform,
 )
-from training.datasets.palette import read_label_png, save_label_png
+from training.datasets.palette import save_label_png
 from training.datasets.segmentation import JointAugment, VOCSegmentation, keep_maps_collate
 from training.datasets.synthetic import make_dataset
 

@@ -12,7 +12,6 @@ targets into labels plus a validity mask.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -21,7 +20,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms
 
-from robustness.labels import VOC_CLASSES
+from robustness.datasets import is_ternary, read_coco_instances, read_json_list, read_voc_main
+from robustness.labels import VOC_CLASSES, generic_class_names
 
 ImageTransform = Callable[[Image.Image], torch.Tensor]
 DIFFICULT_MODES = ("auto", "ignore", "negative", "positive")
@@ -83,7 +83,7 @@ class MultiLabelImages(Dataset):
 
 
 class JSONListClassification(MultiLabelImages):
-    """The reference JSON list ``[{"img_path", "target"}, ...]``.
+    """The reference JSON list ``[{"img_path", "target"}, ...]``, parsed by ``robustness.datasets.read_json_list``.
 
     A relative ``img_path`` is resolved against ``root`` (default: the JSON file's folder). Targets
     containing -1 are taken as ternary VOC2007 test targets unless ``ternary`` says otherwise.
@@ -92,37 +92,9 @@ class JSONListClassification(MultiLabelImages):
     def __init__(self, json_path: str | Path, image_size: int = 224, transform: ImageTransform | None = None,
                  class_names: Sequence[str] | None = None, root: str | Path | None = None,
                  ternary: bool | None = None) -> None:
-        json_path = Path(json_path)
-        if not json_path.is_file():
-            raise FileNotFoundError(f"JSON list not found: {json_path}")
-        try:
-            records = json.loads(json_path.read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{json_path}: not valid JSON ({error})") from None
-        if not isinstance(records, list) or not records:
-            raise ValueError(f"{json_path}: expected a non-empty JSON list of {{'img_path', 'target'}} records")
-        base = Path(root) if root is not None else json_path.parent
-        items = []
-        for i, record in enumerate(records):
-            if not isinstance(record, dict) or "img_path" not in record or "target" not in record:
-                raise ValueError(f"{json_path}: record {i} lacks 'img_path' or 'target'")
-            path = Path(record["img_path"])
-            items.append((path if path.is_absolute() else base / path, record["target"]))
-        num_classes = len(items[0][1])
-        names = tuple(class_names) if class_names is not None else tuple(f"class_{c}" for c in range(num_classes))
-        if ternary is None:
-            ternary = any(v == -1 for _, target in items for v in target)
-        super().__init__(items, names, image_size, transform, ternary)
-
-
-def _voc_year_folder(root: Path) -> Path:
-    """Accept either ``VOCdevkit`` (holding ``VOC2007``, else ``VOC2012``) or the year folder itself."""
-    for year in ("VOC2007", "VOC2012"):
-        if (root / year / "ImageSets").is_dir():
-            return root / year
-    if (root / "ImageSets").is_dir():
-        return root
-    raise FileNotFoundError(f"{root}: no ImageSets/ folder (expected a VOCdevkit, VOC2007 or VOC2012 folder)")
+        items = read_json_list(json_path, root)
+        names = tuple(class_names) if class_names is not None else generic_class_names(len(items[0][1]))
+        super().__init__(items, names, image_size, transform, is_ternary(items) if ternary is None else ternary)
 
 
 class VOC2007Classification(MultiLabelImages):
@@ -132,6 +104,7 @@ class VOC2007Classification(MultiLabelImages):
     "negative" gives binary 0 (the reference code's choice for trainval), "positive" binary 1.
     "auto" (default) is "ignore" for the ``test`` split and "negative" otherwise, as the reference.
     ``class_names`` defaults to the 20 VOC classes; the embedded dataset passes EMBEDDED_CLASSES.
+    ``root``: a VOCdevkit (its VOC2007, else VOC2012) or the year folder; parsed by ``read_voc_main``.
     """
 
     def __init__(self, root: str | Path, split: str = "trainval", image_size: int = 448,
@@ -141,23 +114,7 @@ class VOC2007Classification(MultiLabelImages):
             raise ValueError(f"difficult must be one of {', '.join(DIFFICULT_MODES)}, got {difficult!r}")
         if difficult == "auto":
             difficult = "ignore" if split == "test" else "negative"
-        folder = _voc_year_folder(Path(root))
-        labels: dict[str, list[int]] = {}
-        for c, name in enumerate(class_names):
-            list_file = folder / "ImageSets" / "Main" / f"{name}_{split}.txt"
-            if not list_file.is_file():
-                raise FileNotFoundError(f"class list not found: {list_file} (split {split!r}, class {name!r})")
-            for line_number, line in enumerate(list_file.read_text().splitlines(), start=1):
-                fields = line.split()
-                if not fields:
-                    continue
-                if len(fields) != 2 or fields[1] not in ("1", "0", "-1"):
-                    raise ValueError(f"{list_file}:{line_number}: expected '<image id> <1|0|-1>', got {line!r}")
-                labels.setdefault(fields[0], [-1] * len(class_names))[c] = int(fields[1])
-        mapping = {"ignore": {1: 1, 0: 0, -1: -1}, "negative": {1: 1, 0: 0, -1: 0},
-                   "positive": {1: 1, 0: 1, -1: 0}}[difficult]
-        items = [(folder / "JPEGImages" / f"{image_id}.jpg", [mapping[v] for v in values])
-                 for image_id, values in labels.items()]
+        items = read_voc_main(root, split, class_names, difficult)
         super().__init__(items, class_names, image_size, transform, ternary=difficult == "ignore")
 
 
@@ -166,32 +123,11 @@ class COCOClassification(MultiLabelImages):
 
     As the reference preparation script, images without any annotation are left out (set
     ``keep_empty=True`` to keep them with an all-zero target); images are ordered by id.
+    Parsed by ``robustness.datasets.read_coco_instances``.
     """
 
     def __init__(self, annotation_file: str | Path, image_dir: str | Path, image_size: int = 448,
                  transform: ImageTransform | None = None, keep_empty: bool = False) -> None:
-        annotation_file = Path(annotation_file)
-        if not annotation_file.is_file():
-            raise FileNotFoundError(f"COCO annotation file not found: {annotation_file}")
-        try:
-            data = json.loads(annotation_file.read_text())
-            categories = sorted(data["categories"], key=lambda c: c["id"])
-            images = sorted(data["images"], key=lambda i: i["id"])
-            annotations = data.get("annotations", [])
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
-            raise ValueError(f"{annotation_file}: not a COCO instances file ({error!r})") from None
-        index_of = {c["id"]: i for i, c in enumerate(categories)}
-        present: dict[int, set[int]] = {}
-        for annotation in annotations:
-            if annotation["category_id"] not in index_of:
-                raise ValueError(f"{annotation_file}: annotation {annotation.get('id')} has unknown "
-                                 f"category_id {annotation['category_id']}")
-            present.setdefault(annotation["image_id"], set()).add(index_of[annotation["category_id"]])
-        self.category_ids = tuple(c["id"] for c in categories)
-        items = []
-        for image in images:
-            classes = present.get(image["id"], set())
-            if classes or keep_empty:
-                target = [1 if c in classes else 0 for c in range(len(categories))]
-                items.append((Path(image_dir) / image["file_name"], target))
-        super().__init__(items, tuple(c["name"] for c in categories), image_size, transform)
+        coco = read_coco_instances(annotation_file, image_dir, keep_empty)
+        self.category_ids = coco.category_ids
+        super().__init__(coco.items, coco.class_names, image_size, transform)

@@ -26,9 +26,10 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import functional as TF
 
+from robustness.datasets import segmentation_ids, segmentation_paths
+from robustness.label_png import read_label_png
 from robustness.labels import VOID
 from training.datasets.classification import load_rgb
-from training.datasets.palette import read_label_png
 
 
 def random_resized_box(height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float],
@@ -74,10 +75,7 @@ class VOCSegmentation(Dataset):
                  scale: tuple[float, float] = (0.5, 1.0), flip: bool = True,
                  class_names: Sequence[str] | None = None, instances: bool = True) -> None:
         self.root = Path(root)
-        list_file = self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
-        if not list_file.is_file():
-            raise FileNotFoundError(f"split list not found: {list_file} (split {split!r})")
-        self.ids = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
+        self.ids = segmentation_ids(self.root, split)
         if train and image_size is None:
             raise ValueError("train=True needs an image_size for the random resized crop")
         self.image_size, self.train, self.instances = image_size, train, instances
@@ -89,9 +87,7 @@ class VOCSegmentation(Dataset):
 
     def paths(self, index: int) -> tuple[Path, Path, Path]:
         """Image, class-map and instance-map paths of item ``index``."""
-        stem = self.ids[index]
-        return (self.root / "JPEGImages" / f"{stem}.jpg", self.root / "SegmentationClass" / f"{stem}.png",
-                self.root / "SegmentationObject" / f"{stem}.png")
+        return segmentation_paths(self.root, self.ids[index])
 
     def read_maps(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Class and instance maps of item ``index`` at original resolution (uint8)."""
