@@ -17,7 +17,7 @@ from server.errors import register_error_handlers
 from server.metrics import ServerMetrics
 from server.middleware import RequestLimitsMiddleware, RequestLogMiddleware
 from server.registry import ModelRegistry, read_store
-from server.routes import predict, robustness, segment, status, v2
+from server.routes import page, predict, robustness, segment, status, v2
 from server.settings import Settings
 
 log = logging.getLogger("server")
@@ -60,9 +60,10 @@ def create_app(settings: Settings, manifests: dict[str, Manifest] | None = None,
     decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
     app.state.context = ServerContext(settings, registry, metrics, decode_pool)
     register_error_handlers(app)
-    for router in (status.router, status.protected, predict.router, segment.router, robustness.router,
+    for router in (page.router, status.router, status.protected, predict.router, segment.router, robustness.router,
                    v2.router, v2.models):
         app.include_router(router)
+    app.mount(page.STATIC_PATH, page.static_files(), name="static")  # the web page's files
     app.add_middleware(RequestLimitsMiddleware, max_bytes=settings.max_body_bytes,
                        max_concurrent=settings.max_concurrent)
     app.add_middleware(RequestLogMiddleware, metrics=metrics)  # outermost: sees every response, 413s included
