@@ -25,7 +25,7 @@ def curl_examples(settings: Settings, manifests: Mapping[str, Manifest]) -> list
     segmenter = next((m for m in manifests.values() if m.task == "segmentation"), None)
     single_label = next((m for m in manifests.values() if m.task == "classification" and m.activation == "softmax"
                          and m is not classifier), None)
-    any_model = classifier or segmenter or next(iter(manifests.values()))
+    any_model = classifier or segmenter or next(iter(manifests.values()), None)
     out = [
         ("GET /health", f"curl -s {url}/health"),
         ("GET /ready", f"curl -s {url}/ready"),
@@ -49,6 +49,8 @@ def curl_examples(settings: Settings, manifests: Mapping[str, Manifest]) -> list
             ("POST /segment (overlay)",
              f"curl -s{auth} -F file=@{SAMPLE} '{url}/segment?model={segmenter.name}&format=overlay' -o overlay.png"),
         ]
+    if any_model is None:  # every entry failed to load: only the status endpoints answer
+        return out
     out.append(("POST /robustness", f"curl -s{auth} -F file=@{SAMPLE} "
                                     f"'{url}/robustness?model={any_model.name}&mask_ratio=high&n=16&seed=0'"))
     height, width = any_model.input.size

@@ -197,3 +197,11 @@ def test_v2_tensors_and_uploads_of_other_sizes_mixed_in_batches_all_answer(clien
         mixed = [pool.submit(v2 if i % 2 else segment, i) for i in range(24)]
         codes += [f.result() for f in mixed]
     assert codes == [200] * 48
+
+
+def test_the_index_of_a_server_whose_every_model_failed_lists_only_the_status_endpoints():
+    from server.banner import curl_examples
+    from server.settings import Settings
+
+    assert [endpoint for endpoint, _ in curl_examples(Settings(), {})] == [
+        "GET /health", "GET /ready", "GET /models", "GET /metrics"]
