@@ -1,0 +1,71 @@
+"""The model side of an evaluation: the ``EvalModel`` protocol and an ONNX Runtime implementation of it.
+
+The server plugs its own runtime in through the same protocol, so it stays minimal: a name, the store
+manifest (input size, normalisation, task, classes, threshold) and ``predict`` on a float32 NCHW batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import onnxruntime as ort
+
+from model_store.manifest import MANIFEST, Manifest, ManifestError, entry_dir, load_manifest, verified_artifact
+
+MODEL_FILE = "model.onnx"
+PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+CPU_PROVIDER = "CPUExecutionProvider"
+
+
+@runtime_checkable
+class EvalModel(Protocol):
+    """What the evaluator needs from a model: its manifest and raw outputs (logits) for a batch."""
+
+    name: str
+    manifest: Manifest
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Logits for a float32 (N, 3, H, W) batch: (N, C) for classifiers, (N, C, H, W) for segmenters."""
+        ...
+
+
+def resolve_entry(path: str | Path) -> Path:
+    """A store version folder from a version folder or an entry folder (its highest version)."""
+    path = Path(path)
+    if (path / MANIFEST).is_file():
+        return path
+    if not path.is_dir():
+        raise ManifestError(f"{path}: model folder not found")
+    return entry_dir(path.parent, path.name)
+
+
+def onnx_providers() -> list[str]:
+    """TensorRT and CUDA when this ONNX Runtime build has them, always ending with the CPU."""
+    available = ort.get_available_providers()
+    return [p for p in PREFERRED_PROVIDERS if p in available] + [CPU_PROVIDER]
+
+
+class OnnxModel:
+    """A store entry's ``model.onnx`` run by ONNX Runtime (an ``EvalModel``)."""
+
+    def __init__(self, manifest: Manifest, name: str | None = None) -> None:
+        self.manifest = manifest
+        self.name = name or manifest.name
+        artifact = verified_artifact(manifest, MODEL_FILE)
+        self.session = ort.InferenceSession(str(artifact), providers=onnx_providers())
+        self.input_name = self.session.get_inputs()[0].name
+        self.providers = self.session.get_providers()
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Logits of the graph's first output for a float32 NCHW batch."""
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+
+def open_model(path: str | Path) -> OnnxModel:
+    """Load a store entry (entry folder = newest version, or a version folder) as an ``OnnxModel``.
+
+    Only the ONNX artifact is verified (size and sha256): it is the one file the evaluation reads.
+    """
+    return OnnxModel(load_manifest(resolve_entry(path), verify=False))
