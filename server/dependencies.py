@@ -17,6 +17,7 @@ from fastapi import Depends, Request
 
 from server.admission import InflightBudget, close_request_ticket
 from server.errors import ApiError
+from server.evaluations import EvaluationJobs
 from server.metrics import ServerMetrics
 from server.pipeline import RequestPipeline
 from server.registry import ModelRegistry
@@ -34,11 +35,14 @@ class ServerContext:
     decode_pool: Executor
     pipelines: dict[str, RequestPipeline] = field(default_factory=dict)
     budget: InflightBudget = field(init=False, repr=False)
+    evaluations: EvaluationJobs = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         # One budget per app, shared by every model's pipeline; /metrics reads it at each scrape.
         budget = InflightBudget(self.settings.max_inflight_bytes, self.settings.max_inflight_pixels)
         object.__setattr__(self, "budget", budget)
+        object.__setattr__(self, "evaluations",
+                           EvaluationJobs(self.settings.max_eval_queue, self.settings.max_eval_history))
         self.metrics.watch_inflight(budget)
 
     def pipeline(self, model: str | None, tasks: tuple[str, ...], endpoint: str) -> RequestPipeline:

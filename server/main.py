@@ -17,7 +17,7 @@ from server.errors import register_error_handlers
 from server.metrics import ServerMetrics
 from server.middleware import RequestLimitsMiddleware, RequestLogMiddleware
 from server.registry import ModelRegistry, read_store
-from server.routes import page, predict, robustness, segment, status, v2
+from server.routes import evaluations, page, predict, robustness, segment, status, v2
 from server.settings import Settings
 
 log = logging.getLogger("server")
@@ -53,6 +53,7 @@ def create_app(settings: Settings, manifests: dict[str, Manifest] | None = None,
             loading.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await loading
+            app.state.context.evaluations.close()
             await registry.close()
             decode_pool.shutdown(wait=False, cancel_futures=True)
 
@@ -61,7 +62,7 @@ def create_app(settings: Settings, manifests: dict[str, Manifest] | None = None,
     app.state.context = ServerContext(settings, registry, metrics, decode_pool)
     register_error_handlers(app)
     for router in (page.router, status.router, status.protected, predict.router, segment.router, robustness.router,
-                   v2.router, v2.models):
+                   evaluations.router, v2.router, v2.models):
         app.include_router(router)
     app.mount(page.STATIC_PATH, page.static_files(), name="static")  # the web page's files
     app.add_middleware(RequestLimitsMiddleware, max_bytes=settings.max_body_bytes,

@@ -52,6 +52,10 @@ class Settings:
     shutdown_grace_ms: float = 0.0
     fault: str = ""
     log_level: str = "info"
+    data_dir: Path = Path("data")
+    max_eval_images: int = 1000
+    max_eval_queue: int = 4
+    max_eval_history: int = 32
 
     def __post_init__(self) -> None:
         checks = [
@@ -80,6 +84,9 @@ class Settings:
                                           "(0 = the request timeout)"),
             (self.fault in FAULTS, f"fault {self.fault!r} must be one of {', '.join(map(repr, FAULTS))}"),
             (self.api_key is None or len(self.api_key) > 0, "api key must not be empty (leave it unset instead)"),
+            (self.max_eval_images >= 1, f"max evaluation images {self.max_eval_images} must be >= 1"),
+            (self.max_eval_queue >= 1, f"max queued evaluations {self.max_eval_queue} must be >= 1"),
+            (self.max_eval_history >= 0, f"evaluation history {self.max_eval_history} must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -108,7 +115,7 @@ class Settings:
     def public(self) -> dict[str, Any]:
         """Settings as JSON-ready data, without the API key."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "api_key"}
-        out["store"] = str(self.store)
+        out["store"], out["data_dir"] = str(self.store), str(self.data_dir)
         out["models"], out["providers"] = list(self.models), list(self.providers)
         out["api_key_required"] = self.api_key is not None
         return out
@@ -155,6 +162,11 @@ OPTIONS: dict[str, tuple[str, Any, str]] = {
                             "on SIGTERM, wait this long for in-flight requests (0 = --timeout-ms)"),
     "--fault": ("fault", str, "testing only: 'raise' makes every batch fail, 'hang' makes every batch hang"),
     "--log-level": ("log_level", str, "debug | info | warning | error"),
+    "--data-dir": ("data_dir", Path, "datasets POST /evaluations may read, named relative to this folder "
+                                     "(nothing outside it is readable)"),
+    "--max-eval-images": ("max_eval_images", int, "most test images one evaluation job reads"),
+    "--max-eval-queue": ("max_eval_queue", int, "evaluations queued or running at once; beyond it: 429"),
+    "--max-eval-history": ("max_eval_history", int, "finished evaluations whose reports stay readable"),
 }
 
 
