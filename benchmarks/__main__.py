@@ -1,4 +1,4 @@
-"""``python -m benchmarks runtimes|masks|server [flags]``: the project's benchmarks (``COMMAND --help`` for flags)."""
+"""``python -m benchmarks runtimes|masks|server|robustness [flags]``: the project's benchmarks (``COMMAND --help``)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ COMMANDS = {
     "runtimes": "eager vs TorchScript vs ONNX Runtime on one random-weight model",
     "masks": "irregular-mask generation time per ratio bucket",
     "server": "server requests/s against raw ONNX Runtime images/s",
+    "robustness": "/robustness latency against one batched inference of n+1 images",
 }
 
 
@@ -19,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in COMMANDS:
         module = importlib.import_module(f"benchmarks.{argv[0]}")  # imported only when asked: each is heavy
         return module.main(argv[1:], prog=f"python -m benchmarks {argv[0]}")
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", usage="%(prog)s {runtimes,masks,server} [flags]",
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", usage=f"%(prog)s {{{','.join(COMMANDS)}}} [flags]",
                                      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="commands:\n" + "\n".join(f"  {name:<10} {text}"
                                                                       for name, text in COMMANDS.items()))

@@ -11,14 +11,18 @@ not reported here.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
+from robustness.corruptions import corrupt
 from robustness.labels import BACKGROUND, VOID
-from robustness.masks import apply_mask, masks
+from robustness.masks import cached_masks
 from robustness.metrics import confusion_matrix, iou_per_class, jaccard, mean_iou, pixel_accuracy
+from robustness.preprocess import InputNormaliser
 from robustness.scores import DIGITS, class_map, class_scores, score_table, top_labels
 
 SOFTMAX_CLEAN_TOP_K = 5
@@ -282,11 +286,47 @@ def reference_labels(labels: str | None, class_names: Sequence[str], task: str,
 
 def occluded_batch(clean: np.ndarray, ratio: tuple[float, float], n: int,
                    seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The clean (3, H, W) input followed by n masked copies, (n + 1, 3, H, W), and the (n, H, W) hole masks."""
+    """The clean (3, H, W) input followed by n masked copies, (n + 1, 3, H, W), and the (n, H, W) hole masks.
+
+    The masks come from ``cached_masks`` (read-only; they do not depend on the image) and each copy is
+    written straight into the batch: ``apply_mask``'s clean * (1 - hole), bit for bit, without the copies.
+    """
     height, width = clean.shape[1:]
-    holes = masks(n, height, width, ratio, seed)
-    masked = apply_mask(np.broadcast_to(clean, (n, *clean.shape)), holes)
-    return np.concatenate([clean[None], masked.astype(np.float32, copy=False)]), holes
+    holes = cached_masks(n, height, width, ratio, seed)
+    batch = np.empty((n + 1, *clean.shape), dtype=np.result_type(clean.dtype, np.float32))
+    batch[0] = clean
+    np.multiply(clean, ~holes[:, None], out=batch[1:])
+    return batch, holes
+
+
+class CorruptionTimeoutError(TimeoutError):
+    """The corrupted copies were not done by the request's deadline; the rest were not made."""
+
+
+def corrupted_batch(clean: np.ndarray, image: np.ndarray, normaliser: InputNormaliser, name: str, severity: int,
+                    n: int, seed: int, ratio: tuple[float, float] | None = None,
+                    deadline: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The clean (3, H, W) input followed by n copies of ``image`` (the uint8 (H, W, 3) picture ``clean`` was made
+    from) corrupted with seeds seed..seed+n-1 and normalised, with the seeded masks of ``ratio`` on top when given.
+
+    Returns the (n + 1, 3, H, W) batch, the (n, H, W) holes (all False without ``ratio``) and the corrupted uint8
+    copies (before masking). Some corruptions take a few hundred ms per copy, so the work stops with
+    CorruptionTimeoutError once ``deadline`` (a ``time.monotonic()`` instant) has passed.
+    """
+    height, width = clean.shape[1:]
+    copies = np.empty((n, height, width, 3), dtype=np.uint8)
+    batch = np.empty((n + 1, 3, height, width), dtype=np.float32)
+    batch[0] = clean
+    for i in range(n):
+        if deadline is not None and time.monotonic() > deadline:
+            raise CorruptionTimeoutError(f"{i} of {n} {name} copies were made before the deadline")
+        copies[i] = corrupt(image, name, severity, seed + i)
+        batch[i + 1] = normaliser(Image.fromarray(copies[i], mode="RGB"))
+    if ratio is None:
+        return batch, np.zeros((n, height, width), dtype=bool), copies
+    holes = cached_masks(n, height, width, ratio, seed)
+    batch[1:] *= ~holes[:, None]
+    return batch, holes, copies
 
 
 def occlusion_report(task: str, activation: str, class_names: Sequence[str], outputs: np.ndarray,

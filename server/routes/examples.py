@@ -39,7 +39,7 @@ SEGMENT_JSON_EXAMPLE: dict[str, Any] = {
 
 ROBUSTNESS_EXAMPLE: dict[str, Any] = {
     "model": "r18", "task": "classification", "activation": "sigmoid",
-    "mask_ratio": {"spec": "high", "range": [0.5, 0.6]}, "n": 2, "seed": 0, "threshold": 0.5,
+    "mask_ratio": {"spec": "high", "range": [0.5, 0.6]}, "corruption": None, "n": 2, "seed": 0, "threshold": 0.5,
     "clean": {"labels": [{"name": "circle", "score": 0.91}], "scores": {"circle": 0.91, "square": 0.02}},
     "reference": {"source": "labels", "classes": ["circle"]},
     "warning": None,
@@ -62,7 +62,7 @@ ROBUSTNESS_EXAMPLE: dict[str, Any] = {
 # The other two report shapes (masks lists shortened to one entry).
 ROBUSTNESS_SOFTMAX_EXAMPLE: dict[str, Any] = {
     "model": "resnet50-imagenet", "task": "classification", "activation": "softmax",
-    "mask_ratio": {"spec": "high", "range": [0.5, 0.6]}, "n": 2, "seed": 0, "threshold": None,
+    "mask_ratio": {"spec": "high", "range": [0.5, 0.6]}, "corruption": None, "n": 2, "seed": 0, "threshold": None,
     "clean": {"top1": {"name": "tabby", "score": 0.61},
               "labels": [{"name": "tabby", "score": 0.61}, {"name": "tiger_cat", "score": 0.2}]},
     "reference": {"source": "clean_prediction", "class": "tabby", "score": 0.61},
@@ -78,7 +78,7 @@ ROBUSTNESS_SOFTMAX_EXAMPLE: dict[str, Any] = {
 
 ROBUSTNESS_SEGMENTER_EXAMPLE: dict[str, Any] = {
     "model": "seg", "task": "segmentation", "activation": "softmax",
-    "mask_ratio": {"spec": "medium", "range": [0.2, 0.4]}, "n": 2, "seed": 0, "threshold": None,
+    "mask_ratio": {"spec": "medium", "range": [0.2, 0.4]}, "corruption": None, "n": 2, "seed": 0, "threshold": None,
     "clean": {"classes": [{"id": 0, "name": "background", "fraction": 0.8}, {"id": 4, "name": "star",
                                                                               "fraction": 0.2}]},
     "warning": None,
@@ -94,6 +94,42 @@ ROBUSTNESS_SEGMENTER_EXAMPLE: dict[str, Any] = {
     "masks": [{"index": 0, "hole_ratio": 0.25, "miou_foreground": 0.75, "miou_foreground_inside": 0.45,
                "miou_foreground_outside": 0.9, "changed_pixels": 812,
                "truth": {"pixel_accuracy": 0.9, "miou": 0.7}}],
+    "timing": {**TIMING, "batch_size": 3},
+}
+
+# explain=true (the report fields as in ROBUSTNESS_EXAMPLE, shortened here); png_base64 is cut short.
+ROBUSTNESS_EXPLAIN_EXAMPLE: dict[str, Any] = {
+    "model": "demo-classifier", "task": "classification", "activation": "sigmoid",
+    "mask_ratio": {"spec": "b3", "range": [0.2, 0.3]}, "corruption": None, "n": 32, "seed": 0, "threshold": 0.5,
+    "reference": {"source": "clean_prediction", "classes": ["circle"]},
+    "warning": None,
+    "hole_ratio": {"mean": 0.25, "min": 0.2, "max": 0.3},
+    "retention": {"circle": 0.84},
+    "mean_retention": 0.84,
+    "saliency": [{"label": "circle", "score": 0.97, "peak": {"x": 52, "y": 101},
+                  "png_base64": "iVBORw0KGgoAAAANSUhEUgAAAKAAAACgCAIAAAAErfB6AAA..."}],
+    "timing": {**TIMING, "batch_size": 33},
+}
+
+# corruption=fog&severity=3 without mask_ratio: n corrupted copies, no masks (every hole_ratio 0).
+ROBUSTNESS_CORRUPTION_EXAMPLE: dict[str, Any] = {
+    "model": "r18", "task": "classification", "activation": "sigmoid",
+    "mask_ratio": None, "corruption": {"name": "fog", "severity": 3}, "n": 2, "seed": 0, "threshold": 0.5,
+    "clean": {"labels": [{"name": "circle", "score": 0.91}], "scores": {"circle": 0.91, "square": 0.02}},
+    "reference": {"source": "clean_prediction", "classes": ["circle"]},
+    "warning": None,
+    "hole_ratio": {"mean": 0.0, "min": 0.0, "max": 0.0},
+    "retention": {"circle": 0.5},
+    "mean_retention": 0.5,
+    "score_drop_present": {"mean": 0.31, "per_class": {"circle": 0.31}},
+    "false_positives": {"mean_per_mask": 0.0, "gained": {}, "mean_score_rise_absent": 0.01},
+    "jaccard": 0.5, "flips": 1,
+    "masks": [
+        {"index": 0, "hole_ratio": 0.0, "labels": ["circle"], "lost": [], "gained": [], "flips": 0,
+         "jaccard": 1.0, "score_drop_present": 0.12},
+        {"index": 1, "hole_ratio": 0.0, "labels": [], "lost": ["circle"], "gained": [], "flips": 1,
+         "jaccard": 0.0, "score_drop_present": 0.5},
+    ],
     "timing": {**TIMING, "batch_size": 3},
 }
 
