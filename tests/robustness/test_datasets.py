@@ -16,7 +16,7 @@ from robustness.datasets import VOC_SEGMENTATION_CLASSES, EvalSet, evaluation_se
 from robustness.label_png import read_label_png
 from robustness.labels import EMBEDDED_CLASSES, VOC_CLASSES
 from robustness.metrics import multilabel_metrics
-from tests.training.test_data_sources import jpeg, write_coco, write_voc
+from tests.training.test_data_sources import jpeg, write_coco_layout, write_voc
 from training.data import classification_datasets, segmentation_datasets
 from training.datasets import make_dataset
 from training.datasets.palette import save_label_png
@@ -40,17 +40,10 @@ def voc2007(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def coco(tmp_path: Path) -> Path:
-    names = {18: "dog", 1: "person", 3: "car"}
     train = [(i, f"COCO_train2014_{i:012d}.jpg", [1, 18] if i % 2 else [3]) for i in range(1, 5)]
     val = [(52, "COCO_val2014_000000000052.jpg", [18, 1]), (50, "COCO_val2014_000000000050.jpg", [3]),
            (51, "COCO_val2014_000000000051.jpg", [])]
-    for _, name, _ in train:
-        jpeg(tmp_path / "coco/train2014" / name, 10)
-    for _, name, _ in val:
-        jpeg(tmp_path / "coco/val2014" / name, 200)
-    write_coco(tmp_path / "coco/annotations/instances_train2014.json", names, train)
-    write_coco(tmp_path / "coco/annotations/instances_val2014.json", names, val)
-    return tmp_path / "coco"
+    return write_coco_layout(tmp_path, train, val)
 
 
 def images_and_labels(evalset: EvalSet) -> list[tuple[Path, list[int]]]:

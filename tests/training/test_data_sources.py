@@ -157,18 +157,23 @@ def write_coco(path: Path, names: dict[int, str], images: list[tuple[int, str, l
         "annotations": annotations}))
 
 
+COCO_NAMES = {18: "dog", 1: "person", 3: "car"}
+
+
+def write_coco_layout(root: Path, train: list, val: list) -> Path:
+    """A COCO 2014 folder under ``root``: train2014/ and val2014/ images plus both instances files."""
+    for split, images, value in (("train2014", train, 10), ("val2014", val, 200)):
+        for _, name, _ in images:
+            jpeg(root / "coco" / split / name, value)
+        write_coco(root / f"coco/annotations/instances_{split}.json", COCO_NAMES, images)
+    return root / "coco"
+
+
 @pytest.fixture
 def coco(tmp_path: Path) -> Path:
-    names = {18: "dog", 1: "person", 3: "car"}
     train = [(i, f"COCO_train2014_{i:012d}.jpg", [1, 18] if i % 2 else [3]) for i in range(1, 7)]
     val = [(i, f"COCO_val2014_{i:012d}.jpg", [3]) for i in range(50, 53)]
-    for _, name, _ in train:
-        jpeg(tmp_path / "coco/train2014" / name, 10)
-    for _, name, _ in val:
-        jpeg(tmp_path / "coco/val2014" / name, 200)
-    write_coco(tmp_path / "coco/annotations/instances_train2014.json", names, train)
-    write_coco(tmp_path / "coco/annotations/instances_val2014.json", names, val)
-    return tmp_path / "coco"
+    return write_coco_layout(tmp_path, train, val)
 
 
 def test_coco_instances_file_with_its_val_twin(coco: Path) -> None:
