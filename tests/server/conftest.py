@@ -111,7 +111,8 @@ def running(started: dict[str, LiveServer]) -> Iterator[dict[str, LiveServer]]:
 def servers(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, LiveServer]]:
     """Both servers, started together (their start-up overlaps) and stopped at the end of the session."""
     logs = tmp_path_factory.mktemp("server-logs")
-    with running({"main": launch_server(store, logs / "main.log", *MAIN_FLAGS),
+    no_data = ("--data-dir", str(tmp_path_factory.mktemp("no-datasets")))  # fuzzed /evaluations find nothing to run
+    with running({"main": launch_server(store, logs / "main.log", *MAIN_FLAGS, *no_data),
                   "strict": launch_server(store, logs / "strict.log", *STRICT_FLAGS)}) as started:
         yield started
 

@@ -1,9 +1,18 @@
-"""Real demo-store models, the embedded test sets, and independent ONNX Runtime oracles (no evaluator code)."""
+"""Real exported models, an embedded test set, and independent ONNX Runtime oracles (no evaluator code).
+
+The models (a ResNet-18 CSRA classifier at 128 px and a DeepLab-V2 R18 segmenter at 64 px, seeded random weights)
+and the embedded dataset are built once per test session in a temporary folder of this process, so the suite
+needs nothing that `make model-store` builds. Their paths are module constants because parametrize lists and
+helpers use them at import time.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,16 +20,33 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
+from export.random_weights import export_random
 from robustness.datasets import evaluation_set
 from robustness.evaluation import EvaluationConfig, evaluate, open_model
+from training.datasets import make_dataset
 
 ROOT = Path(__file__).resolve().parents[3]
-CLASSIFIER = ROOT / "model_store" / "demo-classifier"
-SEGMENTER = ROOT / "model_store" / "demo-segmenter"
-CLASSIFICATION_DATA = ROOT / "data" / "classification"
-SEGMENTATION_DATA = ROOT / "data" / "segmentation"
+WORK = Path(tempfile.gettempdir()) / f"occlusion-serve-evaluation-tests-{os.getpid()}"
+CLASSIFIER = WORK / "model_store" / "demo-classifier"
+SEGMENTER = WORK / "model_store" / "demo-segmenter"
+CLASSIFICATION_DATA = WORK / "data" / "classification"
+SEGMENTATION_DATA = WORK / "data" / "segmentation"
 CLASSIFIER_IMAGES = 24
 SEGMENTER_IMAGES = 5
+
+
+@pytest.fixture(scope="session", autouse=True)
+def models_and_data() -> Iterator[None]:
+    """Build the two store entries and the two embedded datasets (both with ground-truth maps), then remove them."""
+    shutil.rmtree(WORK, ignore_errors=True)
+    export_random("resnet18-csra-128", CLASSIFIER.name, CLASSIFIER.parent, seed=0)
+    export_random("deeplabv2-r18", SEGMENTER.name, SEGMENTER.parent, seed=1, image_size=64)
+    make_dataset(CLASSIFICATION_DATA, n_train=2, n_test=CLASSIFIER_IMAGES, image_size=128, seed=0,
+                 scenes="classification", progress=False)
+    make_dataset(SEGMENTATION_DATA, n_train=2, n_test=SEGMENTER_IMAGES, image_size=96, seed=1,
+                 scenes="segmentation", progress=False)
+    yield
+    shutil.rmtree(WORK, ignore_errors=True)
 
 
 def copy_entry(source: Path, store: Path, name: str, **changes) -> Path:

@@ -57,14 +57,15 @@ def test_config_from_cli_spellings():
 
 def test_models_with_different_input_specs_each_get_their_own_inputs(classifier_set, scratch_store):
     plain = copy_entry(CLASSIFIER, scratch_store, "plain", input={**manifest_of(CLASSIFIER)["input"],
-                                                                  "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]})
+                                                                  "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]})
     config = EvaluationConfig(("b5",), (), (), bootstrap=20, limit=8, batch_size=5)
     report = evaluate([open_model(CLASSIFIER), open_model(plain)], classifier_set, config)
     images = [item.image for item in classifier_set.items[:8]]
-    inputs = np.stack([direct_inputs(path, (160, 160), (0, 0, 0), (1, 1, 1)) for path in images])
+    size = tuple(manifest_of(CLASSIFIER)["input"]["size"])
+    inputs = np.stack([direct_inputs(path, size, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)) for path in images])
     scores = 1 / (1 + np.exp(-direct_outputs(plain, inputs).astype(np.float64)))
     expected = multilabel_metrics(scores, classifier_set.targets[:8], 0.5)
     assert report["results"]["plain"]["clean"]["metrics"]["mAP"]["value"] == pytest.approx(expected["mAP"], abs=1e-6)
-    assert report["comparisons"][0]["conditions"]["clean"]["mAP"]["value"] != 0.0
+    assert report["comparisons"][0]["conditions"]["clean"]["ECE"]["value"] != 0.0  # the two saw different inputs
     tested = {label: {k: c["tested"] for k, c in checks.items()} for label, checks in report["checks"].items()}
     assert tested["plain"] == tested["demo-classifier"] and tested["plain"]["direction"] > 0

@@ -59,14 +59,14 @@ def assert_one_line(err: str, *fragments: str) -> None:
 
 
 @pytest.mark.parametrize(("args", "fragments"), [
-    (("--model", "model_store/no-such-model", "--data", "data/classification"), ("model folder not found",)),
+    (("--model", "model_store/no-such-model", "--data", str(CLASSIFICATION_DATA)), ("model folder not found",)),
     (("--model", str(CLASSIFIER), "--data", "no/such/data"), ("dataset not found",)),
-    (("--model", str(CLASSIFIER), "--data", "data/classification", "--corruptions", "fog,rain"),
+    (("--model", str(CLASSIFIER), "--data", str(CLASSIFICATION_DATA), "--corruptions", "fog,rain"),
      ("unknown corruption rain",)),
-    (("--model", str(CLASSIFIER), "--data", "data/classification", "--occlusion", "b7"),
+    (("--model", str(CLASSIFIER), "--data", str(CLASSIFICATION_DATA), "--occlusion", "b7"),
      ("unknown occlusion bucket 'b7'",)),
-    (("--model", str(CLASSIFIER), "--data", "data/classification", "--severities", "0-2"), ("severities",)),
-    (("--model", str(SEGMENTER), "--data", "data/classification/test.json"), ("not a dataset layout",)),
+    (("--model", str(CLASSIFIER), "--data", str(CLASSIFICATION_DATA), "--severities", "0-2"), ("severities",)),
+    (("--model", str(SEGMENTER), "--data", str(CLASSIFICATION_DATA / "test.json")), ("not a dataset layout",)),
 ])
 def test_bad_input_is_one_line_and_status_2(capsys, args, fragments):
     code, err = run_cli(capsys, *args)
@@ -76,12 +76,12 @@ def test_bad_input_is_one_line_and_status_2(capsys, args, fragments):
 
 def test_class_mismatches_are_one_line_and_status_2(capsys, scratch_store):
     nine = copy_entry(CLASSIFIER, scratch_store, "nine", class_names=[f"c{i}" for i in range(9)])
-    code, err = run_cli(capsys, "--model", str(nine), "--data", "data/classification", "--limit", "2")
+    code, err = run_cli(capsys, "--model", str(nine), "--data", str(CLASSIFICATION_DATA), "--limit", "2")
     assert code == 2
     assert_one_line(err, "has 9 classes but the data has 10")
     renamed = copy_entry(CLASSIFIER, scratch_store, "renamed", class_names=[f"c{i}" for i in range(10)])
     code, err = run_cli(capsys, "--model", str(CLASSIFIER), "--compare", str(renamed), "--data",
-                        "data/classification", "--limit", "2")
+                        str(CLASSIFICATION_DATA), "--limit", "2")
     assert code == 2
     assert_one_line(err, "different classes")
 
@@ -95,7 +95,7 @@ def test_argument_errors_are_one_line_and_status_2(capsys):
 
 def test_the_cli_runs_from_the_repository_root_only_with_relative_paths(monkeypatch, capsys):
     monkeypatch.chdir(ROOT)
-    code, err = run_cli(capsys, "--model", "model_store/demo-classifier", "--data", "data/classification",
+    code, err = run_cli(capsys, "--model", str(CLASSIFIER), "--data", str(CLASSIFICATION_DATA),
                         "--corruptions", "nope")
     assert code == 2
     assert_one_line(err, "unknown corruption nope")
