@@ -28,7 +28,8 @@ def load_backend(manifest: Manifest, settings: Settings) -> Backend:
         return TorchScriptBackend(verified_artifact(manifest, "model.pt"), threads=settings.threads)
     if settings.backend == "onnx":
         return OnnxBackend(verified_artifact(manifest, "model.onnx"), manifest.input.name, manifest.output.name,
-                           providers=settings.providers, threads=settings.threads)
+                           providers=settings.providers, threads=settings.threads,
+                           trt_cache_dir=settings.trt_cache_dir, trt_fp16=settings.trt_fp16)
     raise ValueError(f"backend {settings.backend!r} must be 'onnx' or 'torchscript'")
 
 

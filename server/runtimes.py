@@ -53,6 +53,23 @@ def choose_providers(available: Sequence[str], requested: Sequence[str] = ()) ->
     return chosen
 
 
+def provider_options(providers: Sequence[str], trt_cache_dir: Path | None = None,
+                     trt_fp16: bool = False) -> list[dict[str, str]]:
+    """ONNX Runtime options per provider: TensorRT keeps its built engines and timing cache in ``trt_cache_dir``
+    (a restart then loads engines in seconds instead of rebuilding them for minutes) and may build in FP16."""
+    options: list[dict[str, str]] = []
+    for provider in providers:
+        if provider == TENSORRT:
+            trt = {"trt_fp16_enable": str(trt_fp16)}
+            if trt_cache_dir is not None:
+                trt |= {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(trt_cache_dir),
+                        "trt_timing_cache_enable": "True", "trt_timing_cache_path": str(trt_cache_dir)}
+            options.append(trt)
+        else:
+            options.append({})
+    return options
+
+
 def cpu_session_options(threads: int) -> ort.SessionOptions:
     """Full graph optimisation, ``threads`` intra-op threads, sequential execution, no idle spinning.
 
@@ -74,9 +91,10 @@ class OnnxBackend:
     kind = "onnx"
 
     def __init__(self, path: Path, input_name: str, output_name: str, providers: Sequence[str] = (),
-                 threads: int = 1) -> None:
+                 threads: int = 1, trt_cache_dir: Path | None = None, trt_fp16: bool = False) -> None:
         chosen = choose_providers(ort.get_available_providers(), providers)
-        self.session = ort.InferenceSession(str(path), sess_options=cpu_session_options(threads), providers=chosen)
+        self.session = ort.InferenceSession(str(path), sess_options=cpu_session_options(threads), providers=chosen,
+                                            provider_options=provider_options(chosen, trt_cache_dir, trt_fp16))
         self.providers = self.session.get_providers()
         self.provider = self.providers[0]
         self.input_name, self.output_name = input_name, output_name

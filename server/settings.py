@@ -53,6 +53,8 @@ class Settings:
     fault: str = ""
     log_level: str = "info"
     data_dir: Path = Path("data")
+    trt_cache_dir: Path | None = None
+    trt_fp16: bool = False
     max_eval_images: int = 1000
     max_eval_queue: int = 4
     max_eval_history: int = 32
@@ -116,9 +118,17 @@ class Settings:
         """Settings as JSON-ready data, without the API key."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "api_key"}
         out["store"], out["data_dir"] = str(self.store), str(self.data_dir)
+        out["trt_cache_dir"] = str(self.trt_cache_dir) if self.trt_cache_dir else None
         out["models"], out["providers"] = list(self.models), list(self.providers)
         out["api_key_required"] = self.api_key is not None
         return out
+
+
+def _flag(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError(value)
+    return lowered in ("true", "1", "yes")
 
 
 def _comma_list(value: str) -> tuple[str, ...]:
@@ -162,6 +172,9 @@ OPTIONS: dict[str, tuple[str, Any, str]] = {
                             "on SIGTERM, wait this long for in-flight requests (0 = --timeout-ms)"),
     "--fault": ("fault", str, "testing only: 'raise' makes every batch fail, 'hang' makes every batch hang"),
     "--log-level": ("log_level", str, "debug | info | warning | error"),
+    "--trt-cache-dir": ("trt_cache_dir", Path, "TensorRT provider: keep built engines and the timing cache here "
+                                               "(a restart then skips the engine build)"),
+    "--trt-fp16": ("trt_fp16", _flag, "TensorRT provider: let it build FP16 engines (true/false)"),
     "--data-dir": ("data_dir", Path, "datasets POST /evaluations may read, named relative to this folder "
                                      "(nothing outside it is readable)"),
     "--max-eval-images": ("max_eval_images", int, "most test images one evaluation job reads"),

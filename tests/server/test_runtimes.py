@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from server.runtimes import CPU, CUDA, TENSORRT, choose_providers, cpu_session_options
@@ -34,3 +36,14 @@ def test_cpu_session_options():
     assert options.intra_op_num_threads == 3 and options.inter_op_num_threads == 1
     assert options.graph_optimization_level.name == "ORT_ENABLE_ALL"
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_tensorrt_gets_an_engine_cache_and_fp16_only_when_asked():
+    from server.runtimes import CPU, CUDA, TENSORRT, provider_options
+
+    assert provider_options([CUDA, CPU]) == [{}, {}]
+    assert provider_options([TENSORRT, CUDA, CPU]) == [{"trt_fp16_enable": "False"}, {}, {}]
+    cached = provider_options([TENSORRT, CPU], Path("/cache/trt"), trt_fp16=True)[0]
+    assert cached == {"trt_fp16_enable": "True", "trt_engine_cache_enable": "True",
+                      "trt_engine_cache_path": "/cache/trt", "trt_timing_cache_enable": "True",
+                      "trt_timing_cache_path": "/cache/trt"}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from server.settings import OPTIONS, Settings, env_name, parse_settings
+from server.settings import OPTIONS, Settings, build_parser, env_name, parse_settings, settings_from
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,3 +76,12 @@ def test_in_flight_limits_must_admit_the_largest_request(argv, fragment):
     with pytest.raises(ValueError) as info:
         parse_settings(argv, environ={})
     assert fragment in str(info.value) and "could never be admitted" in str(info.value)
+
+
+def test_tensorrt_settings_parse_from_flags_and_environment():
+    args = build_parser().parse_args(["--trt-cache-dir", "/var/cache/trt", "--trt-fp16", "yes"])
+    settings = settings_from(args, {})
+    assert settings.trt_cache_dir == Path("/var/cache/trt") and settings.trt_fp16 is True
+    assert settings_from(None, {"SERVER_TRT_FP16": "false"}).trt_fp16 is False
+    with pytest.raises(ValueError, match="SERVER_TRT_FP16='maybe' is not a valid flag"):
+        settings_from(None, {"SERVER_TRT_FP16": "maybe"})
