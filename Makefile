@@ -27,6 +27,7 @@ install: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/hadolint Dockerfile
 
 # Debian's Chromium and its matching driver, for the web page's browser test.
 $(CHROMIUM) $(CHROMEDRIVER):
