@@ -11,14 +11,17 @@ COMMANDS = {
     "masks": "irregular-mask generation time per ratio bucket",
     "server": "server requests/s against raw ONNX Runtime images/s",
     "robustness": "/robustness latency against one batched inference of n+1 images",
+    "ray": "/predict requests/s and latency: plain server against Ray Serve with 1 and N replicas",
 }
+MODULES = {"ray": "ray_serve"}  # command -> module under benchmarks/, where the names differ
 
 
 def main(argv: list[str] | None = None) -> int:
     """Hand the flags after the subcommand to ``benchmarks.<subcommand>.main``."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in COMMANDS:
-        module = importlib.import_module(f"benchmarks.{argv[0]}")  # imported only when asked: each is heavy
+        name = MODULES.get(argv[0], argv[0])
+        module = importlib.import_module(f"benchmarks.{name}")  # imported only when asked: each is heavy
         return module.main(argv[1:], prog=f"python -m benchmarks {argv[0]}")
     parser = argparse.ArgumentParser(prog="python -m benchmarks", usage=f"%(prog)s {{{','.join(COMMANDS)}}} [flags]",
                                      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
