@@ -14,15 +14,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import os
 import platform
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,24 +28,10 @@ import ray
 from tqdm import tqdm
 
 from benchmarks.server import build_store, jpeg_payload
-from loadtests.processes import ServerProcess, free_port, stop_group, wait_ready
+from loadtests.processes import RayServeProcess, ServerProcess, session_cpu
 from model_store.manifest import entry_dir, load_manifest
 from server.ray import REPLICA_HEADER
 from server.settings import available_cores
-
-ROOT = Path(__file__).resolve().parent.parent
-CONFIG = ROOT / "deploy" / "ray" / "serve.yaml"
-
-
-def session_cpu(sid: int) -> dict[int, float]:
-    """pid -> user + system CPU seconds of every live process in session ``sid`` (Linux /proc)."""
-    out = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[3]) == sid:
-                out[int(stat.parent.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return out
 
 
 def process_name(pid: int) -> str:
@@ -59,88 +40,6 @@ def process_name(pid: int) -> str:
         return Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return "?"
-
-
-def kill_session(sid: int, timeout: float = 10) -> None:
-    """SIGTERM every process left in session ``sid``, SIGKILL whatever outlives ``timeout``."""
-    for signum, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5)):
-        for pid in session_cpu(sid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
-        deadline = time.monotonic() + wait
-        while session_cpu(sid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-
-
-class RayServeProcess:
-    """``python -m server.ray`` (a local Ray, no dashboard) on a free 127.0.0.1 port, logs to a file.
-
-    Stopped by SIGTERM, which shuts Serve and the local Ray down; whatever is left of its session (Ray's workers
-    have process groups of their own) is killed.
-    """
-
-    def __init__(self, store: str | Path, replicas: int, cpus_per_replica: float, args: Sequence[str] = (),
-                 log_path: str | Path | None = None, cpus: int | None = None, config: Path = CONFIG) -> None:
-        self.store, self.replicas, self.cpus_per_replica = Path(store), replicas, cpus_per_replica
-        self.args, self.config = list(args), config
-        self.cpus = cpus or available_cores()
-        self.log_path = Path(log_path) if log_path else None
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        """Base URL of the Serve proxy."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def launch(self) -> RayServeProcess:
-        """Start it without waiting (Ray and the replicas take seconds to come up)."""
-        cmd = [sys.executable, "-m", "server.ray", "--config", str(self.config), "--store", str(self.store),
-               "--replicas", str(self.replicas), "--num-cpus", str(self.cpus_per_replica), "--num-gpus", "0",
-               "--cpus", str(self.cpus), "--port", str(self.port), *(f"--arg={a}" for a in self.args)]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SERVER_")}
-        env |= {"PYTHONUNBUFFERED": "1", "RAY_USAGE_STATS_ENABLED": "0"}
-        log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        try:
-            self.process = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True, env=env)
-        finally:
-            if log is not subprocess.DEVNULL:
-                log.close()
-        return self
-
-    def wait(self, timeout: float = 120) -> RayServeProcess:
-        """Wait for /ready through the proxy; on failure stop everything and raise with the end of the log."""
-        try:
-            wait_ready(self.url, self.process, timeout)
-        except RuntimeError as exc:
-            self.stop()
-            raise RuntimeError(f"{exc}\n{self.logs()[-4000:]}") from None
-        return self
-
-    def logs(self) -> str:
-        """What the driver printed so far (Ray forwards the replicas' lines to it)."""
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, grace: float = 60) -> None:
-        """SIGTERM (Serve and Ray shut down in order), then kill what is left of the session."""
-        if self.process is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            self.process.send_signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(grace)
-        stop_group(self.process)
-        kill_session(self.process.pid)
-        self.process = None
-
-    def __enter__(self) -> RayServeProcess:
-        return self.launch().wait()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 @dataclass

@@ -11,9 +11,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
+
+from server.settings import available_cores
 
 
 def free_port() -> int:
@@ -72,10 +75,14 @@ class ServerProcess:
         """Base URL of the running server."""
         return f"http://127.0.0.1:{self.port}"
 
+    def command(self) -> list[str]:
+        """The command line this process runs."""
+        return [sys.executable, "-m", "server", "--store", str(self.store), "--host", "127.0.0.1",
+                "--port", str(self.port), *self.extra_args]
+
     def launch(self) -> ServerProcess:
         """Start the server process without waiting for it (several can then warm up at once)."""
-        cmd = [sys.executable, "-m", "server", "--store", str(self.store), "--host", "127.0.0.1",
-               "--port", str(self.port), *self.extra_args]
+        cmd = self.command()
         env = {k: v for k, v in os.environ.items() if self.inherit_server_env or not k.startswith("SERVER_")}
         env = {**env, "PYTHONUNBUFFERED": "1", **(self.env or {})}
         log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
@@ -116,6 +123,63 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def session_cpu(sid: int) -> dict[int, float]:
+    """pid -> user + system CPU seconds of every live process in session ``sid`` (Linux /proc)."""
+    out = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == sid:
+                out[int(stat.parent.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def kill_session(sid: int, timeout: float = 10) -> None:
+    """SIGTERM every process left in session ``sid``, SIGKILL whatever outlives ``timeout``."""
+    for signum, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5)):
+        for pid in session_cpu(sid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+        deadline = time.monotonic() + wait
+        while session_cpu(sid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+RAY_CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "ray" / "serve.yaml"
+
+
+class RayServeProcess(ServerProcess):
+    """``python -m server.ray`` (a local Ray, no dashboard) on a free 127.0.0.1 port, logs to a file.
+
+    Stopped by SIGTERM, which shuts Serve and the local Ray down; whatever is left of its session (Ray's workers
+    have process groups of their own) is killed.
+    """
+
+    def __init__(self, store: str | Path, replicas: int, cpus_per_replica: float, args: Sequence[str] = (),
+                 log_path: str | Path | None = None, cpus: int | None = None, config: Path = RAY_CONFIG) -> None:
+        super().__init__(store, log_path=log_path, env={"RAY_USAGE_STATS_ENABLED": "0"}, inherit_server_env=False)
+        self.replicas, self.cpus_per_replica, self.args, self.config = replicas, cpus_per_replica, list(args), config
+        self.cpus = cpus or available_cores()
+
+    def command(self) -> list[str]:
+        """``python -m server.ray`` with this many replicas, CPUs and no GPU."""
+        return [sys.executable, "-m", "server.ray", "--config", str(self.config), "--store", str(self.store),
+                "--replicas", str(self.replicas), "--num-cpus", str(self.cpus_per_replica), "--num-gpus", "0",
+                "--cpus", str(self.cpus), "--port", str(self.port), *(f"--arg={a}" for a in self.args)]
+
+    def stop(self, grace: float = 60) -> None:
+        """SIGTERM (Serve and Ray shut down in order), then kill what is left of the session."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(grace)
+        stop_group(self.process)
+        kill_session(self.process.pid)
+        self.process = None
 
 
 TORCHSERVE_PID_FILE = Path(tempfile.gettempdir()) / ".model_server.pid"

@@ -20,10 +20,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.ray_serve import ROOT, RayServeProcess
+from loadtests.processes import RayServeProcess
 from server.ray import REPLICA_HEADER
 from tests.server.conftest import CLASSIFIER, STARTUP_SECONDS, launch_server
 from tests.server.oracle import jpeg_bytes, model_input, random_rgb, run_exported, sigmoid
+
+ROOT = Path(__file__).resolve().parents[2]
 
 MAX_BODY_BYTES = 1_000_000
 SETTINGS = {"models": CLASSIFIER, "max_body_bytes": MAX_BODY_BYTES, "max_delay_ms": 20}
