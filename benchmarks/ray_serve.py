@@ -27,7 +27,7 @@ import onnxruntime as ort
 import ray
 from tqdm import tqdm
 
-from benchmarks.server import build_store, jpeg_payload
+from benchmarks.server import add_load_arguments, build_store, jpeg_payload
 from loadtests.processes import RayServeProcess, ServerProcess, session_cpu
 from model_store.manifest import entry_dir, load_manifest
 from server.ray import REPLICA_HEADER
@@ -206,16 +206,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks ray") 
     """Measure the three targets one after the other and print the table (and write it with --output)."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="resnet18-csra", help="model preset to export with random weights")
-    parser.add_argument("--store", type=Path, help="use this store instead of exporting (with --model)")
-    parser.add_argument("--model", default="bench", help="model name in the store")
-    parser.add_argument("--seconds", type=float, default=8.0, help="timed window")
-    parser.add_argument("--warmup", type=float, default=2.0, help="untimed load before each window")
-    parser.add_argument("--rounds", type=int, default=2, help="windows per row")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[16], help="requests in flight")
+    add_load_arguments(parser, rounds=2)
     parser.add_argument("--client", choices=["httpx", "socket"], default="httpx", help="load generator")
-    parser.add_argument("--max-batch", type=int, default=8)
-    parser.add_argument("--max-delay-ms", type=float, default=5.0)
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, available_cores()],
                         help="Ray Serve replica counts to measure (the cores are shared out among the replicas)")
     parser.add_argument("--output", type=Path, help="write the Markdown section here")

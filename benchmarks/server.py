@@ -227,23 +227,30 @@ def markdown(args: argparse.Namespace, size: tuple[int, int], configurations: li
     return "\n".join(lines) + "\n"
 
 
+def add_load_arguments(parser: argparse.ArgumentParser, rounds: int, seconds_help: str = "timed window",
+                       rounds_help: str = "windows per row") -> None:
+    """The flags every saturation benchmark shares: what to serve, how long to measure, how much to keep in flight."""
+    parser.add_argument("--preset", default="resnet18-csra", help="model preset to export with random weights")
+    parser.add_argument("--store", type=Path, help="use this store instead of exporting (with --model)")
+    parser.add_argument("--model", default="bench", help="model name in the store")
+    parser.add_argument("--seconds", type=float, default=8.0, help=seconds_help)
+    parser.add_argument("--warmup", type=float, default=2.0, help="untimed load before each server window")
+    parser.add_argument("--rounds", type=int, default=rounds, help=rounds_help)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[16], help="requests in flight")
+    parser.add_argument("--max-batch", type=int, default=8)
+    parser.add_argument("--max-delay-ms", type=float, default=5.0)
+
+
 def main(argv: list[str] | None = None, prog: str = "python -m benchmarks server") -> int:
     """Run both measurements and print (optionally write) the comparison."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="resnet18-csra", help="model preset to export with random weights")
-    parser.add_argument("--store", type=Path, help="use this store instead of exporting (with --model)")
-    parser.add_argument("--model", default="bench", help="model name in the store")
-    parser.add_argument("--seconds", type=float, default=8.0, help="timed window (raw and server, per round)")
-    parser.add_argument("--warmup", type=float, default=2.0, help="untimed load before each server window")
-    parser.add_argument("--rounds", type=int, default=3, help="raw/server window pairs per row")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[16], help="requests in flight")
+    add_load_arguments(parser, rounds=3, seconds_help="timed window (raw and server, per round)",
+                       rounds_help="raw/server window pairs per row")
     parser.add_argument("--clients", nargs="+", choices=["socket", "httpx"], default=["socket", "httpx"],
                         help="load generators to use")
     parser.add_argument("--payload", type=parse_size, nargs="+", default=[(224, 224), (640, 480)],
                         help="JPEG sizes to POST, e.g. 224x224 640x480")
-    parser.add_argument("--max-batch", type=int, default=8)
-    parser.add_argument("--max-delay-ms", type=float, default=5.0)
     parser.add_argument("--workers", type=int, default=1, help="server --workers (concurrent batches)")
     parser.add_argument("--output", type=Path, help="write the Markdown section here")
     args = parser.parse_args(argv)
