@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from PIL import Image
 from scipy import special
 
 DIGITS = 6  # scores are rounded so that JSON answers are stable and short
@@ -50,3 +51,10 @@ def class_map(logits: np.ndarray) -> np.ndarray:
     if logits.shape[0] > 256:
         raise ValueError(f"{logits.shape[0]} classes do not fit a uint8 class map (at most 256)")
     return np.argmax(logits, axis=0).astype(np.uint8)
+
+
+def resize_class_map(classes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of a uint8 class map to (width, height)."""
+    if (classes.shape[1], classes.shape[0]) == size:
+        return classes
+    return np.asarray(Image.fromarray(classes, mode="L").resize(size, Image.NEAREST))

@@ -1,4 +1,4 @@
-"""Segmenter answers: class maps resized to the image, palette PNGs, overlays and region statistics."""
+"""Segmenter answers: palette PNGs, overlays and region statistics of class maps."""
 
 from __future__ import annotations
 
@@ -15,13 +15,6 @@ from robustness.labels import EIGHT_CONNECTED, VOC_PALETTE, size_bucket
 from robustness.scores import DIGITS
 
 PNG_COMPRESSION = 3
-
-
-def resize_class_map(classes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of a uint8 class map to (width, height)."""
-    if (classes.shape[1], classes.shape[0]) == size:
-        return classes
-    return np.asarray(Image.fromarray(classes, mode="L").resize(size, Image.NEAREST))
 
 
 def palette_png(classes: np.ndarray) -> bytes:

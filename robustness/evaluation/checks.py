@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 from scipy import special
 
-from robustness.evaluation.conditions import InputBuilder, derived_seed, resize_nearest
+from robustness.evaluation.conditions import InputBuilder, derived_seed
 from robustness.evaluation.onnx_model import EvalModel
 from robustness.labels import BACKGROUND, VOID
 from robustness.masks import apply_mask, resize_mask
-from robustness.scores import class_map, class_scores
+from robustness.scores import class_map, class_scores, resize_class_map
 
 INVARIANCE_BUCKET = "b3"
 SEGMENTER_INVARIANCE_TOLERANCE = 0.02  # fraction of foreground ground-truth pixels allowed to change class
@@ -90,7 +90,7 @@ def clean_reference(task: str, model: EvalModel, output: np.ndarray, gt_shape: t
     """What the checks compare against: clean scores (classifier) or clean class map at ground-truth size."""
     if task == "classification":
         return class_scores(output, model.manifest.activation)
-    return resize_nearest(class_map(output), gt_shape)
+    return resize_class_map(class_map(output), gt_shape[::-1])
 
 
 class Checks:
@@ -156,7 +156,7 @@ class Checks:
                     self.invariance[label].record(before == after, {"image": name, "lost": sorted(before - after),
                                                                     "gained": sorted(after - before)})
                 else:
-                    masked_map = resize_nearest(class_map(outputs[label]), gt.shape)
+                    masked_map = resize_class_map(class_map(outputs[label]), gt.shape[::-1])
                     changed = float(np.mean(masked_map[foreground] != reference[foreground]))
                     self.invariance[label].record(changed <= SEGMENTER_INVARIANCE_TOLERANCE,
                                                   {"image": name, "changed_fraction": changed})

@@ -119,10 +119,3 @@ class InputBuilder:
         if condition.kind == CORRUPTION:
             return self.normalise(corrupt(resized, condition.corruption, condition.severity, seed))
         return clean
-
-
-def resize_nearest(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of an (h, w) uint8 class map to ``shape`` (H, W), as the server does (PIL)."""
-    if labels.shape == tuple(shape):
-        return labels
-    return np.asarray(Image.fromarray(labels, mode="L").resize((shape[1], shape[0]), Image.NEAREST))

@@ -12,10 +12,10 @@ import numpy as np
 from robustness.evaluation.accumulators import ClassificationScores, SegmentationRecords, ternary_targets
 from robustness.evaluation.batching import BatchRunner
 from robustness.evaluation.checks import Checks, Group, clean_reference
-from robustness.evaluation.conditions import CLEAN, Condition, InputBuilder, derived_seed, resize_nearest
+from robustness.evaluation.conditions import CLEAN, Condition, InputBuilder, derived_seed
 from robustness.evaluation.onnx_model import EvalModel
 from robustness.labels import VOID
-from robustness.scores import class_map, class_scores
+from robustness.scores import class_map, class_scores, resize_class_map
 
 
 class EvaluationCancelled(Exception):
@@ -54,7 +54,7 @@ def _consumer(task: str, models: Mapping[str, EvalModel], labels: Sequence[str],
             if task == "classification":
                 statistics[label].add(index, class_scores(output, models[label].manifest.activation))
             else:
-                statistics[label].add(index, resize_nearest(class_map(output), gt[0].shape), *gt)
+                statistics[label].add(index, resize_class_map(class_map(output), gt[0].shape[::-1]), *gt)
             if clean_outputs is not None:
                 shape = gt[0].shape if gt is not None else (0, 0)
                 clean_outputs[label] = (clean_reference(task, models[label], output, shape), output)

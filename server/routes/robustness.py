@@ -26,12 +26,13 @@ from robustness.occlusion_report import (
     reference_labels,
 )
 from robustness.saliency import MIN_SALIENCY_MASKS, explained_classes, saliency_entries
+from robustness.scores import resize_class_map
 from server.dependencies import ContextDep, require_api_key
 from server.errors import ApiError
 from server.images import PreparedImage, decode_label_map
 from server.middleware import MAX_MODEL_NAME_LENGTH
 from server.pipeline import RequestPipeline, timing
-from server.postprocess import masked_pngs, resize_class_map
+from server.postprocess import masked_pngs
 from server.routes.examples import (
     ERRORS,
     ROBUSTNESS_CORRUPTION_EXAMPLE,

@@ -7,12 +7,12 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from robustness.scores import class_map
+from robustness.scores import class_map, resize_class_map
 from server.dependencies import ContextDep, require_api_key
 from server.images import PreparedImage
 from server.middleware import MAX_MODEL_NAME_LENGTH
 from server.pipeline import server_timing, timing
-from server.postprocess import overlay_png, palette_png, region_statistics, resize_class_map
+from server.postprocess import overlay_png, palette_png, region_statistics
 from server.routes.examples import ERRORS, IMAGE_REQUEST_BODY, SEGMENT_JSON_EXAMPLE
 
 router = APIRouter(tags=["inference"], dependencies=[Depends(require_api_key)])
