@@ -1,4 +1,5 @@
-"""``python -m benchmarks runtimes|masks|server|robustness [flags]``: the project's benchmarks (``COMMAND --help``)."""
+"""``python -m benchmarks runtimes|masks|server|robustness|ray|request-path [flags]``: the project's benchmarks
+(``COMMAND --help``)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ COMMANDS = {
     "server": "server requests/s against raw ONNX Runtime images/s",
     "robustness": "/robustness latency against one batched inference of n+1 images",
     "ray": "/predict requests/s and latency: plain server against Ray Serve with 1 and N replicas",
+    "request-path": "each step of a request inside the server (decode, JSON, thread hops), before and after",
 }
-MODULES = {"ray": "ray_serve"}  # command -> module under benchmarks/, where the names differ
+# command -> module under benchmarks/, where the names differ
+MODULES = {"ray": "ray_serve", "request-path": "request_path"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         return module.main(argv[1:], prog=f"python -m benchmarks {argv[0]}")
     parser = argparse.ArgumentParser(prog="python -m benchmarks", usage=f"%(prog)s {{{','.join(COMMANDS)}}} [flags]",
                                      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="commands:\n" + "\n".join(f"  {name:<10} {text}"
+                                     epilog="commands:\n" + "\n".join(f"  {name:<12} {text}"
                                                                       for name, text in COMMANDS.items()))
     parser.add_argument("command", choices=list(COMMANDS), help="the benchmark to run; its flags follow it")
     parser.parse_known_args(argv)  # --help, or an error for a missing or unknown command (exit 2)

@@ -9,10 +9,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from server.images import ImageRejectedError
+from server.responses import JSONResponse
 
 log = logging.getLogger("server.errors")
 

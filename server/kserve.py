@@ -11,6 +11,7 @@ import numpy as np
 
 from model_store.manifest import Manifest
 from server.errors import ApiError
+from server.responses import dumps
 
 HEADER_LENGTH = "inference-header-content-length"
 DATATYPE = "FP32"
@@ -135,8 +136,8 @@ def infer_response(manifest: Manifest, outputs: np.ndarray, request: InferReques
     document["outputs"] = [tensor]
     if not request.binary_output:
         tensor["data"] = outputs.astype(np.float32, copy=False).ravel().tolist()
-        return json.dumps(document, separators=(",", ":")).encode(), {"Content-Type": "application/json"}
+        return dumps(document), {"Content-Type": "application/json"}
     raw = np.ascontiguousarray(outputs, dtype="<f4").tobytes()
     tensor["parameters"] = {"binary_data_size": len(raw)}
-    head = json.dumps(document, separators=(",", ":")).encode()
+    head = dumps(document)
     return head + raw, {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(head))}

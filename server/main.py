@@ -17,6 +17,7 @@ from server.errors import register_error_handlers
 from server.metrics import ServerMetrics
 from server.middleware import RequestLimitsMiddleware, RequestLogMiddleware
 from server.registry import ModelRegistry, read_store
+from server.responses import JSONResponse
 from server.routes import evaluations, page, predict, robustness, segment, status, v2
 from server.settings import Settings
 
@@ -57,7 +58,8 @@ def create_app(settings: Settings, manifests: dict[str, Manifest] | None = None,
             await registry.close()
             decode_pool.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(title="occlusion-serve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="occlusion-serve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
+                  default_response_class=JSONResponse)
     decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
     app.state.context = ServerContext(settings, registry, metrics, decode_pool)
     register_error_handlers(app)

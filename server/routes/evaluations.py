@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Depends, Path
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from robustness.corruptions import parse_corruptions, parse_severities
@@ -15,6 +15,7 @@ from server.dependencies import ContextDep, require_api_key
 from server.errors import ApiError
 from server.evaluations import EvaluationJob, QueueFullError, ServedModel, load_eval_set
 from server.middleware import MAX_MODEL_NAME_LENGTH
+from server.responses import JSONResponse
 from server.routes.examples import ERRORS
 
 router = APIRouter(tags=["evaluations"], dependencies=[Depends(require_api_key)])

@@ -5,17 +5,27 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse
 
 from robustness.scores import class_scores, score_table, top_labels
 from server.dependencies import ContextDep, require_api_key
+from server.errors import ApiError
 from server.middleware import MAX_MODEL_NAME_LENGTH
 from server.pipeline import timing
+from server.responses import JSONResponse
 from server.routes.examples import ERRORS, IMAGE_REQUEST_BODY, PREDICT_EXAMPLE, PREDICT_SOFTMAX_EXAMPLE
 
 router = APIRouter(tags=["inference"], dependencies=[Depends(require_api_key)])
 SOFTMAX_TOP_K = 5  # labels returned by a single-label (softmax) classifier when top_k is not given
+
+
+def check_finite_scores(scores: np.ndarray, model: str) -> None:
+    """500 ``non_finite_output`` for NaN or infinite scores (as /v2 answers), which JSON cannot carry as numbers;
+    the JSON encoder would write them as null."""
+    if not np.isfinite(scores).all():
+        raise ApiError(500, "non_finite_output", f"model {model!r} produced NaN or infinite scores; they cannot be "
+                       "sent as JSON numbers")
 
 
 @router.post(
@@ -50,6 +60,7 @@ async def predict(
     result = await pipeline.infer(request, prepared.tensor[None])
     manifest = pipeline.manifest
     probabilities = class_scores(result.outputs[0], manifest.activation)
+    check_finite_scores(probabilities, pipeline.name)
     single_label = manifest.activation == "softmax"
     cut = threshold if single_label or threshold is not None else manifest.threshold
     limit = (top_k or SOFTMAX_TOP_K) if single_label else top_k

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from robustness.scores import class_map, resize_class_map
 from server.dependencies import ContextDep, require_api_key
@@ -13,6 +13,7 @@ from server.images import PreparedImage
 from server.middleware import MAX_MODEL_NAME_LENGTH
 from server.pipeline import server_timing, timing
 from server.postprocess import overlay_png, palette_png, region_statistics
+from server.responses import JSONResponse
 from server.routes.examples import ERRORS, IMAGE_REQUEST_BODY, SEGMENT_JSON_EXAMPLE
 
 router = APIRouter(tags=["inference"], dependencies=[Depends(require_api_key)])

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from server.banner import curl_examples
 from server.dependencies import MetricsDep, RegistryDep, SettingsDep, require_api_key
 from server.registry import ModelRegistry
+from server.responses import JSONResponse
 from server.routes.examples import MODELS_EXAMPLE
 
 router = APIRouter(tags=["status"])

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Path, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from server.dependencies import ContextDep, RegistryDep, SettingsDep, require_api_key
 from server.errors import ApiError
 from server.kserve import HEADER_LENGTH, infer_response, model_metadata, parse_infer_request
 from server.registry import ModelRegistry
+from server.responses import JSONResponse
 from server.routes.examples import V2_INFER_REQUEST, V2_INFER_RESPONSE, V2_METADATA
 from server.routes.status import readiness
 
