@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from export.pipeline import DEFAULT_FORMATS, FORMATS, export_entry, parse_formats
+from export.guard import DEFAULT_GUARD_IMAGES, DEFAULT_TOLERANCE
+from export.pipeline import DEFAULT_FORMATS, FORMATS, VariantRequest, export_entry, parse_formats
 from export.source import resolve_source
+from export.variants import CALIBRATION_CHOICES, DEFAULT_CALIBRATION_IMAGES, VARIANT_FILES
+from model_store.manifest import Variant
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -24,7 +28,38 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lam", type=float, help="override the CSRA lambda")
     parser.add_argument("--heads", type=int, help="override the CSRA head count")
     parser.add_argument("--force", action="store_true", help="replace an existing entry of that version")
+    variants = parser.add_argument_group("lower-precision variants (judged by the accuracy guard)")
+    variants.add_argument("--variants", default="", help=f"comma list from {', '.join(VARIANT_FILES)}: built next to "
+                          "model.onnx, each accepted or rejected by the guard")
+    variants.add_argument("--calib", type=Path, help="INT8 calibration: a dataset (its train split) or a folder of "
+                          "images like the served ones")
+    variants.add_argument("--calib-images", type=int, default=DEFAULT_CALIBRATION_IMAGES,
+                          help=f"calibration images used, at most (default {DEFAULT_CALIBRATION_IMAGES})")
+    variants.add_argument("--calib-method", default="auto", choices=CALIBRATION_CHOICES,
+                          help="activation range calibration; auto tries each and keeps the closest to fp32 on "
+                               "held-out calibration images (default auto)")
+    variants.add_argument("--guard-data", type=Path, help="labelled dataset whose test split judges the variants "
+                          "(default: --calib when it is a dataset)")
+    variants.add_argument("--guard-images", type=int, default=DEFAULT_GUARD_IMAGES,
+                          help=f"test images the guard reads, at most (default {DEFAULT_GUARD_IMAGES})")
+    variants.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                          help="largest drop in points of mAP (classifiers) or of mIoU and IA-mIoU (segmenters) on the "
+                               f"test split that a variant may show and still pass (default {DEFAULT_TOLERANCE})")
+    variants.add_argument("--guard-masked", action="store_true",
+                          help="the drop under high occlusion masks (always recorded) must stay within the "
+                               "tolerance too")
     return parser.parse_args(argv)
+
+
+def variant_line(variant: Variant) -> str:
+    """One line per variant: the verdict, its reason, and the guard's main figures."""
+    m = variant.measures
+    figures = ", ".join(f"{k} {m[k]:+.2f}" if k.endswith("_delta") else f"{k} {m[k]:.3g}"
+                        for k in m if m[k] is not None and (k.endswith("_delta") or k in ("speedup",
+                                                                                           "top_label_agreement",
+                                                                                           "pixel_agreement")))
+    reason = f" ({variant.reason})" if variant.reason else ""
+    return f"{variant.precision}: {variant.status}{reason}; {figures}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,14 +67,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         formats = parse_formats(args.formats)
+        request = VariantRequest(args.variants, args.calib, args.guard_data, args.tolerance, args.calib_images,
+                                 args.calib_method, args.guard_images, args.guard_masked) if args.variants else None
         src = resolve_source(args.checkpoint, args.preset, image_size=args.image_size, lam=args.lam, heads=args.heads)
-        manifest = export_entry(src, args.name, args.version, args.store, formats, fp16=args.fp16, force=args.force)
+        manifest = export_entry(src, args.name, args.version, args.store, formats, fp16=args.fp16, force=args.force,
+                                variants=request)
     except (ValueError, KeyError, TypeError, RuntimeError, OSError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {message}", file=sys.stderr)
         return 2
     worst = dict(manifest.parity.max_abs_diff)
     print(f"wrote {manifest.path} ({', '.join(manifest.files)}); parity max|diff| {worst}")
+    for variant in manifest.variants:
+        print(variant_line(variant))
     return 0
 
 

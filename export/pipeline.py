@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import platform
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +20,21 @@ import torch
 from tqdm import tqdm
 
 from export.formats import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, export_onnx, export_torchscript, load_torchscript
+from export.guard import DEFAULT_GUARD_IMAGES, DEFAULT_TOLERANCE, guard_variant
 from export.parity import FP16_TOL, FP32_TOL, check_parity, parity_cases
 from export.source import ExportSource
+from export.variants import (
+    CALIBRATION_CHOICES,
+    DEFAULT_CALIBRATION_IMAGES,
+    VARIANT_FILES,
+    build_int8,
+    calibration_files,
+    convert_fp16,
+    parse_variants,
+    prepared_inputs,
+)
 from model_store.manifest import (
+    REJECTED,
     FileRecord,
     InputSpec,
     Manifest,
@@ -29,13 +43,16 @@ from model_store.manifest import (
     ParityCheck,
     PresetRecord,
     SourceRecord,
+    Variant,
     load_manifest,
     output_spec,
     sha256_file,
     validate_name,
     write_manifest,
 )
+from robustness.datasets import evaluation_set
 
+log = logging.getLogger("export")
 FORMATS = ("onnx", "torchscript", "mar", "triton")
 DEFAULT_FORMATS = ("onnx", "torchscript")
 
@@ -93,12 +110,98 @@ def _torchscript_runner(path: Path):
     return run
 
 
+@dataclass(frozen=True)
+class VariantRequest:
+    """Which lower-precision variants to build, what calibrates INT8 and what judges every variant."""
+
+    precisions: tuple[str, ...]
+    calib: Path | None = None  # a dataset (its train split) or a folder of images
+    guard_data: Path | None = None  # a labelled dataset whose TEST split judges the variants (default: calib)
+    tolerance: float = DEFAULT_TOLERANCE
+    calib_images: int = DEFAULT_CALIBRATION_IMAGES
+    calib_method: str = "auto"
+    guard_images: int | None = DEFAULT_GUARD_IMAGES
+    gate_masked: bool = False  # the masked (b6) deltas reject too, not only the clean ones
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "precisions", parse_variants(self.precisions))
+        if self.calib_method not in CALIBRATION_CHOICES:
+            raise ValueError(f"calibration method {self.calib_method!r} must be one of "
+                             f"{', '.join(CALIBRATION_CHOICES)}")
+        if self.calib_images < 1 or (self.guard_images is not None and self.guard_images < 1):
+            raise ValueError("--calib-images and --guard-images must be >= 1")
+        if "int8" in self.precisions and self.calib is None:
+            raise ValueError("the int8 variant needs --calib DIR: a dataset (its train split is used) or a folder of "
+                             "100-500 images like the ones the model will serve")
+        for flag, path in (("--calib", self.calib), ("--guard-data", self.guard_data)):
+            if path is not None and not Path(path).exists():
+                raise ValueError(f"{flag} {path}: not found")
+        if self.guard_data is None and self.calib is None:
+            raise ValueError("variants need --guard-data DIR: a labelled dataset whose test split judges them")
+
+
+def _build_variant(entry: Path, manifest: Manifest, precision: str, request: VariantRequest,
+                   progress: bool) -> dict[str, Any]:
+    """Write one variant file into ``entry``; how it was made (calibration data, images and method)."""
+    out, model = entry / VARIANT_FILES[precision], entry / "model.onnx"
+    if precision == "fp16":
+        convert_fp16(model, out)
+        return {"io": "float32"}
+    assert request.calib is not None
+    files = calibration_files(request.calib, manifest.task, request.calib_images)
+    inputs = prepared_inputs(manifest, files, progress)
+    method, scores = build_int8(manifest, model, out, inputs, request.calib_method)
+    return {"calibration_data": str(request.calib), "calibration_images": len(files),
+            "calibration_method": method, "calibration_requested": request.calib_method,
+            "calibration_score_mae": scores, "format": "QDQ, per-channel int8 weights, uint8 activations",
+            "calibration_files": sorted(str(f) for f in files)}
+
+
+def add_variants(entry: Path, request: VariantRequest, progress: bool = True) -> Manifest:
+    """Build each requested variant next to ``model.onnx``, judge it with the accuracy guard and list it (with its
+    sha256) in the manifest, accepted or rejected with the reason."""
+    manifest = load_manifest(entry)
+    guard_source = request.guard_data or request.calib
+    try:
+        eval_set = evaluation_set(guard_source, manifest.task, limit=request.guard_images)
+    except (ValueError, FileNotFoundError) as exc:
+        raise ValueError(f"guard data {guard_source}: {exc} (the guard needs a labelled dataset; pass --guard-data)"
+                         ) from None
+    held_out = {item.image.resolve() for item in eval_set.items}
+    files, variants = dict(manifest.files), {v.precision: v for v in manifest.variants}
+    for precision in request.precisions:
+        filename = VARIANT_FILES[precision]
+        try:
+            setup = _build_variant(entry, manifest, precision, request, progress)
+        except (ValueError, FileNotFoundError):
+            raise
+        except Exception as exc:  # a converter failing on this graph rejects the variant, not the export
+            log.error("%s variant could not be built: %s", precision, exc)
+            variants[precision] = Variant(filename, precision, REJECTED, f"could not be built: {exc}")
+            continue
+        calibrated = {Path(f).resolve() for f in setup.pop("calibration_files", ())}
+        if calibrated & held_out:
+            raise ValueError(f"{len(calibrated & held_out)} calibration images are also guard images; calibrate on "
+                             "a training split or another folder")
+        files[filename] = FileRecord.of(entry / filename)
+        manifest = write_manifest(entry, replace(manifest, files=files))
+        with tqdm(total=len(eval_set), desc=f"guard {precision}", unit="img", disable=not progress) as bar:
+            verdict = guard_variant(manifest, filename, precision, eval_set, request.tolerance, request.guard_images,
+                                    progress=lambda done, _total, bar=bar: bar.update(done - bar.n),
+                                    gate_masked=request.gate_masked)
+        variants[precision] = Variant(filename, precision, verdict.status, verdict.reason, verdict.measures,
+                                      {**setup, **verdict.setup})
+    return write_manifest(entry, replace(manifest, files=files, variants=tuple(variants.values())))
+
+
 def export_entry(src: ExportSource, name: str, version: str = "1", store: str | Path = "model_store",
                  formats: Sequence[str] = DEFAULT_FORMATS, fp16: bool = False, opset: int = DEFAULT_OPSET,
-                 force: bool = False, progress: bool = True) -> Manifest:
+                 force: bool = False, progress: bool = True, variants: VariantRequest | None = None) -> Manifest:
     """Export ``src`` to ``store/name/version``; nothing is written unless parity passes."""
     validate_name(name)
     formats = parse_formats(formats)
+    if fp16 and variants is not None and variants.precisions:
+        raise ValueError("--fp16 makes the entry itself float16; variants are built from a float32 entry")
     store = Path(store)
     final = store / name / str(version)
     if final.exists() and not force:
@@ -128,6 +231,9 @@ def export_entry(src: ExportSource, name: str, version: str = "1", store: str | 
         bar.update()
         files = {f: FileRecord.of(staging / f) for f in ("model.onnx", "model.pt") if (staging / f).exists()}
         write_manifest(staging, build_manifest(src, name, str(version), files, parity_record(parity), opset, fp16))
+        if variants is not None and variants.precisions:
+            bar.set_postfix_str("variants")
+            add_variants(staging, variants, progress)
         if final.exists():
             shutil.rmtree(final)
         staging.rename(final)

@@ -21,6 +21,7 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 TASKS = ("classification", "segmentation")
 ACTIVATIONS = ("sigmoid", "softmax")
 REEXPORT = "re-export it with `python -m export`"
+ACCEPTED, REJECTED = "accepted", "rejected"
 
 
 class ManifestError(ValueError):
@@ -139,6 +140,12 @@ class Variant:
     status: str  # "accepted" | "rejected"
     reason: str = ""
     measures: Mapping[str, float | None] = field(default_factory=dict)
+    setup: Mapping[str, Any] = field(default_factory=dict)  # calibration and guard settings: data, images, method
+
+    @property
+    def accepted(self) -> bool:
+        """True when the accuracy guard admitted this variant."""
+        return self.status == ACCEPTED
 
 
 @dataclass(frozen=True)
@@ -192,6 +199,10 @@ class Manifest:
         spatial = [-1, -1] if self.input.dynamic_size else list(self.input.size)
         output = [-1, self.num_classes] if self.task == "classification" else [-1, self.num_classes, *spatial]
         return [-1, 3, *spatial], output
+
+    def variant(self, precision: str) -> Variant | None:
+        """The variant of that precision (``int8``, ``fp16``), or None."""
+        return next((v for v in self.variants if v.precision == precision), None)
 
     def artifact(self, filename: str) -> Path:
         """Path of a verified artifact in this entry, or a clear error if the entry has none."""
@@ -270,8 +281,8 @@ def _parse(data: Mapping[str, Any], path: Path | None) -> Manifest:
         source=SourceRecord(**{k: str(v) for k, v in (data.get("source") or {"checkpoint": "", "sha256": "",
                                                                           "origin": ""}).items()}),
         tools=dict(data.get("tools", {})), created=str(data.get("created", "")),
-        variants=tuple(Variant(v["file"], v["precision"], v["status"], v.get("reason", ""), dict(v.get("measures", {})))
-                       for v in data.get("variants", ())),
+        variants=tuple(Variant(v["file"], v["precision"], v["status"], v.get("reason", ""), dict(v.get("measures", {})),
+                               dict(v.get("setup", {}))) for v in data.get("variants", ())),
         path=path,
     )
 

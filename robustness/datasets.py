@@ -481,3 +481,19 @@ def evaluation_set(data: str | Path, task: str, limit: int | None = None,
         image, class_map, instance_map = segmentation_paths(seg.folder, image_id)
         items.append(EvalItem(image_id, image, None, class_map, instance_map if with_instances else None))
     return EvalSet(task, seg.class_names, tuple(items), seg.source, seg.root, False)
+
+
+def training_images(data: str | Path, task: str) -> list[Path]:
+    """Image paths of the TRAIN split of any layout the training loaders read (calibration, never evaluation)."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    if task == "segmentation":
+        seg = segmentation_layout(data)
+        ids = segmentation_ids(seg.folder, seg.train_split)
+        return [segmentation_paths(seg.folder, image_id)[0] for image_id in ids]
+    layout = classification_layout(data)
+    if layout.source == "json":
+        return [path for path, _ in read_json_list(layout.train)]
+    if layout.source == "coco":
+        return [path for path, _ in read_coco_instances(layout.train, layout.coco_images(layout.train_split)).items]
+    return [path for path, _ in read_voc_main(layout.train, layout.train_split, VOC_CLASSES, difficult="ignore")]

@@ -1,12 +1,19 @@
-"""Fixtures shared across suites: tiny model stores of real exported models with seeded random weights."""
+"""Fixtures shared across suites: tiny model stores of real exported models with seeded random weights, and one
+briefly fine-tuned classifier with its data (for what needs a model that has learnt something)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from export.random_weights import export_random
+from training.datasets import make_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CLASSIFIER = "r18"
 SEGMENTER = "seg"
@@ -30,3 +37,32 @@ def r18_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     store = tmp_path_factory.mktemp("store")
     export_random("resnet18-csra-128", "r18", store, formats=("onnx", "torchscript", "mar", "triton"), seed=0)
     return store
+
+
+@dataclass(frozen=True)
+class FineTuned:
+    """Embedded scenes (192 train, 64 test), the run folder of a short fine-tuning on them, and its output."""
+
+    data: Path
+    run: Path
+    result: subprocess.CompletedProcess
+
+    @property
+    def checkpoint(self) -> Path:
+        """The best checkpoint of the run."""
+        return self.run / "best.pth"
+
+
+@pytest.fixture(scope="session")
+def fine_tuned(tmp_path_factory: pytest.TempPathFactory) -> FineTuned:
+    """MobileNetV2-CSRA at 128 px fine-tuned for 3 epochs from the ImageNet trunk (no masked branch)."""
+    folder = tmp_path_factory.mktemp("fine-tuned")
+    data = make_dataset(folder / "scenes", n_train=192, n_test=64, image_size=224, seed=11, scenes="classification",
+                        progress=False)
+    result = subprocess.run([sys.executable, "-m", "training", "classify", "--data", str(data), "--out",
+                             str(folder / "run"), "--method", "baseline", "--preset", "mobilenetv2-csra",
+                             "--image-size", "128", "--epochs", "3", "--lr", "0.05", "--batch-size", "16",
+                             "--warmup-epochs", "1", "--decay-epochs", "--eval-mask-ratio", "", "--seed", "0"],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return FineTuned(data, folder / "run", result)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import FineTuned
 from training.datasets import make_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,17 +81,11 @@ def test_bad_dataset_path_is_a_one_line_error(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_short_fine_tuning_from_the_imagenet_trunk_is_well_above_chance(tmp_path: Path) -> None:
-    data = make_dataset(tmp_path / "scenes", n_train=192, n_test=64, image_size=224, seed=11, scenes="classification",
-                        progress=False)
-    targets = [[v == 1 for v in r["target"]] for r in json.loads((data / "test.json").read_text())]
+def test_short_fine_tuning_from_the_imagenet_trunk_is_well_above_chance(fine_tuned: FineTuned) -> None:
+    targets = [[v == 1 for v in r["target"]] for r in json.loads((fine_tuned.data / "test.json").read_text())]
     chance = 100 * sum(sum(col) / len(col) for col in zip(*targets, strict=True)) / len(targets[0])
-    result = run_training("classify", "--data", str(data), "--out", str(tmp_path / "run"), "--method", "baseline",
-                          "--preset", "mobilenetv2-csra", "--image-size", "128", "--epochs", "3", "--lr", "0.05",
-                          "--batch-size", "16", "--warmup-epochs", "1", "--decay-epochs", "--eval-mask-ratio", "",
-                          "--seed", "0")
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = fine_tuned.result
     assert "loaded 312 trunk tensors from torchvision-mobilenet_v2-imagenet1k" in result.stdout + result.stderr
-    test_map = torch.load(tmp_path / "run" / "best.pth", weights_only=True)["test"]["clean"]["mAP"]
+    test_map = torch.load(fine_tuned.checkpoint, weights_only=True)["test"]["clean"]["mAP"]
     # 173 training images seen 3 times: measured 37.9 against a chance level of 19.5 (a constant score).
     assert chance < 25 and test_map > 1.6 * chance, (chance, test_map)

@@ -1,0 +1,123 @@
+"""The accuracy guard: a lower-precision variant against fp32 on a held-out test split, clean and under high masks.
+
+Both models see the same inputs (the offline evaluator's clean images and one seeded b6 irregular mask per image),
+so every delta is paired. Classifiers are judged by mAP, segmenters by mIoU and IA-mIoU: a variant that loses more
+than ``tolerance`` points on the clean test split is rejected. The same deltas under high masks are recorded with
+their 95% intervals, since quantisation may change robustness as well as accuracy; ``gate_masked`` makes them
+reject too (one mask per image makes them about twice as noisy as the clean ones). Top-label agreement (pixel
+agreement for segmenters) and images/s against fp32, measured in the same run, are recorded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from model_store.manifest import ACCEPTED, REJECTED, Manifest, verified_artifact
+from robustness.datasets import EvalSet
+from robustness.evaluation import EvaluationConfig, OnnxModel, evaluate
+from robustness.evaluation.conditions import OCCLUSION, Condition
+from robustness.evaluation.onnx_model import onnx_providers
+
+HIGH_BUCKET = "b6"
+DEFAULT_TOLERANCE = 0.5
+DEFAULT_GUARD_IMAGES = 300
+GUARD_METRICS = {"classification": ("mAP",), "segmentation": ("mIoU", "IA-mIoU")}
+SPEED_BATCH = 8
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The guard's decision on one variant, the figures behind it and how they were measured."""
+
+    status: str
+    reason: str
+    measures: dict[str, float | None]
+    setup: dict[str, Any] = field(default_factory=dict)
+
+
+class AgreementRecorder:
+    """An EvalModel that keeps the top class of every output it returns (per image, or per pixel)."""
+
+    def __init__(self, model: OnnxModel) -> None:
+        self.model, self.name, self.manifest = model, model.name, model.manifest
+        self.providers = model.providers
+        self.top: list[np.ndarray] = []
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """The wrapped model's logits; their argmax over classes is kept."""
+        out = self.model.predict(batch)
+        self.top.append(np.argmax(out, axis=1).ravel())
+        return out
+
+
+def images_per_second(manifest: Manifest, filename: str, seconds: float = 2.0, rounds: int = 2,
+                      batch: int = SPEED_BATCH) -> tuple[float, str]:
+    """Best of ``rounds`` timed windows of batch-``batch`` inference on zeros, and the provider that ran them."""
+    session = ort.InferenceSession(str(verified_artifact(manifest, filename)), providers=onnx_providers())
+    height, width = manifest.input_size
+    images = np.zeros((batch, 3, height, width), dtype=np.float32)
+    feed = {manifest.input.name: images}
+    session.run(None, feed)
+    best = 0.0
+    for _ in range(rounds):
+        done, start = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < seconds or done == 0:
+            session.run(None, feed)
+            done += batch
+        best = max(best, done / elapsed)
+    return best, session.get_providers()[0]
+
+
+def _value(report: dict, label: str, key: str, metric: str) -> float | None:
+    value = report["results"][label][key]["metrics"][metric]["value"]
+    return None if value is None or np.isnan(value) else float(value)
+
+
+def guard_variant(manifest: Manifest, filename: str, precision: str, eval_set: EvalSet,
+                  tolerance: float = DEFAULT_TOLERANCE, limit: int | None = DEFAULT_GUARD_IMAGES, seed: int = 0,
+                  batch: int = 16, progress: Callable[[int, int], None] | None = None,
+                  gate_masked: bool = False) -> Verdict:
+    """Evaluate ``filename`` (a variant listed in the manifest) against ``model.onnx`` and decide."""
+    reference = AgreementRecorder(OnnxModel(manifest, "fp32"))
+    variant = AgreementRecorder(OnnxModel(manifest, precision, filename))
+    config = EvaluationConfig(occlusion=(HIGH_BUCKET,), corruptions=(), severities=(), seed=seed, batch_size=batch,
+                              bootstrap=200, limit=limit, checks=False)
+    report = evaluate([reference, variant], eval_set, config, progress=progress)
+    masked = Condition(OCCLUSION, bucket=HIGH_BUCKET).key
+    differences = report["comparisons"][0]["conditions"]
+    measures: dict[str, float | None] = {}
+    reasons = []
+    for metric in GUARD_METRICS[manifest.task]:
+        for prefix, key in (("", "clean"), ("masked_", masked)):
+            ref, var = _value(report, "fp32", key, metric), _value(report, precision, key, metric)
+            delta = None if ref is None or var is None else var - ref
+            low, high = differences[key][metric]["ci"]
+            measures |= {f"{prefix}{metric}_fp32": ref, f"{prefix}{metric}": var, f"{prefix}{metric}_delta": delta,
+                         f"{prefix}{metric}_delta_ci_low": low, f"{prefix}{metric}_delta_ci_high": high}
+            where = "masked (b6) " if prefix else ""
+            if prefix and not gate_masked:
+                continue
+            if delta is None:
+                reasons.append(f"{where}{metric} is undefined on this split")
+            elif -delta > tolerance:
+                reasons.append(f"{where}{metric} changes by {delta:+.2f} points (tolerance {tolerance:g}: the most "
+                               "it may drop)")
+    agreement = float(np.mean(np.concatenate(reference.top) == np.concatenate(variant.top)))
+    measures["top_label_agreement" if manifest.task == "classification" else "pixel_agreement"] = agreement
+    fp32_speed, provider = images_per_second(manifest, "model.onnx")
+    speed, _ = images_per_second(manifest, filename)
+    measures |= {"images_per_s": speed, "fp32_images_per_s": fp32_speed, "speedup": speed / fp32_speed}
+    setup = {"guard_data": str(eval_set.root), "guard_split": "test", "guard_images": report["dataset"]["images"],
+             "masked_bucket": HIGH_BUCKET, "tolerance": tolerance,
+             "gated_on": [f"{p}{m}" for m in GUARD_METRICS[manifest.task] for p in ("", "masked_")
+                          if gate_masked or not p], "seed": seed, "speed_provider": provider,
+             "speed_batch": SPEED_BATCH}
+    if reasons:
+        return Verdict(REJECTED, "; ".join(reasons), measures, setup)
+    return Verdict(ACCEPTED, "", measures, setup)
