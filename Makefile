@@ -7,6 +7,9 @@ STORE ?= model_store
 CLS_DATA ?= data/classification
 SEG_DATA ?= data/segmentation
 RUNS ?= runs/demo
+CALIB_CLS ?= data/calibration/classification
+CALIB_SEG ?= data/calibration/segmentation
+VARIANTS ?= int8
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
@@ -47,6 +50,13 @@ $(CLS_DATA)/dataset.json: | $(STAMP)
 $(SEG_DATA)/dataset.json: | $(STAMP)
 	$(PY) -m training make-dataset $(SEG_DATA) --scenes segmentation --n-train 50 --n-test 200 --seed 0 --overwrite
 
+# INT8 calibration scenes: a separate seed, so the accuracy guard (the test splits above) never sees them.
+$(CALIB_CLS)/dataset.json: | $(STAMP)
+	$(PY) -m training make-dataset $(CALIB_CLS) --scenes classification --n-train 200 --n-test 1 --seed 1 --overwrite
+
+$(CALIB_SEG)/dataset.json: | $(STAMP)
+	$(PY) -m training make-dataset $(CALIB_SEG) --scenes segmentation --n-train 200 --n-test 1 --seed 1 --overwrite
+
 $(RUNS)/classifier/best.pth: $(CLS_DATA)/dataset.json
 	$(PY) -m training classify --data $(CLS_DATA) --preset mobilenetv2-csra --method msl --stream 1200 --epochs 4 \
 		--warmup-epochs 1 --decay-epochs 3 --lr 0.1 --val-size 150 --workers 1 --out $(RUNS)/classifier
@@ -60,11 +70,15 @@ $(RUNS)/segmenter/final.pth: $(SEG_DATA)/dataset.json $(RUNS)/classifier/best.pt
 $(RUNS)/imagenet/mobilenetv2.pth: | $(STAMP)
 	$(PY) -m models save-pretrained imagenet-mobilenetv2 $@
 
-$(STORE)/demo-classifier/1/manifest.json: $(RUNS)/classifier/best.pth
-	$(PY) -m export $< --name demo-classifier --store $(STORE) --formats onnx,torchscript,mar,triton --force
+# Each demo entry also gets the $(VARIANTS) variants, judged against fp32 on the test split (`--precision auto`
+# serves INT8 on a CPU only if the guard accepted it). Add fp16 for GPUs: make model-store VARIANTS=int8,fp16
+$(STORE)/demo-classifier/1/manifest.json: $(RUNS)/classifier/best.pth $(CALIB_CLS)/dataset.json
+	$(PY) -m export $< --name demo-classifier --store $(STORE) --formats onnx,torchscript,mar,triton --force \
+		--variants $(VARIANTS) --calib $(CALIB_CLS) --calib-method minmax --guard-data $(CLS_DATA)
 
-$(STORE)/demo-segmenter/1/manifest.json: $(RUNS)/segmenter/final.pth
-	$(PY) -m export $< --name demo-segmenter --store $(STORE) --formats onnx,torchscript,mar,triton --force
+$(STORE)/demo-segmenter/1/manifest.json: $(RUNS)/segmenter/final.pth $(CALIB_SEG)/dataset.json
+	$(PY) -m export $< --name demo-segmenter --store $(STORE) --formats onnx,torchscript,mar,triton --force \
+		--variants $(VARIANTS) --calib $(CALIB_SEG) --calib-method minmax --guard-data $(SEG_DATA)
 
 $(STORE)/imagenet-mobilenetv2/1/manifest.json: $(RUNS)/imagenet/mobilenetv2.pth
 	$(PY) -m export $< --name imagenet-mobilenetv2 --store $(STORE) --formats onnx,torchscript --force

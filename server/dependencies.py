@@ -33,7 +33,7 @@ class ServerContext:
     registry: ModelRegistry
     metrics: ServerMetrics
     decode_pool: Executor
-    pipelines: dict[str, RequestPipeline] = field(default_factory=dict)
+    pipelines: dict[tuple[str, str], RequestPipeline] = field(default_factory=dict)
     budget: InflightBudget = field(init=False, repr=False)
     evaluations: EvaluationJobs = field(init=False, repr=False)
 
@@ -53,11 +53,18 @@ class ServerContext:
         """The request pipeline of a served model, by name, whatever its task."""
         return self._pipeline_of(self.registry.runner(name))
 
+    async def pipeline_at(self, pipeline: RequestPipeline, precision: str | None) -> RequestPipeline:
+        """The same model's pipeline at another precision (fp32 or a listed variant); itself for None."""
+        if precision is None:
+            return pipeline
+        return self._pipeline_of(await self.registry.runner_at(pipeline.name, precision))
+
     def _pipeline_of(self, runner: ModelRunner) -> RequestPipeline:
-        pipeline = self.pipelines.get(runner.name)
+        key = (runner.name, runner.precision)
+        pipeline = self.pipelines.get(key)
         if pipeline is None or pipeline.runner is not runner:
-            pipeline = self.pipelines[runner.name] = RequestPipeline(runner, self.settings, self.metrics,
-                                                                     self.decode_pool, self.budget)
+            pipeline = self.pipelines[key] = RequestPipeline(runner, self.settings, self.metrics, self.decode_pool,
+                                                             self.budget)
         return pipeline
 
 

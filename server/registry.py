@@ -10,6 +10,7 @@ from typing import Any
 from model_store.manifest import Manifest, ManifestError, list_entries, load_manifest
 from server.errors import ApiError
 from server.metrics import ServerMetrics
+from server.precision import PrecisionError
 from server.runner import ModelRunner
 from server.settings import Settings
 
@@ -51,6 +52,8 @@ class ModelRegistry:
                  metrics: ServerMetrics | None = None, failures: dict[str, str] | None = None) -> None:
         self.manifests, self.settings, self.metrics = manifests, settings, metrics
         self.runners: dict[str, ModelRunner] = {}
+        self.alternates: dict[tuple[str, str], ModelRunner] = {}  # (name, precision) loaded for comparisons
+        self.alternate_lock = asyncio.Lock()
         self.states = {**dict.fromkeys(manifests, LOADING), **dict.fromkeys(failures or {}, FAILED)}
         self.errors: dict[str, str] = dict(failures or {})
         self.probe_at: dict[str, float] = {}
@@ -93,8 +96,33 @@ class ModelRegistry:
 
     async def close(self) -> None:
         """Stop every runner."""
-        for runner in self.runners.values():
+        for runner in [*self.runners.values(), *self.alternates.values()]:
             await runner.stop()
+
+    async def runner_at(self, name: str, precision: str) -> ModelRunner:
+        """The runner of ``name`` at ``precision`` (fp32 or any variant the entry lists, accepted or rejected): the
+        served one, or one loaded on first use and kept; 422 for a precision the entry cannot run at."""
+        served = self.runner(name)
+        if precision == served.precision:
+            return served
+        key = (name, precision)
+        async with self.alternate_lock:
+            if key not in self.alternates:
+                manifest = self.manifests[name]
+                loop = asyncio.get_running_loop()
+                try:
+                    runner = await loop.run_in_executor(None, self._build_alternate, manifest, precision)
+                except PrecisionError as exc:
+                    raise ApiError(422, "invalid_parameter", f"precision: {exc}") from None
+                runner.start()
+                self.alternates[key] = runner
+                log.info("model %s also loaded at %s for comparisons", name, precision)
+        return self.alternates[key]
+
+    def _build_alternate(self, manifest: Manifest, precision: str) -> ModelRunner:
+        runner = ModelRunner(manifest, self.settings, self.metrics, precision=precision)
+        runner.warmup(runs=1)
+        return runner
 
     def default_for(self, tasks: tuple[str, ...]) -> str | None:
         """The model used when a request names none: --default-model if its task fits, else the first that fits."""
@@ -164,6 +192,8 @@ class ModelRegistry:
             "input": document["input"], "output": document["output"],
             "architecture": m.preset.summary(), "precision": m.precision,
             "files": sorted(m.files),
+            "variants": [{"precision": v.precision, "file": v.file, "status": v.status, "reason": v.reason,
+                          "measures": dict(v.measures)} for v in m.variants],
         }
         if name in self.runners:
             out.update(self.runners[name].describe())

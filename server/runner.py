@@ -13,21 +13,37 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 
 from model_store.manifest import Manifest, verified_artifact
 from robustness.preprocess import InputNormaliser
 from server.batching import BatchResult, MicroBatcher
 from server.metrics import ServerMetrics
-from server.runtimes import Backend, OnnxBackend, TorchScriptBackend
+from server.precision import Selection, listed_variant, select_precision
+from server.runtimes import Backend, OnnxBackend, TorchScriptBackend, choose_providers
 from server.settings import Settings
 
 
-def load_backend(manifest: Manifest, settings: Settings) -> Backend:
-    """Open the manifest's artifact for the configured backend."""
+def first_provider(settings: Settings) -> str:
+    """The ONNX Runtime provider that will run the graph under these settings."""
+    return choose_providers(ort.get_available_providers(), settings.providers)[0]
+
+
+def select_artifact(manifest: Manifest, settings: Settings, precision: str | None = None) -> Selection:
+    """The artifact ``--precision`` (or ``precision``: any listed variant, for comparisons) selects."""
+    if precision is not None and settings.backend == "onnx":
+        return listed_variant(manifest, precision)
+    provider = first_provider(settings) if settings.backend == "onnx" else settings.backend
+    return select_precision(manifest, settings.precision if precision is None else precision, provider,
+                            settings.backend)
+
+
+def load_backend(manifest: Manifest, settings: Settings, selection: Selection) -> Backend:
+    """Open the selected artifact for the configured backend."""
     if settings.backend == "torchscript":
         return TorchScriptBackend(verified_artifact(manifest, "model.pt"), threads=settings.threads)
     if settings.backend == "onnx":
-        return OnnxBackend(verified_artifact(manifest, "model.onnx"), manifest.input.name, manifest.output.name,
+        return OnnxBackend(verified_artifact(manifest, selection.file), manifest.input.name, manifest.output.name,
                            providers=settings.providers, threads=settings.threads,
                            trt_cache_dir=settings.trt_cache_dir, trt_fp16=settings.trt_fp16)
     raise ValueError(f"backend {settings.backend!r} must be 'onnx' or 'torchscript'")
@@ -44,13 +60,14 @@ class ModelRunner:
     """
 
     def __init__(self, manifest: Manifest, settings: Settings, metrics: ServerMetrics | None = None,
-                 on_health: HealthObserver | None = None) -> None:
+                 on_health: HealthObserver | None = None, precision: str | None = None) -> None:
         self.manifest, self.settings, self.metrics, self.on_health = manifest, settings, metrics, on_health
         self.failures = 0
         self.unhealthy: str | None = None
         self.stopping = threading.Event()
         self.normaliser = InputNormaliser(manifest.input.mean, manifest.input.std)
-        self.backend = load_backend(manifest, settings)
+        self.selection = select_artifact(manifest, settings, precision)
+        self.backend = load_backend(manifest, settings, self.selection)
         self.executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix=f"infer-{manifest.name}")
         self.batcher: MicroBatcher | None = None
         self.warm = False
@@ -59,6 +76,11 @@ class ModelRunner:
     def name(self) -> str:
         """Model name in the store."""
         return self.manifest.name
+
+    @property
+    def precision(self) -> str:
+        """The precision this runner serves: fp32, int8 or fp16."""
+        return self.selection.precision
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -144,4 +166,6 @@ class ModelRunner:
             "provider": self.backend.provider,
             "providers": list(self.backend.providers),
             "batching": self.settings.batching(),
+            "precision": self.selection.precision,
+            "served": self.selection.describe(self.settings.precision),
         }

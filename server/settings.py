@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 BACKENDS = ("onnx", "torchscript")
+PRECISIONS = ("auto", "fp32", "int8", "fp16")
 FAULTS = ("", "raise", "hang")  # testing only: every batch raises, or never returns
 ENV_PREFIX = "SERVER_"
 
@@ -32,6 +33,7 @@ class Settings:
     models: tuple[str, ...] = ()
     default_model: str | None = None
     backend: str = "onnx"
+    precision: str = "auto"
     providers: tuple[str, ...] = ()
     max_batch: int = 8
     max_delay_ms: float = 5.0
@@ -62,6 +64,9 @@ class Settings:
     def __post_init__(self) -> None:
         checks = [
             (self.backend in BACKENDS, f"backend {self.backend!r} must be one of {', '.join(BACKENDS)}"),
+            (self.precision in PRECISIONS, f"precision {self.precision!r} must be one of {', '.join(PRECISIONS)}"),
+            (self.backend == "onnx" or self.precision in ("auto", "fp32"),
+             f"precision {self.precision} needs the onnx backend (variants are ONNX files)"),
             (1 <= self.port <= 65535, f"port {self.port} must lie in 1..65535"),
             (self.max_batch >= 1, f"max batch {self.max_batch} must be >= 1"),
             (self.max_delay_ms >= 0, f"max delay {self.max_delay_ms} ms must be >= 0"),
@@ -144,6 +149,8 @@ OPTIONS: dict[str, tuple[str, Any, str]] = {
     "--default-model": ("default_model", str,
                         "model used when a request has no model= (default: the first model of the endpoint's task)"),
     "--backend": ("backend", str, f"runtime: {' | '.join(BACKENDS)} (torchscript needs model.pt in the entry)"),
+    "--precision": ("precision", str, "auto | fp32 | int8 | fp16: auto serves the fastest variant the accuracy guard "
+                                      "accepted for the provider (int8 on CPU, fp16 on CUDA/TensorRT), else fp32"),
     "--providers": ("providers", _comma_list,
                     "ONNX Runtime providers in order, e.g. cuda,cpu (default: TensorRT, CUDA, CPU, whichever exist)"),
     "--max-batch": ("max_batch", int, "largest batch the micro-batcher forms"),

@@ -40,6 +40,7 @@ SEGMENT_JSON_EXAMPLE: dict[str, Any] = {
 ROBUSTNESS_EXAMPLE: dict[str, Any] = {
     "model": "r18", "task": "classification", "activation": "sigmoid",
     "mask_ratio": {"spec": "high", "range": [0.5, 0.6]}, "corruption": None, "n": 2, "seed": 0, "threshold": 0.5,
+    "precision": "fp32",
     "clean": {"labels": [{"name": "circle", "score": 0.91}], "scores": {"circle": 0.91, "square": 0.02}},
     "reference": {"source": "labels", "classes": ["circle"]},
     "warning": None,
@@ -63,6 +64,7 @@ ROBUSTNESS_EXAMPLE: dict[str, Any] = {
 ROBUSTNESS_SOFTMAX_EXAMPLE: dict[str, Any] = {
     "model": "resnet50-imagenet", "task": "classification", "activation": "softmax",
     "mask_ratio": {"spec": "high", "range": [0.5, 0.6]}, "corruption": None, "n": 2, "seed": 0, "threshold": None,
+    "precision": "fp32",
     "clean": {"top1": {"name": "tabby", "score": 0.61},
               "labels": [{"name": "tabby", "score": 0.61}, {"name": "tiger_cat", "score": 0.2}]},
     "reference": {"source": "clean_prediction", "class": "tabby", "score": 0.61},
@@ -79,6 +81,7 @@ ROBUSTNESS_SOFTMAX_EXAMPLE: dict[str, Any] = {
 ROBUSTNESS_SEGMENTER_EXAMPLE: dict[str, Any] = {
     "model": "seg", "task": "segmentation", "activation": "softmax",
     "mask_ratio": {"spec": "medium", "range": [0.2, 0.4]}, "corruption": None, "n": 2, "seed": 0, "threshold": None,
+    "precision": "fp32",
     "clean": {"classes": [{"id": 0, "name": "background", "fraction": 0.8}, {"id": 4, "name": "star",
                                                                               "fraction": 0.2}]},
     "warning": None,
@@ -101,6 +104,7 @@ ROBUSTNESS_SEGMENTER_EXAMPLE: dict[str, Any] = {
 ROBUSTNESS_EXPLAIN_EXAMPLE: dict[str, Any] = {
     "model": "demo-classifier", "task": "classification", "activation": "sigmoid",
     "mask_ratio": {"spec": "b3", "range": [0.2, 0.3]}, "corruption": None, "n": 32, "seed": 0, "threshold": 0.5,
+    "precision": "fp32",
     "reference": {"source": "clean_prediction", "classes": ["circle"]},
     "warning": None,
     "hole_ratio": {"mean": 0.25, "min": 0.2, "max": 0.3},
@@ -115,6 +119,7 @@ ROBUSTNESS_EXPLAIN_EXAMPLE: dict[str, Any] = {
 ROBUSTNESS_CORRUPTION_EXAMPLE: dict[str, Any] = {
     "model": "r18", "task": "classification", "activation": "sigmoid",
     "mask_ratio": None, "corruption": {"name": "fog", "severity": 3}, "n": 2, "seed": 0, "threshold": 0.5,
+    "precision": "fp32",
     "clean": {"labels": [{"name": "circle", "score": 0.91}], "scores": {"circle": 0.91, "square": 0.02}},
     "reference": {"source": "clean_prediction", "classes": ["circle"]},
     "warning": None,
@@ -141,6 +146,13 @@ MODELS_EXAMPLE: dict[str, Any] = {
         "output": {"name": "logits", "kind": "class_logits", "activation": "sigmoid"},
         "backend": "onnx", "provider": "CPUExecutionProvider", "providers": ["CPUExecutionProvider"],
         "batching": {"max_batch": 8, "max_delay_ms": 5.0, "queue_size": 64, "timeout_ms": 30000.0},
+        "precision": "int8",
+        "served": {"requested": "auto", "served": "int8", "file": "model.int8.onnx", "status": "accepted",
+                   "reason": "auto: guard-accepted int8 variant for CPUExecutionProvider, 2.41x fp32",
+                   "measures": {"mAP_fp32": 61.2, "mAP": 60.9, "mAP_delta": -0.3, "masked_mAP_delta": -0.4,
+                                "top_label_agreement": 0.93, "images_per_s": 1420.0, "speedup": 2.41}},
+        "variants": [{"precision": "int8", "file": "model.int8.onnx", "status": "accepted", "reason": "",
+                      "measures": {"mAP_delta": -0.3, "masked_mAP_delta": -0.4, "speedup": 2.41}}],
     }],
     "defaults": {"classification": "r18", "segmentation": None},
 }

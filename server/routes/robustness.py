@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse
 from PIL import Image
 
 from model_store.manifest import Manifest
@@ -33,6 +32,7 @@ from server.images import PreparedImage, decode_label_map
 from server.middleware import MAX_MODEL_NAME_LENGTH
 from server.pipeline import RequestPipeline, timing
 from server.postprocess import masked_pngs
+from server.responses import JSONResponse
 from server.routes.examples import (
     ERRORS,
     ROBUSTNESS_CORRUPTION_EXAMPLE,
@@ -49,6 +49,7 @@ MAX_LABELS_LENGTH = 4096  # characters of labels=: comma-separated class names
 MAX_CORRUPTION_LENGTH = 32  # characters of corruption=; the longest name has 17
 DEFAULT_RATIO = "high"
 DEFAULT_SEVERITY = 3
+PRECISION_PATTERN = "^(fp32|int8|fp16)$"
 
 
 def copy_pngs(prepared: PreparedImage, holes: np.ndarray, fill: np.ndarray, copies: np.ndarray | None) -> list[str]:
@@ -193,9 +194,14 @@ async def robustness(
                                              "only with corruption=)"),
     explain: bool = Query(False, description=f"add RISE saliency heatmaps from the masks (needs masks and n >= "
                                              f"{MIN_SALIENCY_MASKS})"),
+    precision: str | None = Query(None, pattern=PRECISION_PATTERN,
+                                  description="run the copies on this precision of the model: fp32 or a variant "
+                                              "its entry lists (int8, fp16; default: the served one). The same seed "
+                                              "gives the same masks at every precision"),
 ) -> JSONResponse:
     """Measure the robustness of one image's prediction to occlusion or corruption."""
-    pipeline = ctx.pipeline(model, ("classification", "segmentation"), "/robustness")
+    pipeline = await ctx.pipeline_at(ctx.pipeline(model, ("classification", "segmentation"), "/robustness"),
+                                     precision)
     manifest = pipeline.manifest
     corrupted = check_corruption_params(corruption, severity, manifest.input_size)
     use_masks = mask_ratio is not None or corrupted is None
@@ -253,7 +259,7 @@ async def robustness(
     body = {"model": pipeline.name, "task": manifest.task, "activation": manifest.activation,
             "mask_ratio": {"spec": mask_ratio or DEFAULT_RATIO, "range": list(ratio)} if ratio else None,
             "corruption": {"name": corrupted[0], "severity": corrupted[1]} if corrupted else None,
-            "n": n, "seed": seed, "threshold": cut, **report}
+            "n": n, "seed": seed, "threshold": cut, "precision": pipeline.runner.precision, **report}
     if explain:
         body["saliency"] = saliency
     body["timing"] = timing(request, prepared, result)

@@ -1,0 +1,90 @@
+"""Which artifact serves a model: ``model.onnx`` (fp32) or a lower-precision variant the accuracy guard accepted.
+
+``auto`` picks the fastest accepted variant for the provider that will run it: INT8 on the CPU (VNNI kernels),
+FP16 on CUDA or TensorRT. A variant measured slower than fp32 on that same provider is passed over.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from model_store.manifest import Manifest, Variant
+from server.runtimes import CPU
+from server.settings import PRECISIONS
+
+FP32_FILE = "model.onnx"
+
+
+class PrecisionError(ValueError):
+    """A requested precision the entry cannot serve (no such variant, or one the guard rejected)."""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The precision and file a model is served from, and why."""
+
+    precision: str
+    file: str
+    reason: str
+    variant: Variant | None = None
+
+    def describe(self, requested: str) -> dict[str, Any]:
+        """The selection as /models shows it, with the guard's figures of the served variant."""
+        out: dict[str, Any] = {"requested": requested, "served": self.precision, "file": self.file,
+                               "reason": self.reason}
+        if self.variant is not None:
+            out |= {"status": self.variant.status, "measures": dict(self.variant.measures)}
+        return out
+
+
+def preferred_variant(provider: str) -> str:
+    """The variant that speeds up this provider: int8 on the CPU, fp16 on CUDA and TensorRT."""
+    return "int8" if provider == CPU else "fp16"
+
+
+def variant_precisions(manifest: Manifest) -> list[str]:
+    """Precisions an entry can be run at: fp32 and every variant it lists (accepted or rejected)."""
+    return ["fp32", *(v.precision for v in manifest.variants)]
+
+
+def listed_variant(manifest: Manifest, precision: str) -> Selection:
+    """Any listed variant, accepted or not (for comparisons such as ``/robustness?precision=``)."""
+    if precision == "fp32":
+        return Selection("fp32", FP32_FILE, "requested")
+    variant = manifest.variant(precision)
+    if variant is None:
+        raise PrecisionError(f"model {manifest.name!r} has no {precision} variant (it has "
+                             f"{', '.join(variant_precisions(manifest))}); build one with `python -m export ... "
+                             f"--variants {precision}`")
+    return Selection(precision, variant.file, "requested", variant)
+
+
+def select_precision(manifest: Manifest, requested: str, provider: str, backend: str = "onnx") -> Selection:
+    """The artifact to serve for ``--precision`` on ``provider``; PrecisionError for an explicit precision the
+    entry lacks or whose variant the guard rejected."""
+    if requested not in PRECISIONS:
+        raise PrecisionError(f"precision {requested!r} must be one of {', '.join(PRECISIONS)}")
+    if backend != "onnx":
+        if requested in ("int8", "fp16"):
+            raise PrecisionError(f"the {backend} backend serves model.pt as exported; {requested} variants are ONNX")
+        return Selection(manifest.precision, "model.pt", f"the {backend} backend serves model.pt as exported")
+    if requested == "fp32":
+        return Selection("fp32", FP32_FILE, "requested")
+    if requested != "auto":
+        selection = listed_variant(manifest, requested)
+        if not selection.variant.accepted:
+            raise PrecisionError(f"the {requested} variant of {manifest.name!r} was rejected by the accuracy guard "
+                                 f"({selection.variant.reason}); serve fp32 or re-export with another calibration")
+        return selection
+    wanted = preferred_variant(provider)
+    variant = manifest.variant(wanted)
+    if variant is None:
+        return Selection("fp32", FP32_FILE, f"auto: the entry has no {wanted} variant for {provider}")
+    if not variant.accepted:
+        return Selection("fp32", FP32_FILE, f"auto: the {wanted} variant was rejected by the guard ({variant.reason})")
+    speedup = variant.measures.get("speedup")
+    if speedup is not None and speedup <= 1.0 and variant.setup.get("speed_provider") == provider:
+        return Selection("fp32", FP32_FILE, f"auto: the {wanted} variant measured {speedup:.2f}x fp32 on {provider}")
+    gain = f", {speedup:.2f}x fp32" if speedup is not None else ""
+    return Selection(wanted, variant.file, f"auto: guard-accepted {wanted} variant for {provider}{gain}", variant)
