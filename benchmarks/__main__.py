@@ -1,4 +1,4 @@
-"""``python -m benchmarks runtimes|masks|server|robustness|ray|request-path [flags]``: the project's benchmarks
+"""``python -m benchmarks COMMAND [flags]``: the project's benchmarks
 (``COMMAND --help``)."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ COMMANDS = {
     "server": "server requests/s against raw ONNX Runtime images/s",
     "robustness": "/robustness latency against one batched inference of n+1 images",
     "ray": "/predict requests/s and latency: plain server against Ray Serve with 1 and N replicas",
+    "precision": "fp32 against its INT8/FP16 variants: raw images/s and server requests/s, one run",
     "request-path": "each step of a request inside the server (decode, JSON, thread hops), before and after",
 }
 # command -> module under benchmarks/, where the names differ

@@ -261,7 +261,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks server
         size = manifest.input.size
         feed = {manifest.input.name: np.random.default_rng(0).random((args.max_batch, 3, *size), dtype=np.float32)}
         layouts = raw_layouts(manifest.artifact("model.onnx"), feed, available_cores())
-        flags = ["--models", args.model, "--max-batch", str(args.max_batch), "--max-delay-ms", str(args.max_delay_ms),
+        flags = ["--models", args.model, "--precision", "fp32",  # the file the raw loop runs
+                 "--max-batch", str(args.max_batch), "--max-delay-ms", str(args.max_delay_ms),
                  "--workers", str(args.workers), "--queue-size", str(4 * max(args.concurrency))]
         server = ServerProcess(store, flags).start()
         plan = [(p, c, n) for p in args.payload for c in args.clients for n in args.concurrency]

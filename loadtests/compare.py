@@ -98,7 +98,8 @@ def main(args: argparse.Namespace) -> int:
                                              min(seconds, 20))
     print("(b) this server under Locust ...", file=sys.stderr)
     ours_args = ["--models", args.model, "--max-batch", str(args.max_batch), "--max-delay-ms", str(args.max_delay_ms),
-                 "--queue-size", str(max(64, 4 * args.users)), "--workers", str(args.workers)]
+                 "--queue-size", str(max(64, 4 * args.users)), "--workers", str(args.workers),
+                 "--precision", "fp32"]  # the same ONNX file as (a) and (c)
     with ServerProcess(args.store, ours_args, args.out / "server.log") as server:
         ours = read_stats(run_locust(server.url, args.users, args.users, args.duration, args.out / "ours",
                                      {**env, "LOADTEST_WEIGHTS": "predict=1,segment=0,robustness=0"}))[-1]

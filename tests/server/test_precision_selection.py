@@ -1,0 +1,63 @@
+"""select_precision: which file --precision picks for a provider, from the manifest's variants and verdicts."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from model_store.manifest import Manifest, Variant, load_manifest
+from server.precision import PrecisionError, listed_variant, select_precision
+from server.runtimes import CPU, CUDA, TENSORRT
+from tests.conftest import CLASSIFIER
+
+
+@pytest.fixture(scope="module")
+def plain(store) -> Manifest:
+    return load_manifest(store / CLASSIFIER / "1")
+
+
+def with_variants(manifest: Manifest, *variants: Variant) -> Manifest:
+    return replace(manifest, variants=variants)
+
+
+INT8 = Variant("model.int8.onnx", "int8", "accepted", "", {"speedup": 2.4}, {"speed_provider": CPU})
+FP16 = Variant("model.fp16.onnx", "fp16", "accepted", "", {"speedup": 0.7}, {"speed_provider": CPU})
+
+
+def test_auto_picks_int8_on_the_cpu_and_fp16_on_gpus(plain: Manifest) -> None:
+    both = with_variants(plain, INT8, FP16)
+    assert select_precision(both, "auto", CPU).file == "model.int8.onnx"
+    # fp16 was timed slower on the CPU, which says nothing about a GPU
+    assert select_precision(both, "auto", CUDA).file == "model.fp16.onnx"
+    assert select_precision(both, "auto", TENSORRT).precision == "fp16"
+
+
+def test_auto_serves_fp32_without_a_usable_variant(plain: Manifest) -> None:
+    assert select_precision(plain, "auto", CPU).reason == f"auto: the entry has no int8 variant for {CPU}"
+    rejected = with_variants(plain, replace(INT8, status="rejected", reason="mAP changes by -0.90 points"))
+    chosen = select_precision(rejected, "auto", CPU)
+    assert chosen.file == "model.onnx" and "mAP changes by -0.90 points" in chosen.reason
+    slower = with_variants(plain, replace(INT8, measures={"speedup": 0.8}))
+    assert select_precision(slower, "auto", CPU).reason == f"auto: the int8 variant measured 0.80x fp32 on {CPU}"
+    timed_elsewhere = with_variants(plain, replace(INT8, measures={"speedup": 0.8}, setup={"speed_provider": CUDA}))
+    assert select_precision(timed_elsewhere, "auto", CPU).precision == "int8"
+
+
+def test_explicit_precisions_are_honoured_or_refused(plain: Manifest) -> None:
+    assert select_precision(with_variants(plain, INT8), "int8", CPU).file == "model.int8.onnx"
+    assert select_precision(with_variants(plain, INT8), "fp32", CPU).file == "model.onnx"
+    with pytest.raises(PrecisionError, match="has no fp16 variant"):
+        select_precision(with_variants(plain, INT8), "fp16", CUDA)
+    with pytest.raises(PrecisionError, match="rejected by the accuracy guard"):
+        select_precision(with_variants(plain, replace(INT8, status="rejected")), "int8", CPU)
+    with pytest.raises(PrecisionError, match="variants are ONNX"):
+        select_precision(with_variants(plain, INT8), "int8", "torchscript", backend="torchscript")
+    assert select_precision(plain, "auto", "torchscript", backend="torchscript").file == "model.pt"
+
+
+def test_comparisons_may_run_a_rejected_variant(plain: Manifest) -> None:
+    rejected = with_variants(plain, replace(INT8, status="rejected"))
+    assert listed_variant(rejected, "int8").variant.status == "rejected"
+    with pytest.raises(PrecisionError, match="it has fp32, int8"):
+        listed_variant(rejected, "fp16")
