@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.server import add_load_arguments, jpeg_payload, parse_size, saturate
+from benchmarks.server import add_load_arguments, command_line, jpeg_payload, parse_size, publish, saturate
 from export.pipeline import VariantRequest, add_variants
 from export.random_weights import export_random
 from loadtests.processes import ServerProcess
@@ -113,11 +113,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks precis
                 server.stop()
     rows = {p: {"raw": statistics.median(raw[p]), "served": statistics.median(served[p]),
                 "guard": "-" if p == "fp32" else guard_text(manifest.variant(p))} for p in precisions}
-    command = f"{prog} " + " ".join(sys.argv[1:] if argv is None else argv)
-    text = markdown(command.strip(), args.model, manifest.input_size, args.payload, rows)
-    print(text)
-    if args.output:
-        args.output.write_text(text + "\n")
+    publish(markdown(command_line(prog, argv).strip(), args.model, manifest.input_size, args.payload, rows),
+            args.output)
     return 0
 
 

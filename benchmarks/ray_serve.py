@@ -27,7 +27,7 @@ import onnxruntime as ort
 import ray
 from tqdm import tqdm
 
-from benchmarks.server import add_load_arguments, build_store, jpeg_payload
+from benchmarks.server import add_load_arguments, build_store, command_line, jpeg_payload, publish
 from loadtests.processes import RayServeProcess, ServerProcess, session_cpu
 from model_store.manifest import entry_dir, load_manifest
 from server.ray import REPLICA_HEADER
@@ -242,11 +242,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks ray") 
                         bar.write(f"{target.label} x{concurrency}: {window.rate:.1f} requests/s, p50 "
                                   f"{window.percentile(50):.0f} ms, p95 {window.percentile(95):.0f} ms, "
                                   f"{window.errors} errors, server CPU {window.cpu_ms()[0]:.1f} ms/request")
-    command = f"{prog} " + " ".join(sys.argv[1:] if argv is None else argv)
-    text = markdown(rows, args, (width, height), command.strip())
-    print(text)
-    if args.output:
-        args.output.write_text(text)
+    publish(markdown(rows, args, (width, height), command_line(prog, argv).strip()), args.output)
     return 0
 
 

@@ -227,6 +227,18 @@ def markdown(args: argparse.Namespace, size: tuple[int, int], configurations: li
     return "\n".join(lines) + "\n"
 
 
+def command_line(prog: str, argv: list[str] | None) -> str:
+    """The command that ran, as the Markdown sections quote it."""
+    return f"{prog} " + " ".join(sys.argv[1:] if argv is None else argv)
+
+
+def publish(text: str, output: Path | None) -> None:
+    """Print a benchmark's Markdown and, with ``--output``, write it to that file."""
+    print(text)
+    if output:
+        output.write_text(text.rstrip("\n") + "\n")
+
+
 def add_load_arguments(parser: argparse.ArgumentParser, rounds: int, seconds_help: str = "timed window",
                        rounds_help: str = "windows per row") -> None:
     """The flags every saturation benchmark shares: what to serve, how long to measure, how much to keep in flight."""
@@ -284,11 +296,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks server
                     configurations.append(Configuration(payload_size, client, concurrency, rounds))
         finally:
             server.stop()
-    command = f"{prog} " + " ".join(sys.argv[1:] if argv is None else argv)
-    text = markdown(args, (size[1], size[0]), configurations, command.strip())
-    print(text)
-    if args.output:
-        args.output.write_text(text)
+    publish(markdown(args, (size[1], size[0]), configurations, command_line(prog, argv).strip()), args.output)
     return 0
 
 

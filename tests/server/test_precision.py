@@ -9,6 +9,8 @@ Two entries of one fine-tuned classifier: ``ok`` (INT8 judged with a tolerance o
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +24,7 @@ from PIL import Image
 from export.pipeline import VariantRequest, add_variants, export_entry
 from export.source import resolve_source
 from loadtests.processes import wait_ready
-from tests.conftest import FineTuned
+from tests.conftest import ROOT, FineTuned
 from tests.server.conftest import LiveServer, launch_server, running
 from tests.server.oracle import png_bytes, random_rgb, reference_input, sigmoid
 
@@ -137,3 +139,21 @@ def test_robustness_precision_errors_are_clear_422s(client: httpx.Client) -> Non
     assert "has no fp16 variant" in missing.json()["detail"] and missing.json()["error"] == "invalid_parameter"
     bogus = client.post("/robustness?model=ok&precision=int4", files=payload)
     assert bogus.status_code == 422 and set(bogus.json()) >= {"error", "detail"}
+
+
+def test_the_precision_benchmark_reports_both_precisions_from_one_run(precision_store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "precision.md"
+    result = subprocess.run([sys.executable, "-m", "benchmarks", "precision", "--store", str(precision_store),
+                             "--model", "ok", "--rounds", "1", "--seconds", "1", "--warmup", "0.5", "--concurrency",
+                             "4", "--output", str(out)], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in out.read_text().splitlines() if line.startswith("| fp32") or line.startswith("| int8")}
+    assert set(rows) == {"fp32", "int8"}
+    assert rows["int8"][0].startswith("accepted, mAP ")
+    raw = {p: float(r[1]) for p, r in rows.items()}
+    served = {p: float(r[2]) for p, r in rows.items()}
+    assert all(v > 0 for v in [*raw.values(), *served.values()])
+    assert rows["fp32"][4] == rows["fp32"][5] == "1.00x"
+    assert float(rows["int8"][4].rstrip("x")) == pytest.approx(raw["int8"] / raw["fp32"], abs=0.01)
+    assert float(rows["int8"][5].rstrip("x")) == pytest.approx(served["int8"] / served["fp32"], abs=0.01)
