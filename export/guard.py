@@ -1,6 +1,6 @@
 """The accuracy guard: a lower-precision variant against fp32 on a held-out test split, clean and under high masks.
 
-Both models see the same inputs (the offline evaluator's clean images and one seeded b6 irregular mask per image),
+Every model sees the same inputs (the offline evaluator's clean images and one seeded b6 irregular mask per image),
 so every delta is paired. Classifiers are judged by mAP, segmenters by mIoU and IA-mIoU: a variant that loses more
 than ``tolerance`` points on the clean test split is rejected. The same deltas under high masks are recorded with
 their 95% intervals, since quantisation may change robustness as well as accuracy; ``gate_masked`` makes them
@@ -11,7 +11,7 @@ agreement for segmenters) and images/s against fp32, measured in the same run, a
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,21 +79,13 @@ def _value(report: dict, label: str, key: str, metric: str) -> float | None:
     return None if value is None or np.isnan(value) else float(value)
 
 
-def guard_variant(manifest: Manifest, filename: str, precision: str, eval_set: EvalSet,
-                  tolerance: float = DEFAULT_TOLERANCE, limit: int | None = DEFAULT_GUARD_IMAGES, seed: int = 0,
-                  batch: int = 16, progress: Callable[[int, int], None] | None = None,
-                  gate_masked: bool = False) -> Verdict:
-    """Evaluate ``filename`` (a variant listed in the manifest) against ``model.onnx`` and decide."""
-    reference = AgreementRecorder(OnnxModel(manifest, "fp32"))
-    variant = AgreementRecorder(OnnxModel(manifest, precision, filename))
-    config = EvaluationConfig(occlusion=(HIGH_BUCKET,), corruptions=(), severities=(), seed=seed, batch_size=batch,
-                              bootstrap=200, limit=limit, checks=False)
-    report = evaluate([reference, variant], eval_set, config, progress=progress)
+def _verdict(report: dict, precision: str, differences: dict, task: str, tolerance: float,
+             gate_masked: bool) -> tuple[list[str], dict[str, float | None]]:
+    """The reasons to reject one variant and its paired figures against fp32, from the shared report."""
     masked = Condition(OCCLUSION, bucket=HIGH_BUCKET).key
-    differences = report["comparisons"][0]["conditions"]
     measures: dict[str, float | None] = {}
     reasons = []
-    for metric in GUARD_METRICS[manifest.task]:
+    for metric in GUARD_METRICS[task]:
         for prefix, key in (("", "clean"), ("masked_", masked)):
             ref, var = _value(report, "fp32", key, metric), _value(report, precision, key, metric)
             delta = None if ref is None or var is None else var - ref
@@ -108,16 +100,36 @@ def guard_variant(manifest: Manifest, filename: str, precision: str, eval_set: E
             elif -delta > tolerance:
                 reasons.append(f"{where}{metric} changes by {delta:+.2f} points (tolerance {tolerance:g}: the most "
                                "it may drop)")
-    agreement = float(np.mean(np.concatenate(reference.top) == np.concatenate(variant.top)))
-    measures["top_label_agreement" if manifest.task == "classification" else "pixel_agreement"] = agreement
+    return reasons, measures
+
+
+def guard_variants(manifest: Manifest, files: Mapping[str, str], eval_set: EvalSet,
+                   tolerance: float = DEFAULT_TOLERANCE, limit: int | None = DEFAULT_GUARD_IMAGES, seed: int = 0,
+                   batch: int = 16, progress: Callable[[int, int], None] | None = None,
+                   gate_masked: bool = False) -> dict[str, Verdict]:
+    """Evaluate every variant (precision -> a file listed in the manifest) against ``model.onnx`` in one pass over
+    the test split, and decide on each."""
+    reference = AgreementRecorder(OnnxModel(manifest, "fp32"))
+    candidates = {precision: AgreementRecorder(OnnxModel(manifest, precision, filename))
+                  for precision, filename in files.items()}
+    config = EvaluationConfig(occlusion=(HIGH_BUCKET,), corruptions=(), severities=(), seed=seed, batch_size=batch,
+                              bootstrap=200, limit=limit, checks=False)
+    report = evaluate([reference, *candidates.values()], eval_set, config, progress=progress)
+    differences = {c["other"]: c["conditions"] for c in report["comparisons"]}
+    reference_top = np.concatenate(reference.top)
     fp32_speed, provider = images_per_second(manifest, "model.onnx")
-    speed, _ = images_per_second(manifest, filename)
-    measures |= {"images_per_s": speed, "fp32_images_per_s": fp32_speed, "speedup": speed / fp32_speed}
     setup = {"guard_data": str(eval_set.root), "guard_split": "test", "guard_images": report["dataset"]["images"],
              "masked_bucket": HIGH_BUCKET, "tolerance": tolerance,
              "gated_on": [f"{p}{m}" for m in GUARD_METRICS[manifest.task] for p in ("", "masked_")
                           if gate_masked or not p], "seed": seed, "speed_provider": provider,
              "speed_batch": SPEED_BATCH}
-    if reasons:
-        return Verdict(REJECTED, "; ".join(reasons), measures, setup)
-    return Verdict(ACCEPTED, "", measures, setup)
+    verdicts = {}
+    for precision, candidate in candidates.items():
+        reasons, measures = _verdict(report, precision, differences[precision], manifest.task, tolerance,
+                                     gate_masked)
+        agreement = float(np.mean(reference_top == np.concatenate(candidate.top)))
+        measures["top_label_agreement" if manifest.task == "classification" else "pixel_agreement"] = agreement
+        speed, _ = images_per_second(manifest, files[precision])
+        measures |= {"images_per_s": speed, "fp32_images_per_s": fp32_speed, "speedup": speed / fp32_speed}
+        verdicts[precision] = Verdict(REJECTED if reasons else ACCEPTED, "; ".join(reasons), measures, dict(setup))
+    return verdicts

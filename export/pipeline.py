@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from export.formats import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, export_onnx, export_torchscript, load_torchscript
-from export.guard import DEFAULT_GUARD_IMAGES, DEFAULT_TOLERANCE, guard_variant
+from export.guard import DEFAULT_GUARD_IMAGES, DEFAULT_TOLERANCE, guard_variants
 from export.parity import FP16_TOL, FP32_TOL, check_parity, parity_cases
 from export.source import ExportSource
 from export.variants import (
@@ -169,6 +169,7 @@ def add_variants(entry: Path, request: VariantRequest, progress: bool = True) ->
                          ) from None
     held_out = {item.image.resolve() for item in eval_set.items}
     files, variants = dict(manifest.files), {v.precision: v for v in manifest.variants}
+    built: dict[str, dict[str, Any]] = {}  # precision -> how it was made
     for precision in request.precisions:
         filename = VARIANT_FILES[precision]
         try:
@@ -184,13 +185,16 @@ def add_variants(entry: Path, request: VariantRequest, progress: bool = True) ->
             raise ValueError(f"{len(calibrated & held_out)} calibration images are also guard images; calibrate on "
                              "a training split or another folder")
         files[filename] = FileRecord.of(entry / filename)
-        manifest = write_manifest(entry, replace(manifest, files=files))
-        with tqdm(total=len(eval_set), desc=f"guard {precision}", unit="img", disable=not progress) as bar:
-            verdict = guard_variant(manifest, filename, precision, eval_set, request.tolerance, request.guard_images,
-                                    progress=lambda done, _total, bar=bar: bar.update(done - bar.n),
-                                    gate_masked=request.gate_masked)
-        variants[precision] = Variant(filename, precision, verdict.status, verdict.reason, verdict.measures,
-                                      {**setup, **verdict.setup})
+        built[precision] = setup
+    if built:
+        manifest = write_manifest(entry, replace(manifest, files=files))  # the guard opens verified files only
+        with tqdm(total=len(eval_set), desc=f"guard {','.join(built)}", unit="img", disable=not progress) as bar:
+            verdicts = guard_variants(manifest, {p: VARIANT_FILES[p] for p in built}, eval_set, request.tolerance,
+                                      request.guard_images, progress=lambda done, _total: bar.update(done - bar.n),
+                                      gate_masked=request.gate_masked)
+        for precision, verdict in verdicts.items():
+            variants[precision] = Variant(VARIANT_FILES[precision], precision, verdict.status, verdict.reason,
+                                          verdict.measures, {**built[precision], **verdict.setup})
     return write_manifest(entry, replace(manifest, files=files, variants=tuple(variants.values())))
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from tqdm import tqdm
 from model_store.manifest import Manifest
 from robustness.datasets import read_rgb, training_images
 from robustness.evaluation.conditions import InputBuilder
+from robustness.scores import class_scores
 
 VARIANT_FILES = {"int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
 CALIBRATION_METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -91,10 +92,6 @@ class ArrayFeed(CalibrationDataReader):
         self.start += self.batch
         return {self.input_name: chunk}
 
-    def rewind(self) -> None:
-        """Start again from the first input."""
-        self.start = 0
-
 
 def kept_in_float(model: Path) -> list[str]:
     """The first and the last convolution: the stem sees raw pixels and the last one makes the logits, the two
@@ -131,21 +128,16 @@ def cpu_outputs(model: Path, input_name: str, inputs: np.ndarray, batch: int = 1
                            for i in range(0, len(inputs), batch)])
 
 
-def probabilities(logits: np.ndarray, activation: str) -> np.ndarray:
-    """Scores from logits: sigmoid, or softmax over the class axis (1)."""
-    if activation == "sigmoid":
-        return 1.0 / (1.0 + np.exp(-logits))
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
-
-
 def fidelity(reference: np.ndarray, candidate: np.ndarray, activation: str) -> float:
-    """Mean absolute difference of the scores (lower is closer to fp32)."""
-    return float(np.mean(np.abs(probabilities(reference, activation) - probabilities(candidate, activation))))
+    """Mean absolute difference of the scores, classes on axis 1 (lower is closer to fp32)."""
+    def scores(logits: np.ndarray) -> np.ndarray:
+        return class_scores(np.moveaxis(logits, 1, -1), activation)
+
+    return float(np.mean(np.abs(scores(reference) - scores(candidate))))
 
 
-def build_int8(manifest: Manifest, model: Path, out: Path, calibration: np.ndarray, method: str,
-               report: Callable[[str], None] = lambda _: None) -> tuple[str, dict[str, float]]:
+def build_int8(manifest: Manifest, model: Path, out: Path, calibration: np.ndarray,
+               method: str) -> tuple[str, dict[str, float]]:
     """Quantise with ``method`` (or, for ``auto``, with each method, keeping the closest to fp32 on held-out
     calibration images); the method kept and each tried method's score MAE."""
     if method != "auto":
@@ -159,7 +151,6 @@ def build_int8(manifest: Manifest, model: Path, out: Path, calibration: np.ndarr
     best: tuple[float, str] | None = None
     with tempfile.TemporaryDirectory(prefix="calibrate-") as tmp:
         for name in CALIBRATION_METHODS:
-            report(name)
             candidate = Path(tmp) / f"{name}.onnx"
             quantize_int8(model, candidate, manifest.input.name, fit, name)
             scores[name] = fidelity(reference, cpu_outputs(candidate, manifest.input.name, check), activation)

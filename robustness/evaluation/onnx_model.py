@@ -51,12 +51,11 @@ class OnnxModel:
     """A store entry's ``model.onnx`` (or another ONNX file it lists, e.g. a variant) run by ONNX Runtime (an
     ``EvalModel``)."""
 
-    def __init__(self, manifest: Manifest, name: str | None = None, filename: str = MODEL_FILE,
-                 providers: list[str] | None = None) -> None:
+    def __init__(self, manifest: Manifest, name: str | None = None, filename: str = MODEL_FILE) -> None:
         self.manifest = manifest
         self.name = name or manifest.name
         artifact = verified_artifact(manifest, filename)
-        self.session = ort.InferenceSession(str(artifact), providers=providers or onnx_providers())
+        self.session = ort.InferenceSession(str(artifact), providers=onnx_providers())
         self.input_name = self.session.get_inputs()[0].name
         self.providers = self.session.get_providers()
 
