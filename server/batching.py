@@ -1,7 +1,10 @@
 """Dynamic micro-batching: concurrent requests for one model are stacked into one inference call.
 
 A batch is flushed when it holds ``max_batch`` images or when its first request has waited
-``max_delay``. A batch only holds inputs of one shape: a request of another shape waits, oldest first, for
+``max_delay``; with ``max_delay`` 0 an idle model runs a lone request at once, and batches form from what
+queued while the model was busy. With ``buckets`` every batch is padded to the smallest bucket size that holds
+it (a GPU runtime then meets only shapes it was warmed up on); the padded rows never reach an answer. A batch
+only holds inputs of one shape: a request of another shape waits, oldest first, for
 the next batch. A request of more than ``max_batch`` images runs alone, in chunks of ``max_batch``. The
 queue is bounded: a full queue refuses at once (the caller answers 503). Each
 request may carry a deadline; a request past it is answered with ``DeadlineExceededError`` (504) and is
@@ -15,7 +18,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
@@ -79,10 +82,14 @@ class MicroBatcher:
                  max_delay: float, queue_size: int, on_batch: BatchObserver | None = None,
                  on_depth: Callable[[int], None] | None = None, concurrency: int = 1,
                  on_running: Callable[[int], None] | None = None, hang_timeout: float | None = None,
-                 on_outcome: OutcomeObserver | None = None, on_hang: Callable[[float], None] | None = None) -> None:
+                 on_outcome: OutcomeObserver | None = None, on_hang: Callable[[float], None] | None = None,
+                 buckets: Sequence[int] = ()) -> None:
         if max_batch < 1 or queue_size < 1 or max_delay < 0 or concurrency < 1:
             raise ValueError(f"max_batch={max_batch}, queue_size={queue_size} and concurrency={concurrency} "
                              f"must be >= 1, max_delay={max_delay} >= 0")
+        self.buckets = tuple(sorted(set(buckets)))
+        if self.buckets and (self.buckets[0] < 1 or self.buckets[-1] != max_batch):
+            raise ValueError(f"batch buckets {list(self.buckets)} must be >= 1 and end at max_batch={max_batch}")
         self.run_batch, self.executor = run_batch, executor
         self.max_batch, self.max_delay, self.queue_size = max_batch, max_delay, queue_size
         self.on_batch, self.on_depth, self.on_running = on_batch, on_depth, on_running
@@ -220,13 +227,41 @@ class MicroBatcher:
             self._report_running()
             task.add_done_callback(lambda done: (self._running.discard(done), slots.release(), self._report_running()))
 
+    def bucket_for(self, size: int) -> int:
+        """The batch size a batch of ``size`` images runs at: the smallest bucket that holds it (no buckets: its
+        own size)."""
+        return next((bucket for bucket in self.buckets if bucket >= size), size)
+
+    def _padded(self, stacks: list[np.ndarray], start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of the stacks laid end to end, in one buffer of the bucket's size (one copy; zero
+        rows pad it)."""
+        size = stop - start
+        bucket = self.bucket_for(size)
+        if bucket == size and len(stacks) == 1:
+            return stacks[0][start:stop]
+        first = stacks[0]
+        out = np.empty((bucket, *first.shape[1:]), dtype=first.dtype)
+        row, offset = 0, 0
+        for stack in stacks:
+            lo, hi = max(start - offset, 0), min(stop - offset, len(stack))
+            if lo < hi:
+                out[row:row + hi - lo] = stack[lo:hi]
+                row += hi - lo
+            offset += len(stack)
+        out[row:] = 0
+        return out
+
     def _stack_and_run(self, stacks: list[np.ndarray]) -> np.ndarray:
-        """Concatenate (in the inference thread, not on the event loop) and run, in chunks of ``max_batch``."""
-        images = stacks[0] if len(stacks) == 1 else np.concatenate(stacks)
-        if len(images) <= self.max_batch:
-            return self.run_batch(images)
-        return np.concatenate([self.run_batch(images[i:i + self.max_batch])
-                               for i in range(0, len(images), self.max_batch)])
+        """Concatenate (in the inference thread, not on the event loop) and run, in chunks of ``max_batch``, each
+        padded to its bucket; only the real rows of each output are kept."""
+        total = sum(len(stack) for stack in stacks)
+        if total <= self.max_batch and not self.buckets:
+            return self.run_batch(stacks[0] if len(stacks) == 1 else np.concatenate(stacks))
+        outputs = []
+        for start in range(0, total, self.max_batch):
+            stop = min(start + self.max_batch, total)
+            outputs.append(self.run_batch(self._padded(stacks, start, stop))[:stop - start])
+        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
 
     async def _watch(self, running: asyncio.Future) -> np.ndarray:
         """Await a running batch; past ``hang_timeout`` report it as hung (it keeps its slot: a thread cannot be

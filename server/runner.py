@@ -20,7 +20,7 @@ from robustness.preprocess import InputNormaliser
 from server.batching import BatchResult, MicroBatcher
 from server.metrics import ServerMetrics
 from server.precision import Selection, listed_variant, select_precision
-from server.runtimes import Backend, OnnxBackend, TorchScriptBackend, choose_providers
+from server.runtimes import GPU_PROVIDERS, Backend, OnnxBackend, TorchScriptBackend, choose_providers
 from server.settings import Settings
 
 
@@ -45,7 +45,8 @@ def load_backend(manifest: Manifest, settings: Settings, selection: Selection) -
     if settings.backend == "onnx":
         return OnnxBackend(verified_artifact(manifest, selection.file), manifest.input.name, manifest.output.name,
                            providers=settings.providers, threads=settings.threads,
-                           trt_cache_dir=settings.trt_cache_dir, trt_fp16=settings.trt_fp16)
+                           trt_cache_dir=settings.trt_cache_dir, trt_fp16=settings.trt_fp16,
+                           cudnn_conv_algo_search=settings.cudnn_conv_algo_search)
     raise ValueError(f"backend {settings.backend!r} must be 'onnx' or 'torchscript'")
 
 
@@ -69,6 +70,8 @@ class ModelRunner:
         self.selection = select_artifact(manifest, settings, precision)
         self.backend = load_backend(manifest, settings, self.selection)
         self.executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix=f"infer-{manifest.name}")
+        self.buckets = settings.bucket_sizes(gpu=self.backend.provider in GPU_PROVIDERS
+                                             or self.backend.provider.startswith("torchscript:cuda"))
         self.batcher: MicroBatcher | None = None
         self.warm = False
 
@@ -122,9 +125,11 @@ class ModelRunner:
         self._health(f"a batch has run for more than {seconds:g} s (--hang-timeout-ms)")
 
     def warmup(self, runs: int = 3) -> None:
-        """Run the largest and the smallest batch a few times (TorchScript optimises over its first calls)."""
+        """Run every batch size the model will meet a few times before it is ready: each bucket when batches are
+        padded (a GPU searches algorithms or builds engines per new shape), else the largest and the smallest
+        (TorchScript optimises over its first calls)."""
         height, width = self.input_size
-        for n in sorted({self.settings.max_batch, 1}, reverse=True):
+        for n in sorted(set(self.buckets) or {self.settings.max_batch, 1}, reverse=True):
             for _ in range(runs):
                 self.backend.run(np.zeros((n, 3, height, width), dtype=np.float32))
         self.warm = True
@@ -140,6 +145,7 @@ class ModelRunner:
             concurrency=self.settings.workers,
             on_running=(lambda running: metrics.set_running(name, running)) if metrics else None,
             hang_timeout=self.settings.hang_timeout_ms / 1000.0, on_outcome=self._outcome, on_hang=self._hung,
+            buckets=self.buckets,
         )
         self.batcher.start()
         if metrics:  # both gauges exist (at 0) from the start, not only after the first request
@@ -165,7 +171,7 @@ class ModelRunner:
             "backend": self.backend.kind,
             "provider": self.backend.provider,
             "providers": list(self.backend.providers),
-            "batching": self.settings.batching(),
+            "batching": {**self.settings.batching(), "buckets": list(self.buckets)},
             "precision": self.selection.precision,
             "served": self.selection.describe(self.settings.precision),
         }

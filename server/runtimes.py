@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -17,6 +19,9 @@ TENSORRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPU
 PROVIDER_PREFERENCE = (TENSORRT, CUDA, CPU)
 PROVIDER_ALIASES = {"tensorrt": TENSORRT, "trt": TENSORRT, "cuda": CUDA, "cpu": CPU}
 GPU_PROVIDERS = (TENSORRT, CUDA)
+# The shared library ONNX Runtime opens for each GPU provider; it links TensorRT's or CUDA's own libraries.
+PROVIDER_LIBRARIES = {TENSORRT: "libonnxruntime_providers_tensorrt.so", CUDA: "libonnxruntime_providers_cuda.so"}
+SHARED_PROVIDER_LIBRARY = "libonnxruntime_providers_shared.so"
 
 
 class Backend(Protocol):
@@ -31,14 +36,51 @@ class Backend(Protocol):
         ...
 
 
-def choose_providers(available: Sequence[str], requested: Sequence[str] = ()) -> list[str]:
+def library_load_error(path: Path) -> str | None:
+    """None when the shared library at ``path`` and every library it links load in this process, else the
+    loader's message (for example ``libnvinfer.so.10: cannot open shared object file``)."""
+    if not path.exists():
+        return None  # not a layout this check knows (another platform or build): leave it to ONNX Runtime
+    try:
+        shared = path.with_name(SHARED_PROVIDER_LIBRARY)
+        if shared.exists():
+            ctypes.CDLL(str(shared), mode=ctypes.RTLD_GLOBAL)
+        ctypes.CDLL(str(path))
+    except OSError as exc:
+        return str(exc)
+    return None
+
+
+@functools.cache
+def provider_load_error(provider: str) -> str | None:
+    """Why a GPU provider that ONNX Runtime lists cannot run here (its libraries do not load), or None.
+
+    onnxruntime-gpu lists TensorRT even where TensorRT is not installed; handed such a provider, every session
+    prints a multi-line error banner and falls back. Loading the provider's library first tells the truth.
+    """
+    library = PROVIDER_LIBRARIES.get(provider)
+    if library is None:
+        return None
+    return library_load_error(Path(ort.__file__).parent / "capi" / library)
+
+
+def choose_providers(available: Sequence[str], requested: Sequence[str] = (),
+                     load_error: Callable[[str], str | None] = provider_load_error) -> list[str]:
     """Providers to hand ONNX Runtime, best first, always ending with CPU as the fallback.
 
-    Without ``requested``: TensorRT, CUDA, CPU, keeping those that are available. Requested names may
-    be full provider names or the aliases tensorrt/trt, cuda, cpu; one that is not available is an error.
+    Without ``requested``: TensorRT, CUDA, CPU, keeping those that are available and whose libraries load
+    (one that is listed but cannot load is left out with one log line). Requested names may be full provider
+    names or the aliases tensorrt/trt, cuda, cpu; one that is not available, or cannot load, is an error.
     """
     if not requested:
-        chosen = [p for p in PROVIDER_PREFERENCE if p in available]
+        chosen = []
+        for provider in (p for p in PROVIDER_PREFERENCE if p in available):
+            error = load_error(provider)
+            if error is None:
+                chosen.append(provider)
+            else:
+                log.warning("%s is listed by ONNX Runtime but cannot load here, so it is not used: %s",
+                            provider, error.splitlines()[0] if error else "")
     else:
         chosen = []
         for name in requested:
@@ -46,6 +88,10 @@ def choose_providers(available: Sequence[str], requested: Sequence[str] = ()) ->
             if full not in available:
                 raise ValueError(f"ONNX Runtime provider {name!r} is not available here; "
                                  f"available: {', '.join(available)}")
+            error = load_error(full)
+            if error is not None:
+                raise ValueError(f"ONNX Runtime provider {name!r} is listed but its libraries do not load here: "
+                                 f"{error.splitlines()[0] if error else ''}")
             if full not in chosen:
                 chosen.append(full)
     if CPU not in chosen:
@@ -53,10 +99,16 @@ def choose_providers(available: Sequence[str], requested: Sequence[str] = ()) ->
     return chosen
 
 
-def provider_options(providers: Sequence[str], trt_cache_dir: Path | None = None,
-                     trt_fp16: bool = False) -> list[dict[str, str]]:
-    """ONNX Runtime options per provider: TensorRT keeps its built engines and timing cache in ``trt_cache_dir``
-    (a restart then loads engines in seconds instead of rebuilding them for minutes) and may build in FP16."""
+def provider_options(providers: Sequence[str], trt_cache_dir: Path | None = None, trt_fp16: bool = False,
+                     cudnn_conv_algo_search: str = "HEURISTIC") -> list[dict[str, str]]:
+    """ONNX Runtime options per provider.
+
+    TensorRT keeps its built engines and timing cache in ``trt_cache_dir`` (a restart then loads engines in
+    seconds instead of rebuilding them for minutes) and may build in FP16. CUDA chooses convolution algorithms by
+    ``cudnn_conv_algo_search``: EXHAUSTIVE (ONNX Runtime's default) times every algorithm on the first run of
+    each new input shape, 0.1-1.3 s per shape on an H200 (issue 21), where HEURISTIC took 45-280 ms at the same
+    steady speed. The other CUDA options keep ONNX Runtime's defaults (see docs/gpu.md).
+    """
     options: list[dict[str, str]] = []
     for provider in providers:
         if provider == TENSORRT:
@@ -65,6 +117,8 @@ def provider_options(providers: Sequence[str], trt_cache_dir: Path | None = None
                 trt |= {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(trt_cache_dir),
                         "trt_timing_cache_enable": "True", "trt_timing_cache_path": str(trt_cache_dir)}
             options.append(trt)
+        elif provider == CUDA:
+            options.append({"cudnn_conv_algo_search": cudnn_conv_algo_search, "do_copy_in_default_stream": "1"})
         else:
             options.append({})
     return options
@@ -91,10 +145,12 @@ class OnnxBackend:
     kind = "onnx"
 
     def __init__(self, path: Path, input_name: str, output_name: str, providers: Sequence[str] = (),
-                 threads: int = 1, trt_cache_dir: Path | None = None, trt_fp16: bool = False) -> None:
+                 threads: int = 1, trt_cache_dir: Path | None = None, trt_fp16: bool = False,
+                 cudnn_conv_algo_search: str = "HEURISTIC") -> None:
         chosen = choose_providers(ort.get_available_providers(), providers)
+        options = provider_options(chosen, trt_cache_dir, trt_fp16, cudnn_conv_algo_search)
         self.session = ort.InferenceSession(str(path), sess_options=cpu_session_options(threads), providers=chosen,
-                                            provider_options=provider_options(chosen, trt_cache_dir, trt_fp16))
+                                            provider_options=options)
         self.providers = self.session.get_providers()
         self.provider = self.providers[0]
         self.input_name, self.output_name = input_name, output_name

@@ -11,7 +11,9 @@ from typing import Any
 
 BACKENDS = ("onnx", "torchscript")
 PRECISIONS = ("auto", "fp32", "int8", "fp16")
-FAULTS = ("", "raise", "hang")  # testing only: every batch raises, or never returns
+FAULTS = ("", "raise", "hang")
+CUDNN_SEARCHES = ("HEURISTIC", "EXHAUSTIVE", "DEFAULT")
+SWITCHES = ("auto", "on", "off")  # testing only: every batch raises, or never returns
 ENV_PREFIX = "SERVER_"
 
 
@@ -36,7 +38,9 @@ class Settings:
     precision: str = "auto"
     providers: tuple[str, ...] = ()
     max_batch: int = 8
-    max_delay_ms: float = 5.0
+    max_delay_ms: float = 0.0
+    batch_buckets: str = "auto"
+    cudnn_conv_algo_search: str = "HEURISTIC"
     queue_size: int = 64
     timeout_ms: float = 30_000.0
     max_concurrent: int = 1024
@@ -70,6 +74,8 @@ class Settings:
             (1 <= self.port <= 65535, f"port {self.port} must lie in 1..65535"),
             (self.max_batch >= 1, f"max batch {self.max_batch} must be >= 1"),
             (self.max_delay_ms >= 0, f"max delay {self.max_delay_ms} ms must be >= 0"),
+            (self.cudnn_conv_algo_search in CUDNN_SEARCHES, f"cuDNN search {self.cudnn_conv_algo_search!r} must be "
+                                                            f"one of {', '.join(CUDNN_SEARCHES)}"),
             (self.queue_size >= 1, f"queue size {self.queue_size} must be >= 1"),
             (self.timeout_ms > 0, f"timeout {self.timeout_ms} ms must be > 0"),
             (self.max_concurrent >= 1, f"max concurrent requests {self.max_concurrent} must be >= 1"),
@@ -98,6 +104,26 @@ class Settings:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        self.bucket_sizes(gpu=True)  # a malformed --batch-buckets fails at start, not at the first model
+
+    def bucket_sizes(self, gpu: bool) -> tuple[int, ...]:
+        """The batch sizes batches are padded to (empty: no padding). ``auto`` pads on a GPU only, to 1, 2, 4, ...
+        and --max-batch: a GPU runtime pays an algorithm search or engine build for every new shape, while on a CPU
+        padding only adds work. An explicit list always gains --max-batch as its last bucket."""
+        text = self.batch_buckets.strip().lower()
+        if text == "off" or (text == "auto" and not gpu):
+            return ()
+        if text == "auto":
+            return tuple(sorted({*(2 ** k for k in range(self.max_batch.bit_length()) if 2 ** k < self.max_batch),
+                                 self.max_batch}))
+        try:
+            sizes = {int(item) for item in text.split(",") if item.strip()}
+        except ValueError:
+            sizes = {0}
+        if not sizes or min(sizes) < 1 or max(sizes) > self.max_batch:
+            raise ValueError(f"batch buckets {self.batch_buckets!r} must be auto, off or a comma list of sizes in "
+                             f"1..{self.max_batch} (--max-batch)")
+        return tuple(sorted(sizes | {self.max_batch}))
 
     @property
     def threads(self) -> int:
@@ -154,7 +180,14 @@ OPTIONS: dict[str, tuple[str, Any, str]] = {
     "--providers": ("providers", _comma_list,
                     "ONNX Runtime providers in order, e.g. cuda,cpu (default: TensorRT, CUDA, CPU, whichever exist)"),
     "--max-batch": ("max_batch", int, "largest batch the micro-batcher forms"),
-    "--max-delay-ms": ("max_delay_ms", float, "longest a request waits for companions before its batch runs"),
+    "--max-delay-ms": ("max_delay_ms", float, "longest a request waits for companions before its batch runs (0: an "
+                                              "idle model runs a request at once; batches form from what queues "
+                                              "while it is busy)"),
+    "--batch-buckets": ("batch_buckets", str, "auto | off | comma list: pad batches to these sizes, each run once at "
+                                              "load (auto: 1, 2, 4, ... --max-batch on a GPU, off on a CPU)"),
+    "--cudnn-conv-algo-search": ("cudnn_conv_algo_search", str,
+                                 "CUDA provider: HEURISTIC | EXHAUSTIVE | DEFAULT convolution algorithm choice "
+                                 "(EXHAUSTIVE times every algorithm per new shape: up to 1.3 s per bucket at load)"),
     "--queue-size": ("queue_size", int, "requests waiting per model; beyond it the server answers 503 at once"),
     "--timeout-ms": ("timeout_ms", float, "per-request deadline from arrival to answer; past it: 504"),
     "--max-concurrent": ("max_concurrent", int,

@@ -254,3 +254,65 @@ def test_each_batch_reports_its_outcome_and_a_long_one_is_reported_hung_but_stil
     outcomes.clear()
     run(with_batcher(failing, failing_body, on_outcome=outcomes.append))
     assert len(outcomes) == 1 and isinstance(outcomes[0], RuntimeError)
+
+
+class RowTaggingModel(RecordingModel):
+    """Each output row is its input row times two plus a tag that says which call produced it, so a padded row
+    leaking into an answer, or a row landing in the wrong request, would show."""
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        out = super().__call__(images)
+        return out + 1000 * len(self.sizes)
+
+
+def test_batches_are_padded_to_the_smallest_bucket_and_padding_never_reaches_an_answer():
+    model = RowTaggingModel()
+
+    async def body(batcher):
+        three = await asyncio.gather(*(batcher.submit(stack(i + 1)) for i in range(3)))
+        alone = await batcher.submit(stack(7))
+        seven = await batcher.submit(np.arange(1, 8, dtype=np.float32).reshape(7, 1, 1, 1), exclusive=True)
+        return three, alone, seven
+
+    three, alone, seven = run(with_batcher(model, body, buckets=(1, 2, 4)))
+    assert model.sizes == [4, 1, 4, 4]  # 3 -> 4, 1 -> 1, 7 -> 4 + 3 padded to 4
+    assert [r.outputs.shape[0] for r in three] == [1, 1, 1] and [r.batch_size for r in three] == [3, 3, 3]
+    assert [float(r.outputs[0, 0, 0, 0]) for r in three] == [1002.0, 1004.0, 1006.0]
+    assert float(alone.outputs[0, 0, 0, 0]) == 2014.0
+    assert seven.outputs.ravel().tolist() == [3002.0, 3004.0, 3006.0, 3008.0, 4010.0, 4012.0, 4014.0]
+
+
+def test_a_padded_batch_joins_stacks_of_several_requests_in_one_buffer_with_zero_rows():
+    batches: list[np.ndarray] = []
+
+    def model(images: np.ndarray) -> np.ndarray:
+        batches.append(images.copy())
+        return images
+
+    async def body(batcher):
+        return await asyncio.gather(batcher.submit(stack(1, n=2)), batcher.submit(stack(2, n=3)))
+
+    results = run(with_batcher(model, body, max_batch=8, buckets=(2, 8)))
+    assert [b.shape[0] for b in batches] == [8]
+    assert batches[0][:, 0, 0, 0].tolist() == [1, 1, 2, 2, 2, 0, 0, 0]
+    assert [r.outputs[:, 0, 0, 0].tolist() for r in results] == [[1, 1], [2, 2, 2]]
+
+
+def test_buckets_must_end_at_max_batch():
+    with pytest.raises(ValueError, match=r"batch buckets \[1, 2\] must be >= 1 and end at max_batch=4"):
+        MicroBatcher(RecordingModel(), ThreadPoolExecutor(1), max_batch=4, max_delay=0.0, queue_size=1, buckets=(1, 2))
+
+
+def test_without_a_delay_an_idle_model_runs_a_lone_request_and_batches_form_while_it_is_busy():
+    model = RecordingModel(delay=0.2)
+
+    async def body(batcher):
+        first = asyncio.ensure_future(batcher.submit(stack(0)))
+        await asyncio.sleep(0.05)  # the lone request is running; these three queue behind it
+        rest = [asyncio.ensure_future(batcher.submit(stack(i))) for i in (1, 2, 3)]
+        return await asyncio.gather(first, *rest)
+
+    results = run(with_batcher(model, body, max_delay=0.0))
+    assert model.sizes == [1, 3]
+    assert [r.batch_size for r in results] == [1, 3, 3, 3]
+    assert results[0].queue_seconds < 0.05  # it did not wait for company

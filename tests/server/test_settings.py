@@ -85,3 +85,26 @@ def test_tensorrt_settings_parse_from_flags_and_environment():
     assert settings_from(None, {"SERVER_TRT_FP16": "false"}).trt_fp16 is False
     with pytest.raises(ValueError, match="SERVER_TRT_FP16='maybe' is not a valid flag"):
         settings_from(None, {"SERVER_TRT_FP16": "maybe"})
+
+
+@pytest.mark.parametrize(("text", "max_batch", "gpu", "expected"), [
+    ("auto", 8, True, (1, 2, 4, 8)),
+    ("auto", 6, True, (1, 2, 4, 6)),
+    ("auto", 1, True, (1,)),
+    ("auto", 8, False, ()),
+    ("off", 8, True, ()),
+    ("2, 5", 8, False, (2, 5, 8)),
+])
+def test_batch_buckets_pad_on_a_gpu_by_default_and_always_end_at_max_batch(text, max_batch, gpu, expected):
+    assert Settings(batch_buckets=text, max_batch=max_batch).bucket_sizes(gpu=gpu) == expected
+
+
+@pytest.mark.parametrize("text", ["0,4", "16", "two", ""])
+def test_a_malformed_bucket_list_fails_at_start_naming_it(text):
+    with pytest.raises(ValueError, match=rf"batch buckets {text!r} must be auto, off or a comma list of sizes in 1..8"):
+        Settings(batch_buckets=text)
+
+
+def test_cudnn_search_is_checked():
+    with pytest.raises(ValueError, match="cuDNN search 'FAST' must be one of HEURISTIC, EXHAUSTIVE, DEFAULT"):
+        Settings(cudnn_conv_algo_search="FAST")

@@ -32,7 +32,7 @@ def test_models_report_manifest_provider_and_batching(client, store):
     assert classifier["task"] == "classification" and by_name[SEGMENTER]["task"] == "segmentation"
     assert classifier["backend"] == "onnx" and classifier["provider"] == "CPUExecutionProvider"
     assert classifier["batching"] == {"max_batch": 8, "max_delay_ms": 50.0, "queue_size": 64, "workers": 1,
-                                     "timeout_ms": 30000.0}
+                                     "timeout_ms": 30000.0, "buckets": []}  # a CPU pads no batch
     assert answer["defaults"] == {"classification": CLASSIFIER, "segmentation": SEGMENTER}
     softmax = by_name[SOFTMAX_CLASSIFIER]
     assert (classifier["activation"], softmax["activation"], by_name[SEGMENTER]["activation"]) == (
