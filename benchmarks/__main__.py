@@ -15,6 +15,7 @@ COMMANDS = {
     "ray": "/predict requests/s and latency: plain server against Ray Serve with 1 and N replicas",
     "precision": "fp32 against its INT8/FP16 variants: raw images/s and server requests/s, one run",
     "request-path": "each step of a request inside the server (decode, JSON, thread hops), before and after",
+    "gpu": "raw vs served, first batch per size, /robustness vs one batch, on the GPU; docs/benchmarks-gpu.md",
 }
 # command -> module under benchmarks/, where the names differ
 MODULES = {"ray": "ray_serve", "request-path": "request_path"}

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from export.random_weights import export_random
 from loadtests.processes import ServerProcess
-from loadtests.raw_ceiling import Throughput, best_raw, raw_layouts
+from loadtests.raw_ceiling import BoundSession, Throughput, best_raw, raw_layouts
 from model_store.manifest import entry_dir, load_manifest
 from server.settings import available_cores
 
@@ -179,7 +179,7 @@ class Configuration:
 
 
 def markdown(args: argparse.Namespace, size: tuple[int, int], configurations: list[Configuration],
-             command: str) -> str:
+             command: str, provider: str = "CPUExecutionProvider") -> str:
     """The benchmark section for docs."""
     lines = [
         "## Server against raw ONNX Runtime (`benchmarks/server.py`)",
@@ -194,9 +194,12 @@ def markdown(args: argparse.Namespace, size: tuple[int, int], configurations: li
         "",
         f"Machine: {platform.machine()}, {available_cores()} cores available (shared with other jobs), Python "
         f"{platform.python_version()}, onnxruntime {ort.__version__}. Model `{args.preset}` (random weights) at "
-        f"{size[0]}x{size[1]}, CPUExecutionProvider. Raw: in-process loops over batches of {args.max_batch}, "
-        f"run as one session with {available_cores()} intra-op threads and as {available_cores()} one-thread "
-        "sessions side by side; each round keeps the faster layout (named in the table). "
+        f"{size[0]}x{size[1]}, {provider}. Raw: in-process loops over batches of {args.max_batch}, "
+        + (f"run as one session with {available_cores()} intra-op threads and as {available_cores()} one-thread "
+           "sessions side by side; each round keeps the faster layout (named in the table). "
+           if provider == "CPUExecutionProvider" else
+           "through the server's own backend (input copied to the device, IOBinding, output copied back). ")
+        +
         f"Server: `--max-batch {args.max_batch} --max-delay-ms "
         f"{args.max_delay_ms:g} --workers {args.workers}`, default logging (one JSON line per request). "
         f"{args.rounds} rounds per row, each a {args.seconds:g} s raw window per layout then a "
@@ -250,7 +253,7 @@ def add_load_arguments(parser: argparse.ArgumentParser, rounds: int, seconds_hel
     parser.add_argument("--rounds", type=int, default=rounds, help=rounds_help)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[16], help="requests in flight")
     parser.add_argument("--max-batch", type=int, default=8)
-    parser.add_argument("--max-delay-ms", type=float, default=5.0)
+    parser.add_argument("--max-delay-ms", type=float, default=0.0, help="server --max-delay-ms")
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m benchmarks server") -> int:
@@ -264,16 +267,20 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks server
     parser.add_argument("--payload", type=parse_size, nargs="+", default=[(224, 224), (640, 480)],
                         help="JPEG sizes to POST, e.g. 224x224 640x480")
     parser.add_argument("--workers", type=int, default=1, help="server --workers (concurrent batches)")
+    parser.add_argument("--providers", default="", help="ONNX Runtime providers for both the raw loop and the server, "
+                                                        "e.g. cuda,cpu (default: what the server would choose)")
     parser.add_argument("--output", type=Path, help="write the Markdown section here")
     args = parser.parse_args(argv)
+    providers = tuple(p for p in args.providers.split(",") if p)
 
     with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
         store = args.store or build_store(args.preset, args.model, Path(tmp))
         manifest = load_manifest(entry_dir(store, args.model))
         size = manifest.input.size
         feed = {manifest.input.name: np.random.default_rng(0).random((args.max_batch, 3, *size), dtype=np.float32)}
-        layouts = raw_layouts(manifest.artifact("model.onnx"), feed, available_cores())
+        layouts = raw_layouts(manifest.artifact("model.onnx"), feed, available_cores(), providers)
         flags = ["--models", args.model, "--precision", "fp32",  # the file the raw loop runs
+                 *(["--providers", args.providers] if providers else []),
                  "--max-batch", str(args.max_batch), "--max-delay-ms", str(args.max_delay_ms),
                  "--workers", str(args.workers), "--queue-size", str(4 * max(args.concurrency))]
         server = ServerProcess(store, flags).start()
@@ -296,7 +303,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks server
                     configurations.append(Configuration(payload_size, client, concurrency, rounds))
         finally:
             server.stop()
-    publish(markdown(args, (size[1], size[0]), configurations, command_line(prog, argv).strip()), args.output)
+    first = next(iter(layouts.values()))[0]
+    provider = first.provider if isinstance(first, BoundSession) else "CPUExecutionProvider"
+    publish(markdown(args, (size[1], size[0]), configurations, command_line(prog, argv).strip(), provider),
+            args.output)
     return 0
 
 

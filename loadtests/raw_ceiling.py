@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from server.runtimes import cpu_session_options
+from server.runtimes import GPU_PROVIDERS, OnnxBackend, choose_providers, cpu_session_options
 
 
 @dataclass(frozen=True)
@@ -29,12 +30,34 @@ class Throughput:
         return self.count / self.seconds
 
 
-def raw_layouts(model_path: Path, feed: dict[str, np.ndarray], cores: int) -> dict[str, list[ort.InferenceSession]]:
-    """Warmed-up sessions with the server's options, in two layouts.
+class BoundSession:
+    """The server's GPU backend seen as a session: ``run(None, feed)`` copies the batch to the device, runs it with
+    IOBinding and copies the output back, exactly as a served batch does."""
 
-    ``1xN``: one session with N intra-op threads; ``Nx1``: N single-threaded sessions run side by side
-    (what the server does with ``--workers N``). The faster of the two is the ceiling.
+    def __init__(self, model_path: Path, input_name: str, providers: Sequence[str], threads: int = 1) -> None:
+        self.backend = OnnxBackend(model_path, input_name, "", providers=providers, threads=threads)
+        self.backend.output_name = self.backend.session.get_outputs()[0].name
+        self.provider = self.backend.provider
+
+    def run(self, _outputs: object, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """One forward pass of the feed's single input."""
+        return [self.backend.run(next(iter(feed.values())))]
+
+
+def raw_layouts(model_path: Path, feed: dict[str, np.ndarray], cores: int,
+                providers: Sequence[str] = ()) -> dict[str, list]:
+    """Warmed-up sessions with the server's options, on the provider the server would choose for ``providers``.
+
+    On a GPU provider one layout, named after it: the server's own backend (IOBinding) in a loop. On the CPU two:
+    ``1xN``, one session with N intra-op threads, and ``Nx1``, N single-threaded sessions run side by side (what
+    the server does with ``--workers N``). The faster of the two is the ceiling.
     """
+    chosen = choose_providers(ort.get_available_providers(), providers)
+    if chosen[0] in GPU_PROVIDERS:
+        bound = BoundSession(model_path, next(iter(feed)), chosen, threads=cores)
+        for _ in range(3):
+            bound.run(None, feed)
+        return {bound.provider.removesuffix("ExecutionProvider").lower(): [bound]}
 
     def session(threads: int) -> ort.InferenceSession:
         created = ort.InferenceSession(str(model_path), sess_options=cpu_session_options(threads),
