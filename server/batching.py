@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +46,7 @@ class BatchResult:
 
 @dataclass
 class _Pending:
-    images: np.ndarray
+    images: Stack
     future: asyncio.Future
     submitted: float
     deadline: float | None
@@ -69,6 +70,21 @@ class _Pending:
 def _expire(future: asyncio.Future) -> None:
     if not future.done():
         future.set_exception(DeadlineExceededError("the deadline passed before the result was ready"))
+
+
+Stack = Any  # an (n, C, H, W) np.ndarray, or a torch.Tensor prepared on the model's device
+
+
+def same_kind(stacks: list[Stack]) -> list[Stack]:
+    """The stacks as one kind of array: all NumPy, or, when any is a torch tensor (decoded on the device), all
+    torch tensors on that tensor's device."""
+    device_stacks = [stack for stack in stacks if not isinstance(stack, np.ndarray)]
+    if not device_stacks or len(device_stacks) == len(stacks):
+        return stacks
+    import torch
+
+    device = device_stacks[0].device
+    return [torch.from_numpy(stack).to(device) if isinstance(stack, np.ndarray) else stack for stack in stacks]
 
 
 BatchObserver = Callable[[int, float], None]  # (batch size, inference seconds)
@@ -127,7 +143,7 @@ class MicroBatcher:
         while not self._queue.empty():
             self._queue.get_nowait().future.cancel()
 
-    async def submit(self, images: np.ndarray, deadline: float | None = None, exclusive: bool = False) -> BatchResult:
+    async def submit(self, images: Stack, deadline: float | None = None, exclusive: bool = False) -> BatchResult:
         """Queue an (n, C, H, W) stack and wait for its outputs.
 
         ``deadline`` is a ``time.monotonic()`` instant. ``exclusive`` runs the stack as a batch of its
@@ -232,7 +248,7 @@ class MicroBatcher:
         own size)."""
         return next((bucket for bucket in self.buckets if bucket >= size), size)
 
-    def _padded(self, stacks: list[np.ndarray], start: int, stop: int) -> np.ndarray:
+    def _padded(self, stacks: list[Stack], start: int, stop: int) -> Stack:
         """Rows ``start:stop`` of the stacks laid end to end, in one buffer of the bucket's size (one copy; zero
         rows pad it)."""
         size = stop - start
@@ -240,7 +256,8 @@ class MicroBatcher:
         if bucket == size and len(stacks) == 1:
             return stacks[0][start:stop]
         first = stacks[0]
-        out = np.empty((bucket, *first.shape[1:]), dtype=first.dtype)
+        shape = (bucket, *first.shape[1:])
+        out = np.empty(shape, dtype=first.dtype) if isinstance(first, np.ndarray) else first.new_empty(shape)
         row, offset = 0, 0
         for stack in stacks:
             lo, hi = max(start - offset, 0), min(stop - offset, len(stack))
@@ -251,12 +268,13 @@ class MicroBatcher:
         out[row:] = 0
         return out
 
-    def _stack_and_run(self, stacks: list[np.ndarray]) -> np.ndarray:
+    def _stack_and_run(self, stacks: list[Stack]) -> np.ndarray:
         """Concatenate (in the inference thread, not on the event loop) and run, in chunks of ``max_batch``, each
         padded to its bucket; only the real rows of each output are kept."""
+        stacks = same_kind(stacks)
         total = sum(len(stack) for stack in stacks)
-        if total <= self.max_batch and not self.buckets:
-            return self.run_batch(stacks[0] if len(stacks) == 1 else np.concatenate(stacks))
+        if total <= self.max_batch and not self.buckets and len(stacks) == 1:
+            return self.run_batch(stacks[0])
         outputs = []
         for start in range(0, total, self.max_batch):
             stop = min(start + self.max_batch, total)

@@ -316,3 +316,22 @@ def test_without_a_delay_an_idle_model_runs_a_lone_request_and_batches_form_whil
     assert model.sizes == [1, 3]
     assert [r.batch_size for r in results] == [1, 3, 3, 3]
     assert results[0].queue_seconds < 0.05  # it did not wait for company
+
+
+def test_stacks_prepared_on_a_device_batch_with_host_stacks_as_one_torch_batch():
+    """A JPEG decoded on the device arrives as a torch tensor, a PNG decoded on the host as a NumPy stack: one
+    batch holds both, as torch tensors on the device (the CPU here), padded like any other."""
+    import torch
+
+    kinds: list[str] = []
+
+    def model(images) -> np.ndarray:
+        kinds.append(type(images).__module__.split(".")[0])
+        return images.numpy() * 2
+
+    async def body(batcher):
+        return await asyncio.gather(batcher.submit(torch.full((1, 1, 2, 2), 3.0)), batcher.submit(stack(5)))
+
+    results = run(with_batcher(model, body, buckets=(1, 4)))
+    assert kinds == ["torch"]
+    assert [float(r.outputs[0, 0, 0, 0]) for r in results] == [6.0, 10.0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from server.runtimes import CPU, CUDA, TENSORRT, choose_providers, cpu_session_options, library_load_error
@@ -73,3 +74,16 @@ def test_a_library_whose_dependency_is_missing_fails_to_load_with_the_loaders_re
     error = library_load_error(tmp_path / "libneeds.so")
     assert error is not None and "libgone.so" in error
     assert library_load_error(tmp_path / "absent.so") is None  # a layout the check does not know: ORT decides
+
+
+def test_the_onnx_backend_runs_a_torch_tensor_like_the_same_numpy_batch(store):
+    import torch
+
+    from model_store.manifest import entry_dir, load_manifest
+    from server.runtimes import OnnxBackend
+    from tests.conftest import CLASSIFIER
+
+    manifest = load_manifest(entry_dir(store, CLASSIFIER))
+    backend = OnnxBackend(manifest.artifact("model.onnx"), manifest.input.name, manifest.output.name)
+    images = np.random.default_rng(5).random((2, 3, *manifest.input.size), dtype=np.float32)
+    np.testing.assert_array_equal(backend.run(torch.from_numpy(images)), backend.run(images))
