@@ -28,7 +28,14 @@ from model_store.manifest import Manifest
 from server.admission import InflightBudget, OverloadedError, Ticket, request_ticket
 from server.batching import BatchResult, DeadlineExceededError, QueueFullError
 from server.errors import ApiError, new_error_id
-from server.images import PreparedImage, prepare_image
+from server.images import (
+    DecodedImage,
+    ImageRejectedError,
+    PixelReservation,
+    PreparedImage,
+    open_untrusted,
+    prepare_image,
+)
 from server.logs import annotate
 from server.metrics import ServerMetrics
 from server.middleware import START_KEY
@@ -165,10 +172,14 @@ class RequestPipeline:
             self._reserve_bytes(ticket, len(body))
         return body
 
-    async def receive(self, request: Request, extra_files: tuple[str, ...] = (), draft: bool = True) -> Received:
+    async def receive(self, request: Request, extra_files: tuple[str, ...] = (), draft: bool = True,
+                      on_device: bool = False) -> Received:
         """Admit the request, read its upload, and decode and prepare the image off the event loop.
 
         ``draft=False`` keeps the full-resolution image (an overlay needs it; a class map alone does not).
+        ``on_device`` lets a JPEG the device decoder reproduces be decoded there, in a batch with concurrent
+        uploads (the prepared tensor is then a torch tensor on the model's device); other images, and every
+        image when the model prepares nothing on a device, take the host path.
         Without it the prepared image holds only the model's tensor, and the request gives back the image's
         bytes and pixels at once; extra files stay reserved until the request ends.
         """
@@ -179,8 +190,13 @@ class RequestPipeline:
             self._reserve_bytes(ticket, len(data) + extra_bytes)
         keep_original = not draft
         try:
-            prepared = await self.off_loop(request, prepare_image, data, self.runner.input_size, self.runner.normaliser,
-                                           self.settings.max_pixels, draft, keep_original, ticket.reserve_pixels)
+            prepared = None
+            if on_device and draft and self.runner.decoder is not None:
+                prepared = await self._prepare_on_device(request, data, ticket)
+            if prepared is None:
+                prepared = await self.off_loop(request, prepare_image, data, self.runner.input_size,
+                                               self.runner.normaliser, self.settings.max_pixels, draft, keep_original,
+                                               ticket.reserve_pixels)
         except OverloadedError as exc:
             raise self.overloaded(exc) from None
         del data  # the body's last reference: the image's bytes are free
@@ -188,6 +204,30 @@ class RequestPipeline:
         if not keep_original:
             ticket.release_pixels()
         return Received(prepared, extras)
+
+    async def _prepare_on_device(self, request: Request, data: bytes, ticket: Ticket) -> PreparedImage | None:
+        """The upload decoded and prepared on the model's device, or None when the device decoder does not take
+        it. The header is checked, and the image's full-size pixels reserved, in the decode pool first (the device
+        decodes at full size, with no draft reduction)."""
+        start = time.perf_counter()
+        size = await self.off_loop(request, device_header, data, self.settings.max_pixels, ticket.reserve_pixels)
+        if size is None:
+            return None
+        try:
+            tensor = await self.runner.decode(data, self.deadline(request))
+        except QueueFullError:
+            raise self.queue_full() from None
+        except DeadlineExceededError:
+            raise self.deadline_exceeded() from None
+        except Exception as exc:  # refused or failed on the device: the host decoder decodes it or says why not
+            # (nvJPEG refuses some JPEGs libjpeg reads, such as arithmetic-coded ones)
+            log.log(logging.DEBUG if isinstance(exc, ImageRejectedError) else logging.WARNING,
+                    "model %s: the device decoder did not take an upload (%s: %s); decoding it on the host",
+                    self.name, type(exc).__name__, exc)
+            ticket.release_pixels()  # the host path reserves what it decodes itself
+            return None
+        return PreparedImage(DecodedImage(None, size, "JPEG"), tensor, time.perf_counter() - start,
+                             self.runner.normaliser)
 
     def deadline(self, request: Request) -> float:
         """The monotonic instant by which this request must be answered."""
@@ -215,6 +255,24 @@ class RequestPipeline:
         annotate(request, batch_size=result.batch_size, queue_ms=round(result.queue_seconds * 1000, 2),
                  inference_ms=round(result.inference_seconds * 1000, 2))
         return result
+
+
+def device_header(data: bytes, max_pixels: int, reserve_pixels: PixelReservation) -> tuple[int, int] | None:
+    """(width, height) of an upload the device decoder takes, its pixels reserved; None for any other upload (the
+    host path then decodes it, and answers its errors)."""
+    if not data:
+        return None
+    try:
+        image = open_untrusted(data, max_pixels, "image")
+    except ImageRejectedError:
+        return None
+    from server.device_images import device_decodable  # torch: imported only on the device path
+
+    width, height = image.size
+    if not width or not height or not device_decodable(image):
+        return None
+    reserve_pixels(width * height)
+    return width, height
 
 
 def timing(request: Request, prepared: PreparedImage | None, result: BatchResult) -> dict[str, float]:

@@ -6,6 +6,8 @@ Under uvicorn the registry builds one runner per model; under Ray the same class
 
 from __future__ import annotations
 
+import io
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -14,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from PIL import Image
 
 from model_store.manifest import Manifest, verified_artifact
 from robustness.preprocess import InputNormaliser
@@ -22,6 +25,8 @@ from server.metrics import ServerMetrics
 from server.precision import Selection, listed_variant, select_precision
 from server.runtimes import GPU_PROVIDERS, Backend, OnnxBackend, TorchScriptBackend, choose_providers
 from server.settings import Settings
+
+log = logging.getLogger("server.runner")
 
 
 def first_provider(settings: Settings) -> str:
@@ -50,6 +55,27 @@ def load_backend(manifest: Manifest, settings: Settings, selection: Selection) -
     raise ValueError(f"backend {settings.backend!r} must be 'onnx' or 'torchscript'")
 
 
+def warmup_jpeg(height: int, width: int) -> bytes:
+    """A JPEG of the model's input size, for warming up the device decoder."""
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (128, 96, 64)).save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
+def prepare_device(settings: Settings, provider: str) -> str | None:
+    """Where uploads are decoded and /robustness copies made, when not on the host: the model's GPU (``auto``, when
+    torch sees it), or the CPU through the same torch code (``on`` without a GPU); None keeps the host path."""
+    if settings.device_prepare == "off":
+        return None
+    if provider in GPU_PROVIDERS or provider.startswith("torchscript:cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            return "cuda"
+        log.warning("the model runs on %s but torch sees no CUDA device: uploads are prepared on the host", provider)
+    return "cpu" if settings.device_prepare == "on" else None
+
+
 HealthObserver = Callable[[str, str | None], None]  # (model name, why it is unhealthy, or None when healthy)
 
 
@@ -72,7 +98,15 @@ class ModelRunner:
         self.executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix=f"infer-{manifest.name}")
         self.buckets = settings.bucket_sizes(gpu=self.backend.provider in GPU_PROVIDERS
                                              or self.backend.provider.startswith("torchscript:cuda"))
+        self.device = prepare_device(settings, self.backend.provider)
+        self.preparer: Any = None  # a DevicePreparer when uploads are decoded on self.device
+        if self.device is not None:
+            from server.device_images import DevicePreparer  # torch and torchvision: only on the device path
+
+            self.preparer = DevicePreparer(manifest.input_size, manifest.input.mean, manifest.input.std, self.device)
+        self.decode_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"decode-{manifest.name}")
         self.batcher: MicroBatcher | None = None
+        self.decoder: MicroBatcher | None = None
         self.warm = False
 
     @property
@@ -132,7 +166,41 @@ class ModelRunner:
         for n in sorted(set(self.buckets) or {self.settings.max_batch, 1}, reverse=True):
             for _ in range(runs):
                 self.backend.run(np.zeros((n, 3, height, width), dtype=np.float32))
+        if self.preparer is not None:  # the decoder's first batches set up nvJPEG and its buffers
+            sample = warmup_jpeg(height, width)
+            for n in sorted({self.settings.max_batch, 1}, reverse=True):
+                self.backend.run(self.preparer.prepare([sample] * n))
         self.warm = True
+
+    def decode_batch(self, encoded: np.ndarray) -> np.ndarray:
+        """Decode uploads together on the device (runs in the decode thread): per upload its (3, H, W) tensor, or
+        the ImageRejectedError that refused it (the others are decoded again without it)."""
+        from server.device_images import DeviceImageRejectedError
+
+        rows = np.empty(len(encoded), dtype=object)
+        pending = list(range(len(encoded)))
+        while pending:
+            try:
+                prepared = self.preparer.prepare([encoded[i] for i in pending])
+            except DeviceImageRejectedError as exc:
+                rows[pending.pop(exc.index)] = exc
+                continue
+            for row, index in enumerate(pending):
+                rows[index] = prepared[row]
+            break
+        return rows
+
+    async def decode(self, data: bytes, deadline: float | None = None) -> Any:
+        """One JPEG upload as the model's (3, H, W) input on the device, decoded in a batch with concurrent uploads;
+        raises the ImageRejectedError of bytes the decoder refuses."""
+        if self.decoder is None:
+            raise RuntimeError(f"model {self.name!r} decodes no uploads on a device")
+        encoded = np.empty(1, dtype=object)
+        encoded[0] = data
+        row = (await self.decoder.submit(encoded, deadline)).outputs[0]
+        if isinstance(row, Exception):
+            raise row
+        return row
 
     def start(self) -> None:
         """Create the micro-batcher on the running event loop."""
@@ -148,6 +216,10 @@ class ModelRunner:
             buckets=self.buckets,
         )
         self.batcher.start()
+        if self.preparer is not None:
+            self.decoder = MicroBatcher(self.decode_batch, self.decode_executor, self.settings.max_batch, 0.0,
+                                        self.settings.queue_size)
+            self.decoder.start()
         if metrics:  # both gauges exist (at 0) from the start, not only after the first request
             metrics.set_queue_depth(name, 0)
             metrics.set_running(name, 0)
@@ -161,9 +233,11 @@ class ModelRunner:
     async def stop(self) -> None:
         """Stop batching and release the inference thread."""
         self.stopping.set()
-        if self.batcher is not None:
-            await self.batcher.stop()
+        for batcher in (self.batcher, self.decoder):
+            if batcher is not None:
+                await batcher.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.decode_executor.shutdown(wait=False, cancel_futures=True)
 
     def describe(self) -> dict[str, Any]:
         """Runtime facts for /models."""
@@ -174,4 +248,5 @@ class ModelRunner:
             "batching": {**self.settings.batching(), "buckets": list(self.buckets)},
             "precision": self.selection.precision,
             "served": self.selection.describe(self.settings.precision),
+            "device_prepare": self.device,
         }

@@ -40,6 +40,7 @@ class Settings:
     max_batch: int = 8
     max_delay_ms: float = 0.0
     batch_buckets: str = "auto"
+    device_prepare: str = "auto"
     cudnn_conv_algo_search: str = "HEURISTIC"
     queue_size: int = 64
     timeout_ms: float = 30_000.0
@@ -74,6 +75,8 @@ class Settings:
             (1 <= self.port <= 65535, f"port {self.port} must lie in 1..65535"),
             (self.max_batch >= 1, f"max batch {self.max_batch} must be >= 1"),
             (self.max_delay_ms >= 0, f"max delay {self.max_delay_ms} ms must be >= 0"),
+            (self.device_prepare in SWITCHES, f"device prepare {self.device_prepare!r} must be one of "
+                                              f"{', '.join(SWITCHES)}"),
             (self.cudnn_conv_algo_search in CUDNN_SEARCHES, f"cuDNN search {self.cudnn_conv_algo_search!r} must be "
                                                             f"one of {', '.join(CUDNN_SEARCHES)}"),
             (self.queue_size >= 1, f"queue size {self.queue_size} must be >= 1"),
@@ -185,6 +188,10 @@ OPTIONS: dict[str, tuple[str, Any, str]] = {
                                               "while it is busy)"),
     "--batch-buckets": ("batch_buckets", str, "auto | off | comma list: pad batches to these sizes, each run once at "
                                               "load (auto: 1, 2, 4, ... --max-batch on a GPU, off on a CPU)"),
+    "--device-prepare": ("device_prepare", str,
+                         "auto | on | off: decode JPEGs (nvJPEG, in batches) and make /robustness copies on the "
+                         "model's device (auto: when it runs on a GPU; on: also on a CPU, through the same torch "
+                         "code)"),
     "--cudnn-conv-algo-search": ("cudnn_conv_algo_search", str,
                                  "CUDA provider: HEURISTIC | EXHAUSTIVE | DEFAULT convolution algorithm choice "
                                  "(EXHAUSTIVE times every algorithm per new shape: up to 1.3 s per bucket at load)"),

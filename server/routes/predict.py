@@ -56,7 +56,7 @@ async def predict(
 ) -> JSONResponse:
     """Labels of one image."""
     pipeline = ctx.pipeline(model, ("classification",), "/predict")
-    prepared = (await pipeline.receive(request)).prepared
+    prepared = (await pipeline.receive(request, on_device=True)).prepared
     result = await pipeline.infer(request, prepared.tensor[None])
     manifest = pipeline.manifest
     probabilities = class_scores(result.outputs[0], manifest.activation)

@@ -235,7 +235,12 @@ async def robustness(
                                             manifest.num_classes, manifest.input_size, ctx.settings.max_pixels)
     copies = None
     try:
-        if corrupted is None:
+        if corrupted is None and pipeline.runner.device is not None:
+            from server.device_masks import occluded_batch_on  # torch: imported only on the device path
+
+            batch, holes = await pipeline.off_loop(request, occluded_batch_on, pipeline.runner.device, prepared.tensor,
+                                                   ratio, n, seed)
+        elif corrupted is None:
             batch, holes = await pipeline.off_loop(request, occluded_batch, prepared.tensor, ratio, n, seed)
         else:
             async with corruption_slot(pipeline, request):

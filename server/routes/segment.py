@@ -52,7 +52,7 @@ async def segment(
 ) -> Response:
     """Segment one image."""
     pipeline = ctx.pipeline(model, ("segmentation",), "/segment")
-    prepared = (await pipeline.receive(request, draft=format != "overlay")).prepared
+    prepared = (await pipeline.receive(request, draft=format != "overlay", on_device=True)).prepared
     result = await pipeline.infer(request, prepared.tensor[None])
     rendered = await pipeline.off_loop(request, _render, prepared, result.outputs[0], format, alpha,
                                        pipeline.manifest.class_names)
