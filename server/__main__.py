@@ -9,6 +9,7 @@ import uvicorn
 
 from server.logs import configure_logging
 from server.main import create_app
+from server.registry import read_store
 from server.settings import parse_settings
 
 
@@ -17,10 +18,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = parse_settings(argv)
         configure_logging(settings.log_level)
-        app = create_app(settings, show_banner=True)
+        if settings.http_workers > 1:
+            read_store(settings)  # a bad store is a one-line error here, not in every child
+        else:
+            app = create_app(settings, show_banner=True)
     except (ValueError, OSError) as exc:  # ManifestError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if settings.http_workers > 1:
+        from server.front_end import supervise
+
+        return supervise(settings, list(sys.argv[1:] if argv is None else argv))
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
                 timeout_graceful_shutdown=settings.shutdown_grace_seconds)
     return 0

@@ -30,12 +30,13 @@ KServe v2 protocol under `/v2`, and Prometheus metrics at `/metrics`. Every erro
 
 
 def create_app(settings: Settings, manifests: dict[str, Manifest] | None = None,
-               show_banner: bool = False) -> FastAPI:
+               show_banner: bool = False, registry: ModelRegistry | None = None) -> FastAPI:
     """The app for these settings and manifests (default: the store's, read and verified now); models load and
-    warm after start-up."""
+    warm after start-up. ``registry`` replaces the one built here (an HTTP worker's, whose models run in the
+    inference process)."""
     metrics = ServerMetrics()
     manifests, failures = read_store(settings) if manifests is None else (manifests, {})
-    registry = ModelRegistry(manifests, settings, metrics, failures)
+    registry = registry or ModelRegistry(manifests, settings, metrics, failures)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -20,7 +20,7 @@ from PIL import Image
 
 from model_store.manifest import Manifest, verified_artifact
 from robustness.preprocess import InputNormaliser
-from server.batching import BatchResult, MicroBatcher
+from server.batching import BatchResult, DeadlineExceededError, MicroBatcher, QueueFullError
 from server.metrics import ServerMetrics
 from server.precision import Selection, listed_variant, select_precision
 from server.runtimes import GPU_PROVIDERS, Backend, OnnxBackend, TorchScriptBackend, choose_providers
@@ -87,14 +87,15 @@ class ModelRunner:
     """
 
     def __init__(self, manifest: Manifest, settings: Settings, metrics: ServerMetrics | None = None,
-                 on_health: HealthObserver | None = None, precision: str | None = None) -> None:
+                 on_health: HealthObserver | None = None, precision: str | None = None,
+                 backend: Backend | None = None) -> None:
         self.manifest, self.settings, self.metrics, self.on_health = manifest, settings, metrics, on_health
         self.failures = 0
         self.unhealthy: str | None = None
         self.stopping = threading.Event()
         self.normaliser = InputNormaliser(manifest.input.mean, manifest.input.std)
         self.selection = select_artifact(manifest, settings, precision)
-        self.backend = load_backend(manifest, settings, self.selection)
+        self.backend = backend or load_backend(manifest, settings, self.selection)
         self.executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix=f"infer-{manifest.name}")
         self.buckets = settings.bucket_sizes(gpu=self.backend.provider in GPU_PROVIDERS
                                              or self.backend.provider.startswith("torchscript:cuda"))
@@ -150,6 +151,8 @@ class ModelRunner:
         if error is None:
             self.failures = 0
             self._health(None)
+            return
+        if isinstance(error, QueueFullError | DeadlineExceededError):  # shed by a busy inference process: not ill
             return
         self.failures += 1
         if self.failures >= self.settings.failure_limit:

@@ -52,6 +52,7 @@ class Settings:
     api_key: str | None = field(default=None, repr=False)
     intra_op_threads: int = 0
     workers: int = 1
+    http_workers: int = 1
     decode_threads: int = 0
     extra_latency_ms: float = 0.0
     hang_timeout_ms: float = 60_000.0
@@ -92,6 +93,7 @@ class Settings:
              "(--max-pixels), or the largest image could never be admitted"),
             (self.intra_op_threads >= 0, f"intra-op threads {self.intra_op_threads} must be >= 0 (0 = all cores)"),
             (self.workers >= 1, f"workers {self.workers} must be >= 1"),
+            (self.http_workers >= 1, f"HTTP workers {self.http_workers} must be >= 1"),
             (self.decode_threads >= 0, f"decode threads {self.decode_threads} must be >= 0 (0 = all cores)"),
             (self.extra_latency_ms >= 0, f"extra latency {self.extra_latency_ms} ms must be >= 0"),
             (self.hang_timeout_ms > 0, f"hang timeout {self.hang_timeout_ms} ms must be > 0"),
@@ -209,6 +211,8 @@ OPTIONS: dict[str, tuple[str, Any, str]] = {
     "--api-key": ("api_key", str, "require 'Authorization: Bearer KEY' on model endpoints (health stays open)"),
     "--intra-op-threads": ("intra_op_threads", int, "runtime threads per batch (0 = all cores / workers)"),
     "--workers": ("workers", int, "batches of one model that may run at the same time (each with its own threads)"),
+    "--http-workers": ("http_workers", int, "HTTP worker processes in front of one inference process that owns the "
+                                            "models (1: one process does both)"),
     "--decode-threads": ("decode_threads", int, "threads for image decoding and resizing (0 = all cores)"),
     "--extra-latency-ms": ("extra_latency_ms", float,
                            "testing only: sleep this long in every batch, to simulate a slower model"),

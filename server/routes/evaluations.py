@@ -67,6 +67,10 @@ def _config(body: EvaluationRequest, limit: int) -> EvaluationConfig:
 async def start(body: EvaluationRequest, ctx: ContextDep) -> JSONResponse:
     """Validate the request, list the dataset and queue the job."""
     settings, jobs = ctx.settings, ctx.evaluations
+    if settings.http_workers > 1:  # a job and its report live in one process; the next GET may reach another
+        raise ApiError(409, "evaluations_need_one_process", f"this server runs {settings.http_workers} HTTP "
+                       "workers, and an evaluation's job and report live in one of them; run evaluations on a "
+                       "server started with --http-workers 1, or with `python -m robustness evaluate`")
     names = [body.model] + ([body.compare] if body.compare else [])
     runners = [ctx.registry.runner(name) for name in names]
     manifest = runners[0].manifest
