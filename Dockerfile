@@ -8,7 +8,9 @@
 #   docker run -v $PWD/model_store:/app/model_store:ro -p 8000:8000 occlusion-serve:cpu
 # Other settings come as SERVER_* env vars (server/settings.py), e.g. -e SERVER_MAX_BATCH=16 -e SERVER_API_KEY=...;
 # host and store are fixed by the command below. The GPU image picks TensorRT, then CUDA, then CPU from what the
-# runtime offers (GET /models shows it). The health check probes /ready: unhealthy until every model is warm.
+# runtime offers and can load: this image carries no TensorRT, so it runs on CUDA (GET /models shows it; docs/gpu.md
+# covers buckets, nvJPEG decoding and SERVER_HTTP_WORKERS). The health check probes /ready: unhealthy until every
+# model is warm.
 #
 # Every Python dependency and its pin comes from pyproject.toml; the only versions here are the base images'.
 # Both variants run Ubuntu 24.04's Python 3.12 (pyproject: requires-python >= 3.11), installed once in the shared

@@ -158,7 +158,7 @@ def measure(preset: str, args: argparse.Namespace, folder: Path, bar: tqdm) -> M
     figures.batch_ms = one_batch_ms(manifest, providers, args.robustness_n + 1)
     bar.set_postfix_str(f"{preset}: served")
     flags = ["--models", "bench", "--precision", "fp32", "--providers", args.providers, "--max-batch", str(args.batch),
-             "--queue-size", str(4 * args.concurrency)]
+             "--queue-size", str(4 * args.concurrency), "--http-workers", str(args.http_workers)]
     server = ServerProcess(store, flags, log_path=folder / f"{preset}.log").start(timeout=600)
     try:
         payload = jpeg_payload(640, 480)
@@ -189,7 +189,8 @@ def markdown(figures: list[ModelFigures], args: argparse.Namespace, device: str,
         command,
         "```",
         "",
-        f"## Served against raw (batch {args.batch}, 640x480 JPEG uploads, {args.concurrency} keep-alive clients)",
+        f"## Served against raw (batch {args.batch}, 640x480 JPEG uploads, {args.concurrency} keep-alive clients, "
+        f"`--http-workers {args.http_workers}`)",
         "",
         "| model | input | raw images/s | served requests/s | served / raw | goal |",
         "|---|---|---:|---:|---:|---|",
@@ -226,6 +227,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks gpu") 
     parser.add_argument("--providers", default="cuda", help="ONNX Runtime providers (cpu: a smoke run, no GPU)")
     parser.add_argument("--batch", type=int, default=32, help="raw batch size and server --max-batch")
     parser.add_argument("--concurrency", type=int, default=64, help="requests in flight against the server")
+    parser.add_argument("--http-workers", type=int, default=max(1, min(8, available_cores() // 2)),
+                        help="server --http-workers (default: half the cores, at most 8)")
     parser.add_argument("--seconds", type=float, default=8.0, help="timed window, raw and served")
     parser.add_argument("--warmup", type=float, default=3.0, help="untimed load before the served window")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per batch size and per /robustness kind")

@@ -201,7 +201,8 @@ def markdown(args: argparse.Namespace, size: tuple[int, int], configurations: li
            "through the server's own backend (input copied to the device, IOBinding, output copied back). ")
         +
         f"Server: `--max-batch {args.max_batch} --max-delay-ms "
-        f"{args.max_delay_ms:g} --workers {args.workers}`, default logging (one JSON line per request). "
+        f"{args.max_delay_ms:g} --workers {args.workers} --http-workers {args.http_workers}`, default logging "
+        "(one JSON line per request). "
         f"{args.rounds} rounds per row, each a {args.seconds:g} s raw window per layout then a "
         f"{args.seconds:g} s server window (after {args.warmup:g} s of untimed load); the throughput ratio is "
         "taken within each round "
@@ -267,6 +268,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks server
     parser.add_argument("--payload", type=parse_size, nargs="+", default=[(224, 224), (640, 480)],
                         help="JPEG sizes to POST, e.g. 224x224 640x480")
     parser.add_argument("--workers", type=int, default=1, help="server --workers (concurrent batches)")
+    parser.add_argument("--http-workers", type=int, default=1, help="server --http-workers (HTTP processes)")
     parser.add_argument("--providers", default="", help="ONNX Runtime providers for both the raw loop and the server, "
                                                         "e.g. cuda,cpu (default: what the server would choose)")
     parser.add_argument("--output", type=Path, help="write the Markdown section here")
@@ -282,7 +284,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks server
         flags = ["--models", args.model, "--precision", "fp32",  # the file the raw loop runs
                  *(["--providers", args.providers] if providers else []),
                  "--max-batch", str(args.max_batch), "--max-delay-ms", str(args.max_delay_ms),
-                 "--workers", str(args.workers), "--queue-size", str(4 * max(args.concurrency))]
+                 "--workers", str(args.workers), "--http-workers", str(args.http_workers),
+                 "--queue-size", str(4 * max(args.concurrency))]
         server = ServerProcess(store, flags).start()
         plan = [(p, c, n) for p in args.payload for c in args.clients for n in args.concurrency]
         configurations = []
