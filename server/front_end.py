@@ -36,6 +36,9 @@ from typing import Any
 
 import numpy as np
 
+from model_store.manifest import Manifest
+from server.batching import DeadlineExceededError, QueueFullError
+from server.errors import ApiError
 from server.ipc import (
     InferenceClient,
     ThreadClients,
@@ -44,10 +47,14 @@ from server.ipc import (
     read_message,
     remove_segments,
 )
+from server.registry import FAILED, LOADING, READY, ModelRegistry, read_store
+from server.runner import ModelRunner
+from server.settings import Settings
 
 log = logging.getLogger("server.front_end")
 ADDRESS_ENV, OWNER_ENV = "OCCLUSION_SERVE_INFERENCE_SOCKET", "OCCLUSION_SERVE_FRONT_END"
 STATUS_POLL_SECONDS = 0.2
+REMOTE_FACTS = ("backend", "provider", "providers", "batching", "device_prepare", "served", "precision")
 PR_SET_PDEATHSIG = 1  # prctl(2)
 START_SECONDS = 600.0  # the inference process must listen within this (it loads models after it listens)
 
@@ -57,7 +64,7 @@ START_SECONDS = 600.0  # the inference process must listen within this (it loads
 class InferenceService:
     """Answers the HTTP workers' ``status`` and ``infer`` messages from the real model registry."""
 
-    def __init__(self, registry: Any) -> None:
+    def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry
 
     def status(self) -> dict[str, Any]:
@@ -68,9 +75,6 @@ class InferenceService:
 
     async def infer(self, message: dict[str, Any], maps: dict) -> tuple[dict[str, Any], np.ndarray | None]:
         """Run one worker batch through the model's batcher; the answer's header and outputs."""
-        from server.batching import DeadlineExceededError, QueueFullError
-        from server.errors import ApiError
-
         try:
             runner = self.registry.runner(message["model"])
             if message["precision"] != runner.precision:
@@ -125,11 +129,10 @@ class InferenceService:
                     mapping.close()
 
 
-async def serve_inference(settings: Any, address: str) -> None:
+async def serve_inference(settings: Settings, address: str) -> None:
     """Load the models and answer the workers until SIGTERM or SIGINT."""
     from server.banner import banner
     from server.metrics import ServerMetrics
-    from server.registry import ModelRegistry, read_store
 
     manifests, failures = read_store(settings)
     registry = ModelRegistry(manifests, settings, ServerMetrics(), failures)
@@ -177,7 +180,7 @@ class RemoteBackend:
         return outputs
 
 
-def worker_settings(settings: Any) -> Any:
+def worker_settings(settings: Settings) -> Settings:
     """A worker's own batching: no padding and no device work (the inference process does both), no injected
     faults or latency (they belong to the model), and two batches in flight so the inference process always has
     the next one."""
@@ -185,77 +188,69 @@ def worker_settings(settings: Any) -> Any:
                                workers=max(2, settings.workers))
 
 
-def remote_registry_class() -> type:
+class RemoteRegistry(ModelRegistry):
     """The worker's registry: the inference process's states and runtime, with runners that call it."""
-    from server.registry import FAILED, LOADING, READY, ModelRegistry
-    from server.runner import ModelRunner
 
-    class RemoteRegistry(ModelRegistry):
-        """A ModelRegistry whose runners run their batches on the inference process."""
+    def __init__(self, manifests: dict[str, Manifest], settings: Settings, clients: ThreadClients, address: str,
+                 failures: dict[str, str] | None = None) -> None:
+        super().__init__(manifests, worker_settings(settings), None, failures)
+        self.clients, self.address, self.http_workers = clients, address, settings.http_workers
+        self.remote: dict[str, dict[str, Any]] = {}
 
-        def __init__(self, manifests: dict, settings: Any, clients: ThreadClients, address: str,
-                     failures: dict | None = None) -> None:
-            super().__init__(manifests, worker_settings(settings), None, failures)
-            self.clients, self.address, self.http_workers = clients, address, settings.http_workers
-            self.remote: dict[str, dict[str, Any]] = {}
+    def _status(self) -> dict[str, Any]:
+        client = InferenceClient(self.address, 0)
+        try:
+            return client.call({"op": "status"})
+        finally:
+            client.close()
 
-        def _status(self) -> dict[str, Any]:
-            client = InferenceClient(self.address, 0)
+    def _remote_runner(self, name: str, precision: str | None = None) -> ModelRunner:
+        description = self.remote.get(name, {})
+        served = precision or description.get("precision") or "fp32"
+        backend = RemoteBackend(self.clients, name, served, description, self.settings.timeout_ms / 1000.0)
+        runner = ModelRunner(self.manifests[name], self.settings, None, on_health=self._health, precision=precision,
+                             backend=backend)
+        runner.warm = True  # the inference process warmed the model
+        return runner
+
+    async def load(self) -> None:
+        """Wait until the inference process has loaded every model, then mirror each one's state."""
+        loop = asyncio.get_running_loop()
+        while True:
             try:
-                return client.call({"op": "status"})
-            finally:
-                client.close()
-
-        def _remote_runner(self, name: str, precision: str | None = None) -> ModelRunner:
-            manifest = self.manifests[name]
-            description = self.remote.get(name, {})
-            served = precision or description.get("precision") or "fp32"
-            backend = RemoteBackend(self.clients, name, served, description, self.settings.timeout_ms / 1000.0)
-            runner = ModelRunner(manifest, self.settings, None, on_health=self._health, precision=precision,
-                                 backend=backend)
-            runner.warm = True
-            return runner
-
-        async def load(self) -> None:
-            """Wait until the inference process has loaded every model, then mirror each one's state."""
-            loop = asyncio.get_running_loop()
-            while True:
-                try:
-                    status = await loop.run_in_executor(None, self._status)
-                except OSError:  # not listening yet
-                    await asyncio.sleep(STATUS_POLL_SECONDS)
-                    continue
-                if all(status["states"].get(name) != LOADING for name in self.manifests):
-                    break
+                status = await loop.run_in_executor(None, self._status)
+            except OSError:  # not listening yet
                 await asyncio.sleep(STATUS_POLL_SECONDS)
-            self.remote = status["models"]
-            for name in self.manifests:
-                if status["states"].get(name) != READY:
-                    self.states[name] = FAILED
-                    self.errors[name] = status["errors"].get(name, "the inference process could not load it")
-                    continue
-                runner = self._remote_runner(name)
-                runner.start()
-                self.runners[name] = runner
-                self.states[name] = READY
+                continue
+            if all(status["states"].get(name) != LOADING for name in self.manifests):
+                break
+            await asyncio.sleep(STATUS_POLL_SECONDS)
+        self.remote = status["models"]
+        for name in self.manifests:
+            if status["states"].get(name) != READY:
+                self.states[name] = FAILED
+                self.errors[name] = status["errors"].get(name, "the inference process could not load it")
+                continue
+            runner = self._remote_runner(name)
+            runner.start()
+            self.runners[name] = runner
+            self.states[name] = READY
 
-        def _build_alternate(self, manifest: Any, precision: str) -> ModelRunner:
-            return self._remote_runner(manifest.name, precision)
+    def _build_alternate(self, manifest: Manifest, precision: str) -> ModelRunner:
+        return self._remote_runner(manifest.name, precision)
 
-        async def close(self) -> None:
-            await super().close()
-            self.clients.close()
+    async def close(self) -> None:
+        """Stop the runners and close the connections to the inference process."""
+        await super().close()
+        self.clients.close()
 
-        def describe(self, name: str) -> dict[str, Any]:
-            out = super().describe(name)
-            remote = self.remote.get(name, {})
-            for key in ("backend", "provider", "providers", "batching", "device_prepare", "served", "precision"):
-                if key in remote:
-                    out[key] = remote[key]
-            out["front_end"] = {"http_workers": self.http_workers, "worker_pid": os.getpid()}
-            return out
-
-    return RemoteRegistry
+    def describe(self, name: str) -> dict[str, Any]:
+        """The model as the inference process runs it, and which worker answered."""
+        out = super().describe(name)
+        remote = self.remote.get(name, {})
+        out.update({key: remote[key] for key in REMOTE_FACTS if key in remote})
+        out["front_end"] = {"http_workers": self.http_workers, "worker_pid": os.getpid()}
+        return out
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -268,15 +263,14 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve_http(settings: Any, address: str, owner: int) -> None:
+def serve_http(settings: Settings, address: str, owner: int) -> None:
     """One HTTP worker: the app, with a remote registry, on its own SO_REUSEPORT socket, until SIGTERM."""
     import uvicorn
 
     from server.main import create_app
-    from server.registry import read_store
 
     manifests, failures = read_store(settings)
-    registry = remote_registry_class()(manifests, settings, ThreadClients(address, owner), address, failures)
+    registry = RemoteRegistry(manifests, settings, ThreadClients(address, owner), address, failures)
     app = create_app(worker_settings(settings), manifests, registry=registry)
     config = uvicorn.Config(app, log_config=None, access_log=False,
                             timeout_graceful_shutdown=settings.shutdown_grace_seconds)
@@ -313,7 +307,7 @@ def _stop(children: list[subprocess.Popen], grace: float) -> None:
             child.wait()
 
 
-def supervise(settings: Any, argv: Sequence[str]) -> int:
+def supervise(settings: Settings, argv: Sequence[str]) -> int:
     """Start the inference process and the workers; stop them in order on SIGTERM/SIGINT; non-zero if one died."""
     from prometheus_client import multiprocess
 
