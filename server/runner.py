@@ -23,7 +23,7 @@ from robustness.preprocess import InputNormaliser
 from server.batching import BatchResult, DeadlineExceededError, MicroBatcher, QueueFullError
 from server.metrics import ServerMetrics
 from server.precision import Selection, listed_variant, select_precision
-from server.runtimes import GPU_PROVIDERS, Backend, OnnxBackend, TorchScriptBackend, choose_providers
+from server.runtimes import Backend, OnnxBackend, TorchScriptBackend, choose_providers, runs_on_gpu
 from server.settings import Settings
 
 log = logging.getLogger("server.runner")
@@ -67,7 +67,7 @@ def prepare_device(settings: Settings, provider: str) -> str | None:
     torch sees it), or the CPU through the same torch code (``on`` without a GPU); None keeps the host path."""
     if settings.device_prepare == "off":
         return None
-    if provider in GPU_PROVIDERS or provider.startswith("torchscript:cuda"):
+    if runs_on_gpu(provider):
         import torch
 
         if torch.cuda.is_available():
@@ -97,8 +97,7 @@ class ModelRunner:
         self.selection = select_artifact(manifest, settings, precision)
         self.backend = backend or load_backend(manifest, settings, self.selection)
         self.executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix=f"infer-{manifest.name}")
-        self.buckets = settings.bucket_sizes(gpu=self.backend.provider in GPU_PROVIDERS
-                                             or self.backend.provider.startswith("torchscript:cuda"))
+        self.buckets = settings.bucket_sizes(gpu=runs_on_gpu(self.backend.provider))
         self.device = prepare_device(settings, self.backend.provider)
         self.preparer: Any = None  # a DevicePreparer when uploads are decoded on self.device
         if self.device is not None:

@@ -36,6 +36,11 @@ class Backend(Protocol):
         ...
 
 
+def runs_on_gpu(provider: str) -> bool:
+    """Whether a backend's provider (an ONNX Runtime provider, or ``torchscript:DEVICE``) runs on a GPU."""
+    return provider in GPU_PROVIDERS or provider.startswith("torchscript:cuda")
+
+
 def library_load_error(path: Path) -> str | None:
     """None when the shared library at ``path`` and every library it links load in this process, else the
     loader's message (for example ``libnvinfer.so.10: cannot open shared object file``)."""
