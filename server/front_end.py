@@ -8,6 +8,7 @@ server at about 200 requests/s however fast the GPU is (issue 21). Here:
 - each **HTTP worker** runs the whole FastAPI app on its own socket bound with SO_REUSEPORT (the kernel spreads
   connections over them): admission, upload limits, decoding on its own cores, its own queue and deadlines. Its
   models are ``ModelRunner`` s whose backend sends each batch to the inference process through shared memory;
+  when the inference process decodes on its GPU, JPEG uploads travel as their bytes and are decoded there;
 - the **supervisor** (this process) starts them, passes SIGTERM on (workers drain first, then the inference
   process stops), and exits non-zero when any of them dies, so that an orchestrator restarts the whole.
 
@@ -73,21 +74,32 @@ class InferenceService:
         return {"states": dict(registry.states), "errors": dict(registry.errors),
                 "models": {name: registry.describe(name) for name in registry.names}}
 
+    async def _runner(self, message: dict[str, Any]) -> ModelRunner:
+        runner = self.registry.runner(message["model"])
+        if message["precision"] != runner.precision:
+            runner = await self.registry.runner_at(message["model"], message["precision"])
+        return runner
+
     async def infer(self, message: dict[str, Any], maps: dict) -> tuple[dict[str, Any], np.ndarray | None]:
-        """Run one worker batch through the model's batcher; the answer's header and outputs."""
+        """Run one worker batch (a float32 stack, or JPEG uploads to decode here with ``infer_encoded``) through the
+        model's batcher; the answer's header and outputs."""
         try:
-            runner = self.registry.runner(message["model"])
-            if message["precision"] != runner.precision:
-                runner = await self.registry.runner_at(message["model"], message["precision"])
+            runner = await self._runner(message)
+            buffer = attach(message["shm"], maps)
+            deadline = time.monotonic() + float(message["deadline_in"])
+            rejected: dict[str, str] = {}
+            if message["op"] == "infer_encoded":
+                images, rejected = await self._decode(runner, message, buffer, deadline)
+                if images is None:
+                    return {"nbytes": 0, "shape": [0], "dtype": "float32", "rejected": rejected}, None
+            else:
+                shape = tuple(int(v) for v in message["shape"])
+                if int(np.prod(shape)) * 4 > len(buffer):
+                    return {"error": "bad_request", "detail": f"shape {shape} does not fit the shared segment"}, None
+                images = np.ndarray(shape, np.float32, buffer=buffer)
+            result = await runner(images, deadline, bool(message.get("exclusive", False)))
         except ApiError as exc:
             return {"error": exc.code, "detail": str(exc.detail)}, None
-        shape = tuple(int(v) for v in message["shape"])
-        buffer = attach(message["shm"], maps)
-        if int(np.prod(shape)) * 4 > len(buffer):
-            return {"error": "bad_request", "detail": f"shape {shape} does not fit the shared segment"}, None
-        images = np.ndarray(shape, np.float32, buffer=buffer)
-        try:
-            result = await runner(images, time.monotonic() + float(message["deadline_in"]), bool(message["exclusive"]))
         except QueueFullError as exc:
             return {"error": "queue_full", "detail": str(exc)}, None
         except DeadlineExceededError as exc:
@@ -98,7 +110,28 @@ class InferenceService:
         outputs = np.ascontiguousarray(result.outputs)
         return {"nbytes": outputs.nbytes, "shape": list(outputs.shape), "dtype": str(outputs.dtype),
                 "batch_size": result.batch_size, "queue_s": result.queue_seconds,
-                "inference_s": result.inference_seconds}, outputs
+                "inference_s": result.inference_seconds, "rejected": rejected}, outputs
+
+    @staticmethod
+    async def _decode(runner: ModelRunner, message: dict[str, Any], buffer: Any,
+                      deadline: float) -> tuple[Any, dict[str, str]]:
+        """The uploads decoded together on the model's device: the stack of those it took (None if none) and why
+        it refused the others, by index."""
+        if runner.decoder is None:
+            raise ApiError(400, "bad_request", f"model {runner.name!r} decodes no uploads on a device")
+        encoded = np.empty(len(message["sizes"]), dtype=object)
+        offset = 0
+        for index, size in enumerate(message["sizes"]):
+            encoded[index] = bytes(buffer[offset:offset + size])
+            offset += size
+        rows = (await runner.decoder.submit(encoded, deadline)).outputs
+        rejected = {str(i): str(row) for i, row in enumerate(rows) if isinstance(row, Exception)}
+        kept = [row for row in rows if not isinstance(row, Exception)]
+        if not kept:
+            return None, rejected
+        import torch  # only a device-decoding inference process gets here
+
+        return torch.stack(kept), rejected
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One worker connection: messages in order until it closes."""
@@ -112,7 +145,7 @@ class InferenceService:
                 outputs = None
                 if message.get("op") == "status":
                     answer = self.status()
-                elif message.get("op") == "infer":
+                elif message.get("op") in ("infer", "infer_encoded"):
                     answer, outputs = await self.infer(message, maps)
                 else:
                     answer = {"error": "bad_request", "detail": f"unknown op {message.get('op')!r}"}
@@ -168,16 +201,19 @@ class RemoteBackend:
         self.kind = description.get("backend", "onnx")
         self.provider = description.get("provider") or "remote"
         self.providers = list(description.get("providers") or [self.provider])
+        self.takes_encoded = description.get("device_prepare") is not None  # it decodes JPEGs on its device
 
     def run(self, images: np.ndarray) -> np.ndarray:
-        """One batch on the inference process; a broken connection is reopened at the next batch."""
+        """One batch on the inference process (a float32 stack, or JPEG uploads as an object array: then one row or
+        refusal per upload); a broken connection is reopened at the next batch."""
         client = self.clients.get()
         try:
-            outputs, _ = client.infer(self.model, self.precision, images, self.timeout_s)
+            if images.dtype == object:
+                return client.infer_encoded(self.model, self.precision, list(images), self.timeout_s)
+            return client.infer(self.model, self.precision, images, self.timeout_s)[0]
         except (ConnectionError, OSError):
             self.clients.drop()
             raise
-        return outputs
 
 
 def worker_settings(settings: Settings) -> Settings:

@@ -245,6 +245,38 @@ def prepare_image(data: bytes, size: tuple[int, int], normaliser: InputNormalise
     return PreparedImage(decoded, tensor, time.perf_counter() - start, normaliser)
 
 
+DEVICE_MODES = ("RGB", "L")
+# (horizontal, vertical) luma sampling factors of the subsamplings nvJPEG names (4:4:4, 4:2:2, 4:4:0, 4:2:0), with
+# both chroma components at 1x1; torchvision's CUDA decoder refuses a JPEG whose subsampling nvJPEG calls unknown.
+LUMA_SAMPLING = ((1, 1), (2, 1), (1, 2), (2, 2))
+
+
+def _plain_sampling(image: Image.Image) -> bool:
+    """Whether a three-component JPEG has chroma sampled 1x1 and a luma sampling nvJPEG names."""
+    layers = getattr(image, "layer", [])
+    if len(layers) != 3:
+        return False
+    # Pillow's layer tuples are (component id, high nibble, low nibble, table): per the JPEG spec, H then V.
+    (_, luma_h, luma_v, _), *chroma = layers
+    return (luma_h, luma_v) in LUMA_SAMPLING and all((h, v) == (1, 1) for _, h, v, _ in chroma)
+
+
+def device_decodable(image: Image.Image) -> bool:
+    """Upright YCbCr or grey JPEGs only: nvJPEG ignores EXIF orientation and is not known to match Pillow on others."""
+    # CMYK/YCCK: libjpeg-turbo's conversion matches Pillow's, nvJPEG's RGB output of four components is not known to.
+    if image.format != "JPEG" or image.mode not in DEVICE_MODES:
+        return False
+    try:
+        if image.getexif().get(EXIF_ORIENTATION, 1) != 1:  # nvJPEG does not apply EXIF orientation
+            return False
+    except (OSError, ValueError, SyntaxError):  # a malformed EXIF block: the CPU path decides what it means
+        return False
+    if image.mode == "L":
+        return True
+    # Adobe transform 0 stores RGB rather than YCbCr: libjpeg honours it, nvJPEG is not known to.
+    return image.info.get("adobe_transform") != 0 and _plain_sampling(image)
+
+
 LABEL_MODES = ("P", "L")  # label PNGs: palette or greyscale, pixel value = class id
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from server.batching import DeadlineExceededError, QueueFullError
+from server.images import ImageRejectedError
 
 HEADER = struct.Struct(">I")
 MAX_HEADER_BYTES = 1 << 20
@@ -149,6 +150,26 @@ class InferenceClient:
             raise error(answer["detail"]) if error else RemoteError(answer["error"], answer["detail"])
         outputs = np.frombuffer(_recv_exactly(self.sock, answer["nbytes"]), dtype=answer["dtype"])
         return outputs.reshape(answer["shape"]), answer
+
+    def infer_encoded(self, model: str, precision: str, uploads: list[bytes],
+                      deadline_in: float) -> np.ndarray:
+        """Have the inference process decode JPEG uploads on its device and run them: per upload its output row,
+        or the error that refused it (a 1-d object array)."""
+        sizes = [len(data) for data in uploads]
+        path = self.segment.write(np.frombuffer(b"".join(uploads), dtype=np.uint8))
+        answer = self.call({"op": "infer_encoded", "model": model, "precision": precision, "shm": path.name,
+                            "sizes": sizes, "deadline_in": deadline_in})
+        if "error" in answer:
+            error = ERRORS_BY_CODE.get(answer["error"])
+            raise error(answer["detail"]) if error else RemoteError(answer["error"], answer["detail"])
+        outputs = np.frombuffer(_recv_exactly(self.sock, answer["nbytes"]), dtype=answer["dtype"])
+        outputs = outputs.reshape(answer["shape"])
+        rows = np.empty(len(uploads), dtype=object)
+        kept = iter(outputs)
+        for index in range(len(uploads)):
+            refused = answer["rejected"].get(str(index))
+            rows[index] = ImageRejectedError(400, "invalid_image", refused) if refused else next(kept)
+        return rows
 
     def close(self) -> None:
         """Close the connection and delete the segment."""

@@ -13,6 +13,7 @@ given back when the request ends (``server.dependencies.get_context``), on error
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import time
@@ -33,6 +34,7 @@ from server.images import (
     ImageRejectedError,
     PixelReservation,
     PreparedImage,
+    device_decodable,
     open_untrusted,
     prepare_image,
 )
@@ -193,6 +195,10 @@ class RequestPipeline:
             prepared = None
             if on_device and draft and self.runner.decoder is not None:
                 prepared = await self._prepare_on_device(request, data, ticket)
+            elif on_device and draft and self.runner.takes_encoded:
+                prepared = await self._keep_encoded(request, data, ticket)
+                if prepared is not None:  # decoded later, by the inference process: bytes and pixels stay reserved
+                    return Received(prepared, extras)
             if prepared is None:
                 prepared = await self.off_loop(request, prepare_image, data, self.runner.input_size,
                                                self.runner.normaliser, self.settings.max_pixels, draft, keep_original,
@@ -204,6 +210,19 @@ class RequestPipeline:
         if not keep_original:
             ticket.release_pixels()
         return Received(prepared, extras)
+
+    async def _keep_encoded(self, request: Request, data: bytes, ticket: Ticket) -> PreparedImage | None:
+        """An upload the inference process will decode on its device (an HTTP worker in front of it checks only the
+        header and reserves the full-size pixels): its tensor is the JPEG bytes, as a 0-d object array; None for
+        an upload the device decoder would not take."""
+        start = time.perf_counter()
+        size = await self.off_loop(request, device_header, data, self.settings.max_pixels, ticket.reserve_pixels)
+        if size is None:
+            return None
+        encoded = np.empty((), dtype=object)
+        encoded[()] = data
+        return PreparedImage(DecodedImage(None, size, "JPEG"), encoded, time.perf_counter() - start,
+                             self.runner.normaliser)
 
     async def _prepare_on_device(self, request: Request, data: bytes, ticket: Ticket) -> PreparedImage | None:
         """The upload decoded and prepared on the model's device, or None when the device decoder does not take
@@ -234,10 +253,27 @@ class RequestPipeline:
         return request.scope.get(START_KEY, time.monotonic()) + self.settings.timeout_ms / 1000.0
 
     async def infer(self, request: Request, images: np.ndarray, exclusive: bool = False) -> BatchResult:
-        """Outputs for an (n, 3, H, W) stack, batched with other requests unless ``exclusive``; 503 when the
-        queue is full or the model fails, 504 past the deadline. A request whose client has gone is dropped
-        from the queue before it reaches a batch."""
+        """Outputs for an (n, 3, H, W) stack (or one JPEG the inference process decodes, see ``receive``), batched
+        with other requests unless ``exclusive``; 503 when the queue is full or the model fails, 504 past the
+        deadline. A request whose client has gone is dropped from the queue before it reaches a batch."""
         annotate(request, model=self.name)
+        result = await self._run(request, images, exclusive)
+        if result.outputs.dtype == object:  # the inference process decoded the upload: its row, or why it could not
+            row = result.outputs[0]
+            if isinstance(row, Exception):  # nvJPEG refused it: decode it here and run the tensor
+                ticket = self.ticket(request)
+                ticket.release_pixels()  # the host decode reserves what it decodes
+                prepared = await self.off_loop(request, prepare_image, images[0], self.runner.input_size,
+                                               self.runner.normaliser, self.settings.max_pixels, True, False,
+                                               ticket.reserve_pixels)
+                return await self.infer(request, prepared.tensor[None], exclusive)
+            result = dataclasses.replace(result, outputs=row[None])
+        annotate(request, batch_size=result.batch_size, queue_ms=round(result.queue_seconds * 1000, 2),
+                 inference_ms=round(result.inference_seconds * 1000, 2))
+        return result
+
+    async def _run(self, request: Request, images: Any, exclusive: bool) -> BatchResult:
+        """The runner's answer, with every way of failing mapped to its HTTP answer."""
         try:
             result = await until_disconnect(request, self.runner(images, self.deadline(request), exclusive))
         except QueueFullError:
@@ -252,8 +288,6 @@ class RequestPipeline:
             log.error("model %s failed on a batch (error id %s)", self.name, error_id, exc_info=exc)
             raise ApiError(503, "inference_failed", f"model {self.name!r} failed on this request; it has been "
                            f"logged (error id {error_id})") from None
-        annotate(request, batch_size=result.batch_size, queue_ms=round(result.queue_seconds * 1000, 2),
-                 inference_ms=round(result.inference_seconds * 1000, 2))
         return result
 
 
@@ -266,8 +300,6 @@ def device_header(data: bytes, max_pixels: int, reserve_pixels: PixelReservation
         image = open_untrusted(data, max_pixels, "image")
     except ImageRejectedError:
         return None
-    from server.device_images import device_decodable  # torch: imported only on the device path
-
     width, height = image.size
     if not width or not height or not device_decodable(image):
         return None

@@ -96,6 +96,8 @@ class ModelRunner:
         self.normaliser = InputNormaliser(manifest.input.mean, manifest.input.std)
         self.selection = select_artifact(manifest, settings, precision)
         self.backend = backend or load_backend(manifest, settings, self.selection)
+        # an HTTP worker's backend whose inference process decodes JPEG uploads on its device
+        self.takes_encoded = bool(getattr(self.backend, "takes_encoded", False))
         self.executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix=f"infer-{manifest.name}")
         self.buckets = settings.bucket_sizes(gpu=runs_on_gpu(self.backend.provider))
         self.device = prepare_device(settings, self.backend.provider)

@@ -29,13 +29,15 @@ SLOW_MS = 500
 
 @pytest.fixture(scope="module")
 def front_ends(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, LiveServer]]:
-    """Two workers in front of the normal models, and two in front of a slow one with a queue of one."""
+    """Two workers in front of the normal models, two in front of a slow one with a queue of one, and two in front
+    of an inference process that decodes JPEGs itself (the device path, on the CPU here)."""
     logs = tmp_path_factory.mktemp("front-end-logs")
     common = ("--http-workers", "2", "--intra-op-threads", "1", "--decode-threads", "1")
     with running({
         "plain": launch_server(store, logs / "plain.log", *common, "--models", f"{CLASSIFIER},{SEGMENTER}"),
         "slow": launch_server(store, logs / "slow.log", *common, "--models", CLASSIFIER, "--max-batch", "1",
                               "--queue-size", "1", "--extra-latency-ms", str(SLOW_MS), "--timeout-ms", "750"),
+        "device": launch_server(store, logs / "device.log", *common, "--models", CLASSIFIER, "--device-prepare", "on"),
     }) as started:
         yield started
 
@@ -172,3 +174,27 @@ def test_a_bad_store_is_a_one_line_error_before_any_process_starts(tmp_path):
     done = subprocess.run([os.sys.executable, "-m", "server", "--store", str(tmp_path / "none"), "--http-workers", "2"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and done.stderr.startswith("error: ")
+
+
+def test_workers_send_jpegs_to_an_inference_process_that_decodes_them_and_keep_other_uploads(front_ends, client):
+    """The workers check each JPEG's header and send its bytes; the inference process decodes them together. PNGs
+    are decoded by the workers; a JPEG the device decoder refuses is decoded by the worker, which says why."""
+    from tests.server.test_device_prepare import PHOTOS, SCORE_TOLERANCE, encoded
+
+    url = front_ends["device"].url
+    jpeg = encoded(PHOTOS["chelsea"], size=(320, 240))
+    on_host = scores(client.post(f"/predict?model={CLASSIFIER}&scores=true", content=jpeg,
+                                 headers={"Content-Type": "image/jpeg"}))
+    sent = httpx.post(f"{url}/predict?model={CLASSIFIER}&scores=true", content=jpeg,
+                      headers={"Content-Type": "image/jpeg"})
+    assert sent.status_code == 200 and sent.json()["timing"]["batch_size"] == 1
+    assert np.abs(scores(sent) - on_host).max() < SCORE_TOLERANCE
+    assert not np.allclose(scores(sent), on_host, atol=1e-6)  # decoded by the other path, not by the worker
+    np.testing.assert_allclose(scores(predict(url)), scores(client.post(
+        f"/predict?model={CLASSIFIER}&scores=true", content=IMAGE, headers={"Content-Type": "image/png"})), atol=1e-5)
+    broken = jpeg[: len(jpeg) // 2]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda body: httpx.post(f"{url}/predict?model={CLASSIFIER}", content=body,
+                                                        headers={"Content-Type": "image/jpeg"}), [jpeg, broken] * 4))
+    assert [a.status_code for a in answers] == [200, 400] * 4
+    assert answers[1].json()["detail"].startswith("the image data is truncated or corrupt")

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -24,21 +25,42 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
                         seed=3, progress=False)
 
 
-def test_quick_msl_run_improves_map_over_its_first_epoch(tiny_data: Path, tmp_path: Path) -> None:
-    result = run_training("classify", "--data", str(tiny_data), "--out", str(tmp_path), "--method", "msl",
-                          "--preset", "resnet18-csra", "--image-size", "96", "--epochs", "4", "--batch-size", "16",
-                          "--warmup-epochs", "1", "--decay-epochs", "--eval-mask-ratio", "high", "--seed", "0")
+def chance_map(split: Path) -> float:
+    """Percent mAP of a scorer that knows nothing: each class's positive rate, counted as multilabel_metrics counts."""
+    targets = np.array([r["target"] for r in json.loads(split.read_text())])
+    decided = targets != 0 if (targets == -1).any() else np.ones_like(targets, dtype=bool)  # VOC: 0 is ignored
+    positives, counted = (targets == 1).sum(axis=0), decided.sum(axis=0)
+    present = positives > 0  # classes without a positive have no AP and are left out of the mean
+    return 100.0 * float(np.mean(positives[present] / counted[present]))
+
+
+def test_quick_msl_run_lowers_its_loss_and_ranks_well_above_chance(fine_tuned: FineTuned, tmp_path: Path) -> None:
+    # Properties with margin, not one trajectory: which epoch wins on 19 validation images, and the exact figures,
+    # change with the CPU's float kernels (a strict "best val mAP > first epoch's" failed at 52.38 > 52.38 on AVX2,
+    # and passed with optimizer.step() removed). The trunk starts from ImageNet: from random weights a run this
+    # short ranks the test images no better than a random scorer does.
+    result = run_training("classify", "--data", str(fine_tuned.data), "--out", str(tmp_path), "--method", "msl",
+                          "--preset", "mobilenetv2-csra", "--image-size", "128", "--epochs", "4", "--lr", "0.01",
+                          "--batch-size", "16", "--warmup-epochs", "1", "--decay-epochs", "--eval-mask-ratio", "high",
+                          "--seed", "0")
     assert result.returncode == 0, result.stderr[-2000:]
     log = json.loads((tmp_path / "log.json").read_text())
     assert [r["epoch"] for r in log] == [1, 2, 3, 4]
-    assert set(log[0]["train"]) == {"loss", "bce_clean", "bce_masked", "mse"}
-    best = max(r["val"]["clean"]["mAP"] for r in log)
-    assert best > log[0]["val"]["clean"]["mAP"]
+    first, last = log[0]["train"], log[-1]["train"]
+    assert set(first) == {"loss", "bce_clean", "bce_masked", "mse"}
+    # Measured last/first: loss 0.67, clean BCE 0.55, masked BCE 0.77; about 1.00 with optimizer.step() removed.
+    for term in ("loss", "bce_clean", "bce_masked"):
+        assert last[term] < 0.9 * first[term], (term, first[term], last[term])
     checkpoint = torch.load(tmp_path / "best.pth", weights_only=True)
-    assert checkpoint["preset"]["image_size"] == 96 and checkpoint["method"] == "msl"
-    assert checkpoint["val"]["clean"]["mAP"] == pytest.approx(best)  # chosen on validation, not on test
+    assert checkpoint["preset"]["image_size"] == 128 and checkpoint["method"] == "msl"
+    chosen = max(log, key=lambda r: r["val"]["clean"]["mAP"])  # the first of equals, as the trainer keeps it
+    assert checkpoint["epoch"] + 1 == chosen["epoch"]  # chosen on validation, not on test
+    assert checkpoint["val"]["clean"]["mAP"] == pytest.approx(chosen["val"]["clean"]["mAP"])
     assert set(checkpoint["test"]["masked"]) == {"mAP", "CP", "CR", "CF1", "OP", "OR", "OF1"}
-    assert "trunk starts from random weights" in result.stdout + result.stderr
+    # Chance is 20.2 here; on 64 test images a random scorer gets 25.1 +- 2.2 (1.5x chance is about its 99th
+    # percentile). Measured 38.6 (36.8 for the last epoch); 22.4 with optimizer.step() removed.
+    chance, test_map = chance_map(fine_tuned.data / "test.json"), checkpoint["test"]["clean"]["mAP"]
+    assert chance < 25 and test_map > 1.5 * chance, (chance, test_map)
 
 
 def test_classify_resumes_from_last_checkpoint(tiny_data: Path, tmp_path: Path) -> None:
@@ -58,6 +80,7 @@ def test_segment_sb_run_switches_phase_and_logs_ia_miou(tiny_data: Path, tmp_pat
                           "--image-size", "64", "--iters", "6", "--switch-iter", "3", "--fisher-iters", "2",
                           "--eval-every", "3", "--batch-size", "4")
     assert result.returncode == 0, result.stderr[-2000:]
+    assert "trunk starts from random weights" in result.stdout + result.stderr  # the preset names no weights
     log = json.loads((tmp_path / "log.json").read_text())
     assert [r["phase"] for r in log] == ["ce", "sb"]
     assert "ewc" in log[1]["train"] and log[1]["train"]["ewc"] >= 0
