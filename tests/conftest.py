@@ -55,13 +55,18 @@ class FineTuned:
 
 @pytest.fixture(scope="session")
 def fine_tuned(tmp_path_factory: pytest.TempPathFactory) -> FineTuned:
-    """MobileNetV2-CSRA at 128 px fine-tuned for 3 epochs from the ImageNet trunk (no masked branch)."""
+    """MobileNetV2-CSRA at 128 px fine-tuned for 3 epochs from the ImageNet trunk (no masked branch).
+
+    The rate is 0.01 (the head 0.1): at 0.05 the test mAP of the epoch chosen on 19 validation images swung with
+    the CPU's float kernels (37.9 with AVX-512 kernels, 31.5 with AVX2 ones forced, against a chance level of
+    20.2); at 0.01 it stays at 38-42 across kernels and seeds.
+    """
     folder = tmp_path_factory.mktemp("fine-tuned")
     data = make_dataset(folder / "scenes", n_train=192, n_test=64, image_size=224, seed=11, scenes="classification",
                         progress=False)
     result = subprocess.run([sys.executable, "-m", "training", "classify", "--data", str(data), "--out",
                              str(folder / "run"), "--method", "baseline", "--preset", "mobilenetv2-csra",
-                             "--image-size", "128", "--epochs", "3", "--lr", "0.05", "--batch-size", "16",
+                             "--image-size", "128", "--epochs", "3", "--lr", "0.01", "--batch-size", "16",
                              "--warmup-epochs", "1", "--decay-epochs", "--eval-mask-ratio", "", "--seed", "0"],
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
