@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,27 +91,50 @@ BatchObserver = Callable[[int, float], None]  # (batch size, inference seconds)
 OutcomeObserver = Callable[[BaseException | None], None]  # after each batch: None, or what it raised
 
 
+@dataclass(frozen=True)
+class BatchPolicy:
+    """How a model's requests are batched and bounded.
+
+    ``max_delay`` (seconds) is how long a batch's first request waits for company (0: none); ``concurrency`` is
+    how many batches run at once; a batch running past ``hang_timeout`` seconds is reported; ``buckets`` are the
+    sizes batches are padded to (empty: none; else ending at ``max_batch``).
+    """
+
+    max_batch: int
+    max_delay: float = 0.0
+    queue_size: int = 64
+    concurrency: int = 1
+    hang_timeout: float | None = None
+    buckets: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1 or self.queue_size < 1 or self.max_delay < 0 or self.concurrency < 1:
+            raise ValueError(f"max_batch={self.max_batch}, queue_size={self.queue_size} and concurrency="
+                             f"{self.concurrency} must be >= 1, max_delay={self.max_delay} >= 0")
+        object.__setattr__(self, "buckets", tuple(sorted(set(self.buckets))))
+        if self.buckets and (self.buckets[0] < 1 or self.buckets[-1] != self.max_batch):
+            raise ValueError(f"batch buckets {list(self.buckets)} must be >= 1 and end at max_batch={self.max_batch}")
+
+
+@dataclass(frozen=True)
+class BatchObservers:
+    """What a batcher reports as it works: each batch, queue depth, running batches, outcomes, hangs."""
+
+    on_batch: BatchObserver | None = None
+    on_depth: Callable[[int], None] | None = None
+    on_running: Callable[[int], None] | None = None
+    on_outcome: OutcomeObserver | None = None
+    on_hang: Callable[[float], None] | None = None
+
+
 class MicroBatcher:
     """Groups submitted image stacks into batches of at most ``max_batch`` images."""
 
-    def __init__(self, run_batch: Callable[[np.ndarray], np.ndarray], executor: Executor, max_batch: int,
-                 max_delay: float, queue_size: int, on_batch: BatchObserver | None = None,
-                 on_depth: Callable[[int], None] | None = None, concurrency: int = 1,
-                 on_running: Callable[[int], None] | None = None, hang_timeout: float | None = None,
-                 on_outcome: OutcomeObserver | None = None, on_hang: Callable[[float], None] | None = None,
-                 buckets: Sequence[int] = ()) -> None:
-        if max_batch < 1 or queue_size < 1 or max_delay < 0 or concurrency < 1:
-            raise ValueError(f"max_batch={max_batch}, queue_size={queue_size} and concurrency={concurrency} "
-                             f"must be >= 1, max_delay={max_delay} >= 0")
-        self.buckets = tuple(sorted(set(buckets)))
-        if self.buckets and (self.buckets[0] < 1 or self.buckets[-1] != max_batch):
-            raise ValueError(f"batch buckets {list(self.buckets)} must be >= 1 and end at max_batch={max_batch}")
-        self.run_batch, self.executor = run_batch, executor
-        self.max_batch, self.max_delay, self.queue_size = max_batch, max_delay, queue_size
-        self.on_batch, self.on_depth, self.on_running = on_batch, on_depth, on_running
-        self.concurrency = concurrency
-        self.hang_timeout, self.on_outcome, self.on_hang = hang_timeout, on_outcome, on_hang
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=queue_size)
+    def __init__(self, run_batch: Callable[[np.ndarray], np.ndarray], executor: Executor, policy: BatchPolicy,
+                 observers: BatchObservers | None = None) -> None:
+        self.run_batch, self.executor, self.policy = run_batch, executor, policy
+        self.observers = observers or BatchObservers()
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=policy.queue_size)
         self._set_aside: deque[_Pending] = deque()  # taken from the queue, waiting for a batch of their shape
         self._task: asyncio.Task | None = None
         self._running: set[asyncio.Task] = set()
@@ -153,8 +176,8 @@ class MicroBatcher:
             raise RuntimeError("MicroBatcher.start() was not called")
         loop = asyncio.get_running_loop()
         item = _Pending(images, loop.create_future(), time.monotonic(), deadline, exclusive)
-        if self.depth >= self.queue_size:
-            raise QueueFullError(f"{self.queue_size} requests are already waiting")
+        if self.depth >= self.policy.queue_size:
+            raise QueueFullError(f"{self.policy.queue_size} requests are already waiting")
         self._queue.put_nowait(item)
         self._report_depth()
         if deadline is None:
@@ -167,12 +190,12 @@ class MicroBatcher:
             timer.cancel()
 
     def _report_depth(self) -> None:
-        if self.on_depth is not None:
-            self.on_depth(self.depth)
+        if self.observers.on_depth is not None:
+            self.observers.on_depth(self.depth)
 
     def _report_running(self) -> None:
-        if self.on_running is not None:
-            self.on_running(self.running)
+        if self.observers.on_running is not None:
+            self.observers.on_running(self.running)
 
     async def _from_queue(self, timeout: float | None) -> _Pending | None:
         """The next live queued request, or None after ``timeout`` seconds (None: wait for ever)."""
@@ -211,21 +234,21 @@ class MicroBatcher:
             item = self._set_aside.popleft()
             if not item.live():
                 continue
-            if not item.exclusive and item.shape == first.shape and count + item.size <= self.max_batch:
+            if not item.exclusive and item.shape == first.shape and count + item.size <= self.policy.max_batch:
                 batch.append(item)
                 count += item.size
             else:
                 kept.append(item)
         self._set_aside = kept
-        flush_at = time.monotonic() + self.max_delay
-        while count < self.max_batch:
+        flush_at = time.monotonic() + self.policy.max_delay
+        while count < self.policy.max_batch:
             item = await self._from_queue(flush_at - time.monotonic())
             if item is None:
                 break
             if item.shape != first.shape and not item.exclusive:
                 self._set_aside.append(item)
                 continue
-            if item.exclusive or count + item.size > self.max_batch:
+            if item.exclusive or count + item.size > self.policy.max_batch:
                 self._set_aside.append(item)
                 break
             batch.append(item)
@@ -233,7 +256,7 @@ class MicroBatcher:
         return batch
 
     async def _loop(self) -> None:
-        slots = asyncio.Semaphore(self.concurrency)
+        slots = asyncio.Semaphore(self.policy.concurrency)
         while True:
             await slots.acquire()  # at most `concurrency` batches run at once
             batch = await self._collect()
@@ -246,7 +269,7 @@ class MicroBatcher:
     def bucket_for(self, size: int) -> int:
         """The batch size a batch of ``size`` images runs at: the smallest bucket that holds it (no buckets: its
         own size)."""
-        return next((bucket for bucket in self.buckets if bucket >= size), size)
+        return next((bucket for bucket in self.policy.buckets if bucket >= size), size)
 
     def _padded(self, stacks: list[Stack], start: int, stop: int) -> Stack:
         """Rows ``start:stop`` of the stacks laid end to end, in one buffer of the bucket's size (one copy; zero
@@ -273,24 +296,24 @@ class MicroBatcher:
         padded to its bucket; only the real rows of each output are kept."""
         stacks = same_kind(stacks)
         total = sum(len(stack) for stack in stacks)
-        if total <= self.max_batch and not self.buckets and len(stacks) == 1:
+        if total <= self.policy.max_batch and not self.policy.buckets and len(stacks) == 1:
             return self.run_batch(stacks[0])
         outputs = []
-        for start in range(0, total, self.max_batch):
-            stop = min(start + self.max_batch, total)
+        for start in range(0, total, self.policy.max_batch):
+            stop = min(start + self.policy.max_batch, total)
             outputs.append(self.run_batch(self._padded(stacks, start, stop))[:stop - start])
         return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
 
     async def _watch(self, running: asyncio.Future) -> np.ndarray:
         """Await a running batch; past ``hang_timeout`` report it as hung (it keeps its slot: a thread cannot be
         killed), then go on waiting."""
-        if self.hang_timeout is None:
+        if self.policy.hang_timeout is None:
             return await running
         try:
-            return await asyncio.wait_for(asyncio.shield(running), self.hang_timeout)
+            return await asyncio.wait_for(asyncio.shield(running), self.policy.hang_timeout)
         except TimeoutError:
-            if self.on_hang is not None:
-                self.on_hang(self.hang_timeout)
+            if self.observers.on_hang is not None:
+                self.observers.on_hang(self.policy.hang_timeout)
             return await running
 
     async def _run(self, batch: list[_Pending]) -> None:
@@ -302,17 +325,17 @@ class MicroBatcher:
             outputs = await self._watch(asyncio.get_running_loop().run_in_executor(self.executor, self._stack_and_run,
                                                                                    stacks))
         except Exception as exc:  # the runtime failed: every request of the batch gets the error
-            if self.on_outcome is not None:
-                self.on_outcome(exc)
+            if self.observers.on_outcome is not None:
+                self.observers.on_outcome(exc)
             for pending in batch:
                 if not pending.future.done():
                     pending.future.set_exception(exc)
             return
-        if self.on_outcome is not None:
-            self.on_outcome(None)
+        if self.observers.on_outcome is not None:
+            self.observers.on_outcome(None)
         elapsed = time.monotonic() - started
-        if self.on_batch is not None:
-            self.on_batch(size, elapsed)
+        if self.observers.on_batch is not None:
+            self.observers.on_batch(size, elapsed)
         offset = 0
         for pending in batch:
             if not pending.future.done():

@@ -20,7 +20,14 @@ from PIL import Image
 
 from model_store.manifest import Manifest, verified_artifact
 from robustness.preprocess import InputNormaliser
-from server.batching import BatchResult, DeadlineExceededError, MicroBatcher, QueueFullError
+from server.batching import (
+    BatchObservers,
+    BatchPolicy,
+    BatchResult,
+    DeadlineExceededError,
+    MicroBatcher,
+    QueueFullError,
+)
 from server.metrics import ServerMetrics
 from server.precision import Selection, listed_variant, select_precision
 from server.runtimes import Backend, OnnxBackend, TorchScriptBackend, choose_providers, runs_on_gpu
@@ -209,20 +216,19 @@ class ModelRunner:
     def start(self) -> None:
         """Create the micro-batcher on the running event loop."""
         metrics, name = self.metrics, self.name
-        self.batcher = MicroBatcher(
-            self.infer, self.executor, self.settings.max_batch, self.settings.max_delay_ms / 1000.0,
-            self.settings.queue_size,
+        settings = self.settings
+        policy = BatchPolicy(settings.max_batch, settings.max_delay_ms / 1000.0, settings.queue_size,
+                             settings.workers, settings.hang_timeout_ms / 1000.0, self.buckets)
+        self.batcher = MicroBatcher(self.infer, self.executor, policy, BatchObservers(
             on_batch=(lambda size, seconds: metrics.observe_batch(name, size, seconds)) if metrics else None,
             on_depth=(lambda depth: metrics.set_queue_depth(name, depth)) if metrics else None,
-            concurrency=self.settings.workers,
             on_running=(lambda running: metrics.set_running(name, running)) if metrics else None,
-            hang_timeout=self.settings.hang_timeout_ms / 1000.0, on_outcome=self._outcome, on_hang=self._hung,
-            buckets=self.buckets,
-        )
+            on_outcome=self._outcome, on_hang=self._hung,
+        ))
         self.batcher.start()
         if self.preparer is not None:
-            self.decoder = MicroBatcher(self.decode_batch, self.decode_executor, self.settings.max_batch, 0.0,
-                                        self.settings.queue_size)
+            self.decoder = MicroBatcher(self.decode_batch, self.decode_executor,
+                                        BatchPolicy(settings.max_batch, queue_size=settings.queue_size))
             self.decoder.start()
         if metrics:  # both gauges exist (at 0) from the start, not only after the first request
             metrics.set_queue_depth(name, 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -10,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from server.batching import DeadlineExceededError, MicroBatcher, QueueFullError
+from server.batching import BatchObservers, BatchPolicy, DeadlineExceededError, MicroBatcher, QueueFullError
 
 
 class RecordingModel:
@@ -34,9 +35,16 @@ def run(coro):
     return asyncio.run(coro)
 
 
+OBSERVERS = {field.name for field in dataclasses.fields(BatchObservers)}
+
+
 async def with_batcher(model: RecordingModel, body, **kwargs):
+    """Run ``body(batcher)`` with a batcher over ``model``; kwargs are BatchPolicy fields and BatchObservers."""
     executor = ThreadPoolExecutor(1, thread_name_prefix="infer-test")
-    batcher = MicroBatcher(model, executor, **{"max_batch": 4, "max_delay": 0.05, "queue_size": 16, **kwargs})
+    policy = {"max_batch": 4, "max_delay": 0.05, "queue_size": 16,
+              **{k: v for k, v in kwargs.items() if k not in OBSERVERS}}
+    batcher = MicroBatcher(model, executor, BatchPolicy(**policy),
+                           BatchObservers(**{k: v for k, v in kwargs.items() if k in OBSERVERS}))
     batcher.start()
     try:
         return await body(batcher)
@@ -162,7 +170,7 @@ def test_runtime_errors_reach_every_request_of_the_batch():
 
 def test_invalid_configuration_is_rejected():
     with pytest.raises(ValueError, match="max_batch=0"):
-        MicroBatcher(RecordingModel(), ThreadPoolExecutor(1), max_batch=0, max_delay=0.0, queue_size=1)
+        BatchPolicy(max_batch=0, max_delay=0.0, queue_size=1)
 
 
 class ShapeCheckingModel(RecordingModel):
@@ -300,7 +308,7 @@ def test_a_padded_batch_joins_stacks_of_several_requests_in_one_buffer_with_zero
 
 def test_buckets_must_end_at_max_batch():
     with pytest.raises(ValueError, match=r"batch buckets \[1, 2\] must be >= 1 and end at max_batch=4"):
-        MicroBatcher(RecordingModel(), ThreadPoolExecutor(1), max_batch=4, max_delay=0.0, queue_size=1, buckets=(1, 2))
+        BatchPolicy(max_batch=4, max_delay=0.0, queue_size=1, buckets=(1, 2))
 
 
 def test_without_a_delay_an_idle_model_runs_a_lone_request_and_batches_form_while_it_is_busy():
