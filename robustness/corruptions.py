@@ -120,6 +120,8 @@ def parse_severities(spec: str | Sequence[int]) -> tuple[int, ...]:
                 bounds = (int(low), int(high or low))
             except ValueError:
                 raise ValueError(f"severities: {part!r} is not a number or a range like 1-5") from None
+            if not all(1 <= bound <= MAX_SEVERITY for bound in bounds):  # before a range is expanded
+                raise ValueError(f"severities must lie in 1..{MAX_SEVERITY} (e.g. 1-5 or 1,3,5), got {spec!r}")
             values.extend(range(bounds[0], bounds[1] + 1))
     if not values or any(not 1 <= v <= MAX_SEVERITY for v in values):
         raise ValueError(f"severities must lie in 1..{MAX_SEVERITY} (e.g. 1-5 or 1,3,5), got {spec!r}")

@@ -176,6 +176,8 @@ def test_the_queue_is_bounded(client: httpx.Client) -> None:
     ({"model": "nope", "data": DATA}, 404, "unknown_model"),
     ({"model": CLASSIFIER, "data": DATA, "corruptions": "rain"}, 422, "invalid_parameter"),
     ({"model": CLASSIFIER, "data": DATA, "severities": "9"}, 422, "invalid_parameter"),
+    ({"model": CLASSIFIER, "data": DATA, "severities": "1-100000000"}, 422, "invalid_parameter"),
+    ({"model": CLASSIFIER, "data": DATA, "severities": "1-" + "9" * 20}, 422, "invalid_parameter"),
     ({"model": CLASSIFIER, "data": DATA, "occlusion": "b9"}, 422, "invalid_parameter"),
     ({"model": CLASSIFIER, "data": DATA, "bootstrap": 10**9}, 422, "invalid_parameter"),
     ({"model": CLASSIFIER, "data": DATA, "unexpected": 1}, 422, "invalid_parameter"),
