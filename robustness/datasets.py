@@ -456,29 +456,58 @@ def _classification_test(layout: ClassificationLayout) -> tuple[list[LabelledIma
     return read_voc_main(layout.test, layout.test_split, VOC_CLASSES, difficult="ignore"), VOC_CLASSES, True
 
 
+def inside(path: Path, within: Path | None) -> bool:
+    """Whether ``path`` resolves (symlinks followed) inside ``within`` (always, when ``within`` is None)."""
+    if within is None:
+        return True
+    root = within.resolve()
+    target = path.resolve() if path.is_absolute() else (root / path).resolve()
+    return target == root or root in target.parents
+
+
+def confined(path: Path, within: Path | None, what: str) -> Path:
+    """``path`` when it lies inside ``within``; else a ValueError that names ``what`` and not the path's target, so
+    that nothing outside can be read or probed."""
+    if not inside(path, within):
+        raise ValueError(f"{what} lies outside the data folder (absolute paths, '..' and symlinks out of it are "
+                         "refused)")
+    return path
+
+
 def evaluation_set(data: str | Path, task: str, limit: int | None = None,
-                   image_dir: str | Path | None = None) -> EvalSet:
-    """The TEST split of any layout the training loaders read (first ``limit`` items if given)."""
+                   image_dir: str | Path | None = None, within: Path | None = None) -> EvalSet:
+    """The TEST split of any layout the training loaders read (first ``limit`` items if given).
+
+    With ``within`` every file the set names (annotations, images, label maps) must lie inside that folder,
+    checked before the file is opened or looked for (a server reading datasets its clients name).
+    """
     if task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1 (or None for every item), got {limit}")
     if task == "classification":
         layout = classification_layout(data, image_dir)
+        confined(layout.test, within, "the test annotations")
         parsed, names, ternary = _classification_test(layout)
         items = []
-        for path, target in parsed[:limit]:
+        for index, (path, target) in enumerate(parsed[:limit]):
+            confined(path, within, f"test image {index}")
             # Segmentation annotations beside the images' folder (embedded dataset, VOC) come along when present.
             _, class_map, instance_map = segmentation_paths(path.parent.parent, path.stem)
-            items.append(EvalItem(path.stem, path, target, _existing(class_map), _existing(instance_map)))
+            maps = [_existing(m) if inside(m, within) else None for m in (class_map, instance_map)]
+            items.append(EvalItem(path.stem, path, target, *maps))
         return EvalSet(task, names, tuple(items), layout.source, layout.root, ternary)
     if image_dir is not None:
         raise ValueError("image_dir applies to COCO classification only; segmentation images are in JPEGImages/")
     seg = segmentation_layout(data)
+    confined(seg.folder / "ImageSets" / "Segmentation" / f"{seg.test_split}.txt", within, "the split list")
     with_instances = (seg.folder / "SegmentationObject").is_dir()
     items = []
-    for image_id in segmentation_ids(seg.folder, seg.test_split)[:limit]:
-        image, class_map, instance_map = segmentation_paths(seg.folder, image_id)
+    for index, image_id in enumerate(segmentation_ids(seg.folder, seg.test_split)[:limit]):
+        paths = segmentation_paths(seg.folder, image_id)
+        for path, what in zip(paths, ("test image", "label map", "instance map"), strict=True):
+            confined(path, within, f"{what} {index}")
+        image, class_map, instance_map = paths
         items.append(EvalItem(image_id, image, None, class_map, instance_map if with_instances else None))
     return EvalSet(task, seg.class_names, tuple(items), seg.source, seg.root, False)
 

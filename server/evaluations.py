@@ -216,4 +216,4 @@ def dataset_path(data_dir: Path, name: str) -> Path:
 
 def load_eval_set(data_dir: Path, name: str, task: str, limit: int | None) -> EvalSet:
     """The test split of a dataset under ``data_dir`` for ``task`` (blocking; FileNotFoundError, ValueError)."""
-    return evaluation_set(dataset_path(data_dir, name), task, limit=limit)
+    return evaluation_set(dataset_path(data_dir, name), task, limit=limit, within=data_dir)

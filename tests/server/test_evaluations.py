@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -199,3 +200,54 @@ def test_deep_json_and_unknown_ids_are_refused(client: httpx.Client) -> None:
     assert 400 <= answer.status_code < 500 and "error" in answer.json()
     assert client.get("/evaluations/0123456789ab").json()["error"] == "evaluation_not_found"
     assert client.get("/evaluations/..%2Fx").status_code in (404, 422)
+
+
+def hostile_copy(data_dir: Path, name: str) -> Path:
+    """A copy of the embedded dataset under ``data_dir`` (its images linked), to be made hostile."""
+    source, target = data_dir / DATA, data_dir / name
+    if not target.exists():
+        shutil.copytree(source, target, symlinks=False)
+    return target
+
+
+@pytest.fixture(scope="module")
+def secret(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real image outside the data folder that no evaluation may read."""
+    folder = tmp_path_factory.mktemp("outside")
+    path = folder / "secret.jpg"
+    shutil.copy(next((Path(__file__).parents[2] / "server" / "static" / "samples").glob("*.jpg")), path)
+    return path
+
+
+def point_first_image(dataset: Path, img_path: str) -> None:
+    records = json.loads((dataset / "test.json").read_text())
+    records[0]["img_path"] = img_path
+    (dataset / "test.json").write_text(json.dumps(records))
+
+
+@pytest.mark.parametrize("attack", ["absolute", "dotdot", "symlink", "segmentation-id", "symlinked-list"])
+def test_paths_inside_a_dataset_cannot_leave_the_data_folder(client: httpx.Client, data_dir: Path, secret: Path,
+                                                             attack: str) -> None:
+    dataset = hostile_copy(data_dir, f"hostile-{attack}")
+    model = CLASSIFIER
+    if attack == "absolute":
+        point_first_image(dataset, str(secret))
+    elif attack == "dotdot":
+        point_first_image(dataset, "../" * 8 + str(secret).lstrip("/"))
+    elif attack == "symlink":
+        (dataset / "JPEGImages" / "link.jpg").symlink_to(secret)
+        point_first_image(dataset, "JPEGImages/link.jpg")
+    elif attack == "segmentation-id":
+        model = SEGMENTER
+        listing = dataset / "ImageSets" / "Segmentation" / "test.txt"
+        listing.write_text("../" * 8 + str(secret.with_suffix("")).lstrip("/") + "\n" + listing.read_text())
+    else:  # the annotation file itself points outside
+        (dataset / "test.json").unlink()
+        (dataset / "test.json").symlink_to(secret)
+    before = len(client.get("/evaluations").json()["evaluations"])
+    answer = client.post("/evaluations", json={"model": model, "data": dataset.name, "limit": 2})
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"] == "invalid_parameter"
+    assert "lies outside the data folder" in answer.json()["detail"]
+    assert str(secret.parent) not in answer.text  # nothing about the outside is told
+    assert len(client.get("/evaluations").json()["evaluations"]) == before
