@@ -241,6 +241,14 @@ def _lists(value: Any) -> Any:
 REQUIRED_KEYS = ("schema", "name", "version", "task", "class_names", "input", "output", "files")
 
 
+def entry_file_name(name: object) -> str:
+    """A file name as a manifest may list it: one plain name inside the entry folder, never a path out of it."""
+    if (not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name
+            or "\x00" in name or Path(name).is_absolute()):
+        raise ValueError(f"file name {name!r} must be a plain file name inside the entry folder")
+    return name
+
+
 def _parse(data: Mapping[str, Any], path: Path | None) -> Manifest:
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:
@@ -271,7 +279,8 @@ def _parse(data: Mapping[str, Any], path: Path | None) -> Manifest:
             name=preset.get("name", ""), arch=preset.get("arch", ""), arch_args=dict(preset.get("arch_args", {})),
             heads=int(preset.get("heads", 1)), lam=float(preset.get("lam", 0.1)),
             pretrained=preset.get("pretrained", ""), description=preset.get("description", "")),
-        files={name: FileRecord(str(r["sha256"]), int(r["bytes"])) for name, r in data["files"].items()},
+        files={entry_file_name(name): FileRecord(str(r["sha256"]), int(r["bytes"]))
+               for name, r in data["files"].items()},
         parity=Parity(
             tolerance=float(parity.get("tolerance", 0.0)), rule=parity.get("rule", ""),
             checks=tuple(ParityCheck(c["runtime"], tuple(c["input"]), float(c["max_abs_diff"]), float(c["bound"]),
@@ -281,8 +290,9 @@ def _parse(data: Mapping[str, Any], path: Path | None) -> Manifest:
         source=SourceRecord(**{k: str(v) for k, v in (data.get("source") or {"checkpoint": "", "sha256": "",
                                                                           "origin": ""}).items()}),
         tools=dict(data.get("tools", {})), created=str(data.get("created", "")),
-        variants=tuple(Variant(v["file"], v["precision"], v["status"], v.get("reason", ""), dict(v.get("measures", {})),
-                               dict(v.get("setup", {}))) for v in data.get("variants", ())),
+        variants=tuple(Variant(entry_file_name(v["file"]), v["precision"], v["status"], v.get("reason", ""),
+                               dict(v.get("measures", {})), dict(v.get("setup", {})))
+                       for v in data.get("variants", ())),
         path=path,
     )
 

@@ -110,3 +110,17 @@ def test_unreadable_old_manifest_says_to_re_export(entry: Path) -> None:
     (entry / "manifest.json").write_text(json.dumps(document))
     with pytest.raises(ManifestError, match="schema 7, this version reads schema 1 or 2; re-export"):
         load_manifest(entry)
+
+
+@pytest.mark.parametrize("name", ["../r18.onnx", "/etc/passwd", "..", "sub/model.onnx", "a\\b.onnx", "", "x\x00y"])
+@pytest.mark.parametrize("where", ["files", "variants"])
+def test_file_names_that_would_leave_the_entry_are_refused_before_anything_is_opened(entry: Path, name: str,
+                                                                                      where: str) -> None:
+    document = json.loads((entry / "manifest.json").read_text())
+    if where == "files":
+        document["files"][name] = document["files"].pop("model.onnx")
+    else:
+        document["variants"] = [{"file": name, "precision": "int8", "status": "accepted"}]
+    (entry / "manifest.json").write_text(json.dumps(document))
+    with pytest.raises(ManifestError, match=r"must be a plain file name inside the entry folder"):
+        load_manifest(entry, verify=False)
