@@ -1,0 +1,31 @@
+"""Every answer of a real server carries X-Content-Type-Options: nosniff, whatever its type or status."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.server.conftest import CLASSIFIER, SEGMENTER
+from tests.server.oracle import png_bytes, random_rgb
+
+
+def test_every_answer_says_nosniff(client: httpx.Client) -> None:
+    image = png_bytes(random_rgb(48, 64, seed=1))
+    answers = {
+        "health": client.get("/health"),
+        "metrics": client.get("/metrics"),
+        "docs (HTML)": client.get("/docs"),
+        "page (HTML)": client.get("/", headers={"Accept": "text/html"}),
+        "static file": client.get("/static/app.js"),
+        "predict": client.post(f"/predict?model={CLASSIFIER}", content=image, headers={"Content-Type": "image/png"}),
+        "segment (PNG)": client.post(f"/segment?model={SEGMENTER}", content=image,
+                                     headers={"Content-Type": "image/png"}),
+        "bad upload (400)": client.post(f"/predict?model={CLASSIFIER}", content=b"not an image",
+                                        headers={"Content-Type": "image/png"}),
+        "unknown route (404)": client.get("/nowhere"),
+        "long URI (414)": client.get("/health?" + "x" * 9000),
+    }
+    assert {name: (a.status_code, a.headers.get("x-content-type-options")) for name, a in answers.items()} == {
+        "health": (200, "nosniff"), "metrics": (200, "nosniff"), "docs (HTML)": (200, "nosniff"),
+        "page (HTML)": (200, "nosniff"), "static file": (200, "nosniff"), "predict": (200, "nosniff"),
+        "segment (PNG)": (200, "nosniff"), "bad upload (400)": (400, "nosniff"),
+        "unknown route (404)": (404, "nosniff"), "long URI (414)": (414, "nosniff")}
