@@ -7,7 +7,6 @@ costs a thread hop per dependency per request for what is only an attribute look
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from server.admission import InflightBudget, close_request_ticket
-from server.errors import ApiError
+from server.errors import api_key_error
 from server.evaluations import EvaluationJobs
 from server.metrics import ServerMetrics
 from server.pipeline import RequestPipeline
@@ -99,13 +98,9 @@ MetricsDep = Annotated[ServerMetrics, Depends(get_metrics)]
 
 
 async def require_api_key(request: Request) -> None:
-    """With --api-key set, demand ``Authorization: Bearer <key>``; 401 otherwise."""
+    """With --api-key set, demand ``Authorization: Bearer <key>``; 401 otherwise (the middleware has already
+    refused such requests before their body was read; this keeps the rule on the routes themselves)."""
     settings: Settings = request.app.state.context.settings
-    if settings.api_key is None:
-        return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    challenge = {"WWW-Authenticate": "Bearer"}
-    if scheme.lower() != "bearer" or not token:
-        raise ApiError(401, "missing_api_key", "this server requires 'Authorization: Bearer <key>'", challenge)
-    if not hmac.compare_digest(token.strip().encode(), settings.api_key.encode()):
-        raise ApiError(401, "invalid_api_key", "the bearer token does not match the server's API key", challenge)
+    error = api_key_error(settings.api_key, request.headers.get("authorization", ""))
+    if error is not None:
+        raise error

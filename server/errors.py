@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 import uuid
 from collections.abc import Mapping
@@ -104,3 +105,17 @@ def register_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ImageRejectedError, _rejected_image)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)
+
+
+def api_key_error(api_key: str | None, authorization: str) -> ApiError | None:
+    """The 401 for a request whose ``Authorization`` header does not carry ``Bearer <api_key>``; None when it does
+    (or when no key is configured)."""
+    if api_key is None:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if scheme.lower() != "bearer" or not token:
+        return ApiError(401, "missing_api_key", "this server requires 'Authorization: Bearer <key>'", challenge)
+    if not hmac.compare_digest(token.strip().encode(), api_key.encode()):
+        return ApiError(401, "invalid_api_key", "the bearer token does not match the server's API key", challenge)
+    return None

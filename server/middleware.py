@@ -9,7 +9,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.errors import ApiError, error_response
+from server.errors import ApiError, api_key_error, error_response
 from server.logs import ACCESS_LOGGER, SCOPE_KEY
 from server.metrics import ServerMetrics
 
@@ -21,10 +21,9 @@ MAX_URI_BYTES = 8192  # path plus query string, as sent (percent-encoded)
 MAX_MODEL_NAME_LENGTH = 64  # model_store.manifest.NAME_PATTERN: one leading character and up to 63 more
 
 
-def too_large(limit: int, seen: str) -> ApiError:
-    """The 413 error for a body over the upload limit."""
-    return ApiError(413, "payload_too_large",
-                    f"the request body is {seen}; the limit is {limit:,} bytes (--max-body-bytes)")
+def too_large(limit: int, seen: str, source: str = "--max-body-bytes") -> ApiError:
+    """The 413 error for a body over the upload limit (``source``: where the limit comes from)."""
+    return ApiError(413, "payload_too_large", f"the request body is {seen}; the limit is {limit:,} bytes ({source})")
 
 
 def uri_too_long(limit: int, seen: int) -> str:
@@ -33,6 +32,14 @@ def uri_too_long(limit: int, seen: int) -> str:
 
 
 UNLIMITED_PATHS = ("/health", "/v2/health/live", "/metrics")  # probes answer however busy the server is
+# Routes that cost work: with --api-key the key is checked here, before a body is read or parsed.
+KEYED_PREFIXES = ("/predict", "/segment", "/robustness", "/evaluations", "/models", "/v2/models")
+JSON_BODY_LIMITS = {"/evaluations": 16 * 1024}  # JSON bodies: a few KiB, not the image upload limit
+
+
+def keyed(path: str) -> bool:
+    """Whether ``path`` belongs to a route that needs the API key."""
+    return any(path == prefix or path.startswith(prefix + "/") for prefix in KEYED_PREFIXES)
 
 
 class RequestLimitsMiddleware:
@@ -41,9 +48,9 @@ class RequestLimitsMiddleware:
     soon as the stream passes it."""
 
     def __init__(self, app: ASGIApp, max_bytes: int, max_uri_bytes: int = MAX_URI_BYTES,
-                 max_concurrent: int | None = None) -> None:
+                 max_concurrent: int | None = None, api_key: str | None = None) -> None:
         self.app, self.max_bytes, self.max_uri_bytes = app, max_bytes, max_uri_bytes
-        self.max_concurrent, self.in_flight = max_concurrent, 0
+        self.max_concurrent, self.in_flight, self.api_key = max_concurrent, 0, api_key
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Count the request against the concurrency limit, then apply the URI and body limits."""
@@ -70,9 +77,18 @@ class RequestLimitsMiddleware:
             await error_response(414, "uri_too_long", uri_too_long(self.max_uri_bytes, uri_bytes),
                                  {"Connection": "close"})(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            error = too_large(self.max_bytes, f"{int(declared):,} bytes (Content-Length)")
+        headers = dict(scope["headers"])
+        if self.api_key is not None and keyed(scope["path"]):
+            refused = api_key_error(self.api_key, headers.get(b"authorization", b"").decode("latin-1"))
+            if refused is not None:  # before the body is read: an unauthenticated client costs no parsing
+                await error_response(refused.status_code, refused.code, str(refused.detail),
+                                     {**(refused.headers or {}), "Connection": "close"})(scope, receive, send)
+                return
+        limit = JSON_BODY_LIMITS.get(scope["path"], self.max_bytes)
+        source = "JSON bodies of this route" if scope["path"] in JSON_BODY_LIMITS else "--max-body-bytes"
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            error = too_large(limit, f"{int(declared):,} bytes (Content-Length)", source)
             await error_response(413, error.code, str(error.detail), {"Connection": "close"})(scope, receive, send)
             return
         received = 0
@@ -83,8 +99,8 @@ class RequestLimitsMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise too_large(self.max_bytes, f"over {self.max_bytes:,} bytes and still streaming")
+                if received > limit:
+                    raise too_large(limit, f"over {limit:,} bytes and still streaming", source)
             return message
 
         async def tracking_send(message: Message) -> None:
