@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from model_store.manifest import Manifest
 from server.banner import banner
@@ -22,6 +23,7 @@ from server.routes import evaluations, page, predict, robustness, segment, statu
 from server.settings import Settings
 
 log = logging.getLogger("server")
+DOCS_STATIC_PATH = "/docs-static"  # Swagger UI's and ReDoc's own files, served here instead of from a CDN
 
 DESCRIPTION = """Multi-label recognition (`/predict`), segmentation (`/segment`) and occlusion robustness
 (`/robustness`) for models exported to the model store, with dynamic batching on ONNX Runtime, the
@@ -59,8 +61,8 @@ def create_app(settings: Settings, manifests: dict[str, Manifest] | None = None,
             await registry.close()
             decode_pool.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(title="occlusion-serve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
-                  default_response_class=JSONResponse)
+    app = FastAPIOffline(title="occlusion-serve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
+                         default_response_class=JSONResponse, static_url=DOCS_STATIC_PATH)
     decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
     app.state.context = ServerContext(settings, registry, metrics, decode_pool)
     register_error_handlers(app)

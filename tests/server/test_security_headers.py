@@ -1,6 +1,9 @@
-"""Every answer of a real server carries X-Content-Type-Options: nosniff, whatever its type or status."""
+"""Every answer of a real server carries X-Content-Type-Options: nosniff, whatever its type or status; every HTML
+page has a Content-Security-Policy, and the API docs load nothing from another origin."""
 
 from __future__ import annotations
+
+import re
 
 import httpx
 
@@ -29,3 +32,18 @@ def test_every_answer_says_nosniff(client: httpx.Client) -> None:
         "page (HTML)": (200, "nosniff"), "static file": (200, "nosniff"), "predict": (200, "nosniff"),
         "segment (PNG)": (200, "nosniff"), "bad upload (400)": (400, "nosniff"),
         "unknown route (404)": (404, "nosniff"), "long URI (414)": (414, "nosniff")}
+
+
+def test_the_api_docs_load_only_this_servers_files_under_a_policy(client: httpx.Client) -> None:
+    for page in ("/docs", "/redoc"):
+        answer = client.get(page)
+        assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/html")
+        policy = answer.headers["content-security-policy"]
+        assert "default-src 'self'" in policy and "http" not in policy
+        urls = re.findall(r"(?:src|href)=[\"']([^\"']+)", answer.text)
+        assert urls and all(url.startswith("/docs-static/") for url in urls), urls  # no CDN, no web fonts
+        assert "https://" not in answer.text
+        for url in urls:
+            assert client.get(url).status_code == 200, url
+    page = client.get("/", headers={"Accept": "text/html"})
+    assert "'unsafe-inline'" not in page.headers["content-security-policy"]  # the web page keeps its own, stricter
