@@ -4,8 +4,10 @@
 #   docker build -t occlusion-serve .                                  # GPU: CUDA 13 + cuDNN 9, onnxruntime-gpu
 #   docker build --build-arg VARIANT=cpu -t occlusion-serve:cpu .      # CPU only: plain Ubuntu, onnxruntime
 # Run (mount a store built with `make model-store` or `python -m export`; the server only reads it):
-#   docker run --gpus all -v $PWD/model_store:/app/model_store:ro -p 8000:8000 occlusion-serve
-#   docker run -v $PWD/model_store:/app/model_store:ro -p 8000:8000 occlusion-serve:cpu
+#   docker run --gpus all -e SERVER_API_KEY=... -v $PWD/model_store:/app/model_store:ro -p 8000:8000 occlusion-serve
+#   docker run -e SERVER_API_KEY=... -v $PWD/model_store:/app/model_store:ro -p 8000:8000 occlusion-serve:cpu
+# The server binds 0.0.0.0 here, so it refuses to start without SERVER_API_KEY (or SERVER_ALLOW_UNAUTHENTICATED=true
+# behind a gateway that authenticates).
 # Other settings come as SERVER_* env vars (server/settings.py), e.g. -e SERVER_MAX_BATCH=16 -e SERVER_API_KEY=...;
 # host and store are fixed by the command below. The GPU image picks TensorRT, then CUDA, then CPU from what the
 # runtime offers and can load: this image carries no TensorRT, so it runs on CUDA (GET /models shows it; docs/gpu.md

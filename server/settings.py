@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -15,6 +16,16 @@ FAULTS = ("", "raise", "hang")
 CUDNN_SEARCHES = ("HEURISTIC", "EXHAUSTIVE", "DEFAULT")
 SWITCHES = ("auto", "on", "off")  # testing only: every batch raises, or never returns
 ENV_PREFIX = "SERVER_"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (or ``localhost``): only this machine can connect."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name other than localhost may resolve to anything
+        return False
 
 
 def available_cores() -> int:
@@ -50,6 +61,7 @@ class Settings:
     max_inflight_bytes: int = 256 * 1024 * 1024
     max_inflight_pixels: int = 400_000_000
     api_key: str | None = field(default=None, repr=False)
+    allow_unauthenticated: bool = False
     intra_op_threads: int = 0
     workers: int = 1
     http_workers: int = 1
@@ -102,6 +114,9 @@ class Settings:
                                           "(0 = the request timeout)"),
             (self.fault in FAULTS, f"fault {self.fault!r} must be one of {', '.join(map(repr, FAULTS))}"),
             (self.api_key is None or len(self.api_key) > 0, "api key must not be empty (leave it unset instead)"),
+            (self.api_key is not None or self.allow_unauthenticated or is_loopback(self.host),
+             f"binding {self.host} without an API key would serve anyone who can reach it; set --api-key (or "
+             "SERVER_API_KEY), or --allow-unauthenticated true behind a gateway that authenticates"),
             (self.max_eval_images >= 1, f"max evaluation images {self.max_eval_images} must be >= 1"),
             (self.max_eval_queue >= 1, f"max queued evaluations {self.max_eval_queue} must be >= 1"),
             (self.max_eval_history >= 0, f"evaluation history {self.max_eval_history} must be >= 0"),
@@ -209,6 +224,9 @@ OPTIONS: dict[str, tuple[str, Any, str]] = {
                               "decoded pixels all requests in flight may hold together (reserved from the header "
                               "before decoding); past it: 503 overloaded"),
     "--api-key": ("api_key", str, "require 'Authorization: Bearer KEY' on model endpoints (health stays open)"),
+    "--allow-unauthenticated": ("allow_unauthenticated", _flag,
+                                "true: serve a non-loopback --host without --api-key (behind a gateway that "
+                                "authenticates); otherwise such a start is refused"),
     "--intra-op-threads": ("intra_op_threads", int, "runtime threads per batch (0 = all cores / workers)"),
     "--workers": ("workers", int, "batches of one model that may run at the same time (each with its own threads)"),
     "--http-workers": ("http_workers", int, "HTTP worker processes in front of one inference process that owns the "

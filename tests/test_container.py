@@ -405,8 +405,10 @@ def test_the_runtime_stage_declares_the_store_volume_the_port_and_the_command() 
     (cmd,) = RUNTIME.args("CMD")
     argv = json.loads(cmd)
     assert argv[:3] == ["python", "-m", "server"]
-    settings = parse_settings(argv[3:], environ={})
+    settings = parse_settings(argv[3:], environ={"SERVER_API_KEY": "k"})
     assert (settings.host, str(settings.store), settings.port) == ("0.0.0.0", STORE, 8000)
+    with pytest.raises(ValueError, match=r"binding 0\.0\.0\.0 without an API key"):  # fails closed without a key
+        parse_settings(argv[3:], environ={})
 
 
 class Probe(http.server.BaseHTTPRequestHandler):

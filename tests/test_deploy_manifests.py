@@ -73,8 +73,14 @@ def resolve_port(port: int | str, ctr: dict[str, Any]) -> int:
 
 
 def env_values(ctr: dict[str, Any]) -> dict[str, str]:
-    """The container's literal env values (valueFrom entries left out)."""
-    return {e["name"]: e["value"] for e in ctr.get("env", []) if "value" in e}
+    """The container's env values: literal ones, and a stand-in for each required Secret key (an optional one may be
+    absent at run time, so it is left out)."""
+    values = {e["name"]: e["value"] for e in ctr.get("env", []) if "value" in e}
+    for e in ctr.get("env", []):
+        secret = e.get("valueFrom", {}).get("secretKeyRef")
+        if secret is not None and not secret.get("optional", False):
+            values[e["name"]] = f"<secret {secret['name']}/{secret['key']}>"
+    return values
 
 
 def dockerfile_text() -> str | None:
@@ -401,6 +407,7 @@ def test_env_configures_the_server(pod: Callable[[], dict[str, Any]]) -> None:
     assert env["SERVER_HOST"] == "0.0.0.0"
     assert int(env["SERVER_PORT"]) == exposed_port()
     settings = parse_settings([], env)  # the env alone is a complete, valid configuration
+    assert settings.api_key is not None  # the API key Secret is required: the server binds 0.0.0.0
     assert (settings.host, settings.port, str(settings.store)) == ("0.0.0.0", exposed_port(), "/app/model_store")
     cpu_limit = float(ctr["resources"]["limits"]["cpu"])
     assert 1 <= settings.decode_threads <= cpu_limit

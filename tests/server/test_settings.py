@@ -108,3 +108,16 @@ def test_a_malformed_bucket_list_fails_at_start_naming_it(text):
 def test_cudnn_search_is_checked():
     with pytest.raises(ValueError, match="cuDNN search 'FAST' must be one of HEURISTIC, EXHAUSTIVE, DEFAULT"):
         Settings(cudnn_conv_algo_search="FAST")
+
+
+@pytest.mark.parametrize(("host", "key", "allow", "starts"), [
+    ("127.0.0.1", None, False, True), ("::1", None, False, True), ("localhost", None, False, True),
+    ("0.0.0.0", None, False, False), ("10.1.2.3", None, False, False), ("example.org", None, False, False),
+    ("0.0.0.0", "k", False, True), ("0.0.0.0", None, True, True),
+])
+def test_a_server_reachable_from_other_machines_needs_a_key_unless_told_otherwise(host, key, allow, starts):
+    if starts:
+        assert Settings(host=host, api_key=key, allow_unauthenticated=allow).host == host
+    else:
+        with pytest.raises(ValueError, match=rf"binding {host} without an API key would serve anyone"):
+            Settings(host=host, api_key=key, allow_unauthenticated=allow)
