@@ -210,7 +210,7 @@ class RemoteBackend:
         try:
             if images.dtype == object:
                 return client.infer_encoded(self.model, self.precision, list(images), self.timeout_s)
-            return client.infer(self.model, self.precision, images, self.timeout_s)[0]
+            return client.infer(self.model, self.precision, images, self.timeout_s)
         except (ConnectionError, OSError):
             self.clients.drop()
             raise

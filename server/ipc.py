@@ -138,34 +138,32 @@ class InferenceClient:
         self.sock.sendall(pack(message))
         return recv_message(self.sock)
 
-    def infer(self, model: str, precision: str, images: np.ndarray, deadline_in: float,
-              exclusive: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
-        """Run an (n, C, H, W) float32 batch on the inference process; its outputs and the answer's header."""
-        images = np.ascontiguousarray(images, dtype=np.float32)
-        path = self.segment.write(images)
-        answer = self.call({"op": "infer", "model": model, "precision": precision, "shm": path.name,
-                            "shape": list(images.shape), "deadline_in": deadline_in, "exclusive": exclusive})
+    def _outputs(self, answer: dict[str, Any]) -> np.ndarray:
+        """The output tensor that follows a successful answer; an error answer raised as its exception."""
         if "error" in answer:
             error = ERRORS_BY_CODE.get(answer["error"])
             raise error(answer["detail"]) if error else RemoteError(answer["error"], answer["detail"])
         outputs = np.frombuffer(_recv_exactly(self.sock, answer["nbytes"]), dtype=answer["dtype"])
-        return outputs.reshape(answer["shape"]), answer
+        return outputs.reshape(answer["shape"])
+
+    def infer(self, model: str, precision: str, images: np.ndarray, deadline_in: float,
+              exclusive: bool = False) -> np.ndarray:
+        """Run an (n, C, H, W) float32 batch on the inference process; its outputs."""
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        path = self.segment.write(images)
+        return self._outputs(self.call({"op": "infer", "model": model, "precision": precision, "shm": path.name,
+                                        "shape": list(images.shape), "deadline_in": deadline_in,
+                                        "exclusive": exclusive}))
 
     def infer_encoded(self, model: str, precision: str, uploads: list[bytes],
                       deadline_in: float) -> np.ndarray:
         """Have the inference process decode JPEG uploads on its device and run them: per upload its output row,
         or the error that refused it (a 1-d object array)."""
-        sizes = [len(data) for data in uploads]
         path = self.segment.write(np.frombuffer(b"".join(uploads), dtype=np.uint8))
         answer = self.call({"op": "infer_encoded", "model": model, "precision": precision, "shm": path.name,
-                            "sizes": sizes, "deadline_in": deadline_in})
-        if "error" in answer:
-            error = ERRORS_BY_CODE.get(answer["error"])
-            raise error(answer["detail"]) if error else RemoteError(answer["error"], answer["detail"])
-        outputs = np.frombuffer(_recv_exactly(self.sock, answer["nbytes"]), dtype=answer["dtype"])
-        outputs = outputs.reshape(answer["shape"])
+                            "sizes": [len(data) for data in uploads], "deadline_in": deadline_in})
+        kept = iter(self._outputs(answer))
         rows = np.empty(len(uploads), dtype=object)
-        kept = iter(outputs)
         for index in range(len(uploads)):
             refused = answer["rejected"].get(str(index))
             rows[index] = ImageRejectedError(400, "invalid_image", refused) if refused else next(kept)

@@ -109,11 +109,12 @@ class ModelRunner:
         self.buckets = settings.bucket_sizes(gpu=runs_on_gpu(self.backend.provider))
         self.device = prepare_device(settings, self.backend.provider)
         self.preparer: Any = None  # a DevicePreparer when uploads are decoded on self.device
+        self.decode_executor: ThreadPoolExecutor | None = None
         if self.device is not None:
             from server.device_images import DevicePreparer  # torch and torchvision: only on the device path
 
             self.preparer = DevicePreparer(manifest.input_size, manifest.input.mean, manifest.input.std, self.device)
-        self.decode_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"decode-{manifest.name}")
+            self.decode_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"decode-{manifest.name}")
         self.batcher: MicroBatcher | None = None
         self.decoder: MicroBatcher | None = None
         self.warm = False
@@ -246,8 +247,9 @@ class ModelRunner:
         for batcher in (self.batcher, self.decoder):
             if batcher is not None:
                 await batcher.stop()
-        self.executor.shutdown(wait=False, cancel_futures=True)
-        self.decode_executor.shutdown(wait=False, cancel_futures=True)
+        for executor in (self.executor, self.decode_executor):
+            if executor is not None:
+                executor.shutdown(wait=False, cancel_futures=True)
 
     def describe(self) -> dict[str, Any]:
         """Runtime facts for /models."""
