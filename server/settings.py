@@ -12,10 +12,12 @@ from typing import Any
 
 BACKENDS = ("onnx", "torchscript")
 PRECISIONS = ("auto", "fp32", "int8", "fp16")
-FAULTS = ("", "raise", "hang")
+FAULTS = ("", "raise", "hang")  # testing only: every batch raises, or never returns
 CUDNN_SEARCHES = ("HEURISTIC", "EXHAUSTIVE", "DEFAULT")
-SWITCHES = ("auto", "on", "off")  # testing only: every batch raises, or never returns
+SWITCHES = ("auto", "on", "off")
 ENV_PREFIX = "SERVER_"
+CONNECTION_HEADROOM = 64  # connections past --max-concurrent: probes, idle keep-alive clients
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
 def is_loopback(host: str) -> bool:
@@ -56,12 +58,15 @@ class Settings:
     queue_size: int = 64
     timeout_ms: float = 30_000.0
     max_concurrent: int = 1024
+    max_connections: int = 0
+    read_timeout_s: float = 30.0
     max_body_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 40_000_000
     max_inflight_bytes: int = 256 * 1024 * 1024
     max_inflight_pixels: int = 400_000_000
     api_key: str | None = field(default=None, repr=False)
     allow_unauthenticated: bool = False
+    allowed_hosts: tuple[str, ...] = ()
     intra_op_threads: int = 0
     workers: int = 1
     http_workers: int = 1
@@ -95,6 +100,10 @@ class Settings:
             (self.queue_size >= 1, f"queue size {self.queue_size} must be >= 1"),
             (self.timeout_ms > 0, f"timeout {self.timeout_ms} ms must be > 0"),
             (self.max_concurrent >= 1, f"max concurrent requests {self.max_concurrent} must be >= 1"),
+            (self.max_connections == 0 or self.max_connections > self.max_concurrent,
+             f"max connections {self.max_connections} must be 0 (automatic) or more than --max-concurrent "
+             f"{self.max_concurrent}, or probes would be refused before the request limit applies"),
+            (self.read_timeout_s > 0, f"read timeout {self.read_timeout_s} s must be > 0"),
             (self.max_body_bytes >= 1, f"upload limit {self.max_body_bytes} bytes must be >= 1"),
             (self.max_pixels >= 1, f"pixel limit {self.max_pixels} must be >= 1"),
             (self.max_inflight_bytes >= self.max_body_bytes,
@@ -144,6 +153,20 @@ class Settings:
             raise ValueError(f"batch buckets {self.batch_buckets!r} must be auto, off or a comma list of sizes in "
                              f"1..{self.max_batch} (--max-batch)")
         return tuple(sorted(sizes | {self.max_batch}))
+
+    @property
+    def connection_limit(self) -> int:
+        """Open connections uvicorn accepts before it answers 503 to everything (probes included): --max-concurrent
+        plus room for probes and idle keep-alive connections, unless --max-connections says otherwise."""
+        return self.max_connections or self.max_concurrent + CONNECTION_HEADROOM
+
+    @property
+    def host_patterns(self) -> tuple[str, ...]:
+        """The Host header values accepted (``*`` any): --allowed-hosts, else this machine's names on a loopback
+        --host (a web page whose name resolves to 127.0.0.1 cannot reach the server), else any."""
+        if self.allowed_hosts:
+            return self.allowed_hosts
+        return LOOPBACK_NAMES if is_loopback(self.host) else ("*",)
 
     @property
     def threads(self) -> int:
@@ -216,6 +239,12 @@ OPTIONS: dict[str, tuple[str, Any, str]] = {
     "--timeout-ms": ("timeout_ms", float, "per-request deadline from arrival to answer; past it: 504"),
     "--max-concurrent": ("max_concurrent", int,
                          "HTTP requests in flight at once (health and metrics exempt); beyond it: 503 at once"),
+    "--max-connections": ("max_connections", int,
+                          "open connections accepted at once, idle ones included; beyond it uvicorn answers 503 to "
+                          "every request (0: --max-concurrent + 64)"),
+    "--read-timeout-s": ("read_timeout_s", float,
+                         "a request's headers, then its body, must arrive within this many seconds; past it: 408 "
+                         "and the connection closes"),
     "--max-body-bytes": ("max_body_bytes", int, "upload limit, enforced while the body streams in: 413"),
     "--max-pixels": ("max_pixels", int, "largest width*height accepted, checked from the header before decoding: 413"),
     "--max-inflight-bytes": ("max_inflight_bytes", int,
@@ -227,6 +256,9 @@ OPTIONS: dict[str, tuple[str, Any, str]] = {
     "--allow-unauthenticated": ("allow_unauthenticated", _flag,
                                 "true: serve a non-loopback --host without --api-key (behind a gateway that "
                                 "authenticates); otherwise such a start is refused"),
+    "--allowed-hosts": ("allowed_hosts", _comma_list,
+                        "Host header values accepted, e.g. api.example.com,*.example.com (default: localhost, "
+                        "127.0.0.1 and ::1 on a loopback --host, else any); others: 400"),
     "--intra-op-threads": ("intra_op_threads", int, "runtime threads per batch (0 = all cores / workers)"),
     "--workers": ("workers", int, "batches of one model that may run at the same time (each with its own threads)"),
     "--http-workers": ("http_workers", int, "HTTP worker processes in front of one inference process that owns the "
