@@ -83,6 +83,8 @@ class Settings:
     max_eval_images: int = 1000
     max_eval_queue: int = 4
     max_eval_history: int = 32
+    eval_timeout_s: float = 3600.0
+    max_annotation_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
         checks = [
@@ -129,6 +131,8 @@ class Settings:
             (self.max_eval_images >= 1, f"max evaluation images {self.max_eval_images} must be >= 1"),
             (self.max_eval_queue >= 1, f"max queued evaluations {self.max_eval_queue} must be >= 1"),
             (self.max_eval_history >= 0, f"evaluation history {self.max_eval_history} must be >= 0"),
+            (self.eval_timeout_s > 0, f"evaluation timeout {self.eval_timeout_s} s must be > 0"),
+            (self.max_annotation_bytes >= 1, f"annotation file limit {self.max_annotation_bytes} bytes must be >= 1"),
         ]
         for ok, message in checks:
             if not ok:
@@ -281,6 +285,11 @@ OPTIONS: dict[str, tuple[str, Any, str]] = {
     "--max-eval-images": ("max_eval_images", int, "most test images one evaluation job reads"),
     "--max-eval-queue": ("max_eval_queue", int, "evaluations queued or running at once; beyond it: 429"),
     "--max-eval-history": ("max_eval_history", int, "finished evaluations whose reports stay readable"),
+    "--eval-timeout-s": ("eval_timeout_s", float, "wall-clock limit of one evaluation's work (loading its dataset, "
+                                                  "evaluating, statistics, report); past it the job fails as "
+                                                  "timed out"),
+    "--max-annotation-bytes": ("max_annotation_bytes", int, "largest annotation file (JSON list, COCO instances, "
+                                                            "split list) an evaluation reads; larger: 413"),
 }
 
 
