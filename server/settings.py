@@ -49,6 +49,7 @@ class Settings:
     default_model: str | None = None
     backend: str = "onnx"
     precision: str = "auto"
+    max_alternates: int = 2
     providers: tuple[str, ...] = ()
     max_batch: int = 8
     max_delay_ms: float = 0.0
@@ -64,6 +65,7 @@ class Settings:
     max_pixels: int = 40_000_000
     max_inflight_bytes: int = 256 * 1024 * 1024
     max_inflight_pixels: int = 400_000_000
+    max_response_bytes: int = 64 * 1024 * 1024
     api_key: str | None = field(default=None, repr=False)
     allow_unauthenticated: bool = False
     allowed_hosts: tuple[str, ...] = ()
@@ -92,6 +94,7 @@ class Settings:
             (self.precision in PRECISIONS, f"precision {self.precision!r} must be one of {', '.join(PRECISIONS)}"),
             (self.backend == "onnx" or self.precision in ("auto", "fp32"),
              f"precision {self.precision} needs the onnx backend (variants are ONNX files)"),
+            (self.max_alternates >= 1, f"max alternates {self.max_alternates} must be >= 1"),
             (1 <= self.port <= 65535, f"port {self.port} must lie in 1..65535"),
             (self.max_batch >= 1, f"max batch {self.max_batch} must be >= 1"),
             (self.max_delay_ms >= 0, f"max delay {self.max_delay_ms} ms must be >= 0"),
@@ -114,6 +117,7 @@ class Settings:
             (self.max_inflight_pixels >= self.max_pixels,
              f"in-flight pixel limit {self.max_inflight_pixels} must be >= the pixel limit {self.max_pixels} "
              "(--max-pixels), or the largest image could never be admitted"),
+            (self.max_response_bytes >= 1, f"response limit {self.max_response_bytes} bytes must be >= 1"),
             (self.intra_op_threads >= 0, f"intra-op threads {self.intra_op_threads} must be >= 0 (0 = all cores)"),
             (self.workers >= 1, f"workers {self.workers} must be >= 1"),
             (self.http_workers >= 1, f"HTTP workers {self.http_workers} must be >= 1"),
@@ -224,6 +228,9 @@ OPTIONS: dict[str, tuple[str, Any, str]] = {
     "--backend": ("backend", str, f"runtime: {' | '.join(BACKENDS)} (torchscript needs model.pt in the entry)"),
     "--precision": ("precision", str, "auto | fp32 | int8 | fp16: auto serves the fastest variant the accuracy guard "
                                       "accepted for the provider (int8 on CPU, fp16 on CUDA/TensorRT), else fp32"),
+    "--max-alternates": ("max_alternates", int, "other precisions of a model kept loaded for comparisons "
+                                                "(/robustness?precision=); the least recently used is closed "
+                                                "beyond this many, across all models"),
     "--providers": ("providers", _comma_list,
                     "ONNX Runtime providers in order, e.g. cuda,cpu (default: TensorRT, CUDA, CPU, whichever exist)"),
     "--max-batch": ("max_batch", int, "largest batch the micro-batcher forms"),
@@ -256,6 +263,9 @@ OPTIONS: dict[str, tuple[str, Any, str]] = {
     "--max-inflight-pixels": ("max_inflight_pixels", int,
                               "decoded pixels all requests in flight may hold together (reserved from the header "
                               "before decoding); past it: 503 overloaded"),
+    "--max-response-bytes": ("max_response_bytes", int,
+                             "largest answer built (KServe v2 outputs), counted from the output shape before the "
+                             "model runs; past it: 413 response_too_large"),
     "--api-key": ("api_key", str, "require 'Authorization: Bearer KEY' on model endpoints (health stays open)"),
     "--allow-unauthenticated": ("allow_unauthenticated", _flag,
                                 "true: serve a non-loopback --host without --api-key (behind a gateway that "
