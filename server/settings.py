@@ -261,8 +261,9 @@ OPTIONS: dict[str, tuple[str, Any, str]] = {
     "--max-inflight-bytes": ("max_inflight_bytes", int,
                              "upload bytes all requests in flight may hold together; past it: 503 overloaded"),
     "--max-inflight-pixels": ("max_inflight_pixels", int,
-                              "decoded pixels all requests in flight may hold together (reserved from the header "
-                              "before decoding); past it: 503 overloaded"),
+                              "image working memory all requests in flight may hold together, in pixels of 4 bytes "
+                              "(an RGB pixel as Pillow holds it): each step reserves its measured bytes per pixel "
+                              "before it runs (decodes from the header); past it: 503 overloaded"),
     "--max-response-bytes": ("max_response_bytes", int,
                              "largest answer built (KServe v2 outputs), counted from the output shape before the "
                              "model runs; past it: 413 response_too_large"),
