@@ -9,8 +9,15 @@ from pathlib import Path
 from export.guard import DEFAULT_GUARD_IMAGES, DEFAULT_TOLERANCE
 from export.pipeline import DEFAULT_FORMATS, FORMATS, VariantRequest, export_entry, parse_formats
 from export.source import resolve_source
-from export.variants import CALIBRATION_CHOICES, DEFAULT_CALIBRATION_IMAGES, VARIANT_FILES
+from export.variants import (
+    CALIBRATION_CHOICES,
+    DEFAULT_CALIBRATION_IMAGES,
+    DEFAULT_INT8_RECIPE,
+    INT8_RECIPES,
+    VARIANT_FILES,
+)
 from model_store.manifest import Variant
+from model_store.probes import DEFAULT_PROBE_IMAGES
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -48,6 +55,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     variants.add_argument("--guard-masked", action="store_true",
                           help="the drop under high occlusion masks (always recorded) must stay within the "
                                "tolerance too")
+    variants.add_argument("--int8-recipe", default=DEFAULT_INT8_RECIPE, choices=list(INT8_RECIPES),
+                          help=f"how INT8 stores its weights (default {DEFAULT_INT8_RECIPE}; see docs/benchmarks.md "
+                               "for each recipe on AVX2 and AVX-512 VNNI CPUs)")
+    variants.add_argument("--probe-images", type=int, default=DEFAULT_PROBE_IMAGES,
+                          help="guard images kept in the entry with their fp32 outputs, so that a server on another "
+                               f"CPU re-checks the variants at start (default {DEFAULT_PROBE_IMAGES}; 0: none)")
     return parser.parse_args(argv)
 
 
@@ -68,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         formats = parse_formats(args.formats)
         request = VariantRequest(args.variants, args.calib, args.guard_data, args.tolerance, args.calib_images,
-                                 args.calib_method, args.guard_images, args.guard_masked) if args.variants else None
+                                 args.calib_method, args.guard_images, args.guard_masked, args.int8_recipe,
+                                 args.probe_images) if args.variants else None
         src = resolve_source(args.checkpoint, args.preset, image_size=args.image_size, lam=args.lam, heads=args.heads)
         manifest = export_entry(src, args.name, args.version, args.store, formats, fp16=args.fp16, force=args.force,
                                 variants=request)

@@ -5,7 +5,9 @@ so every delta is paired. Classifiers are judged by mAP, segmenters by mIoU and 
 than ``tolerance`` points on the clean test split is rejected. The same deltas under high masks are recorded with
 their 95% intervals, since quantisation may change robustness as well as accuracy; ``gate_masked`` makes them
 reject too (one mask per image makes them about twice as noisy as the clean ones). Top-label agreement (pixel
-agreement for segmenters) and images/s against fp32, measured in the same run, are recorded.
+agreement for segmenters) and images/s against fp32, measured in the same run, are recorded, with the machine
+they were measured on (CPU ISA, ONNX Runtime version, provider: ``model_store.machine``), since INT8 numerics and
+speed differ across CPUs.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from model_store.machine import machine_record
 from model_store.manifest import ACCEPTED, REJECTED, Manifest, verified_artifact
 from robustness.datasets import EvalSet
 from robustness.evaluation import EvaluationConfig, OnnxModel, evaluate
@@ -39,6 +42,7 @@ class Verdict:
     reason: str
     measures: dict[str, float | None]
     setup: dict[str, Any] = field(default_factory=dict)
+    machine: dict[str, Any] = field(default_factory=dict)  # where the figures were measured
 
 
 class AgreementRecorder:
@@ -123,6 +127,7 @@ def guard_variants(manifest: Manifest, files: Mapping[str, str], eval_set: EvalS
              "gated_on": [f"{p}{m}" for m in GUARD_METRICS[manifest.task] for p in ("", "masked_")
                           if gate_masked or not p], "seed": seed, "speed_provider": provider,
              "speed_batch": SPEED_BATCH}
+    machine = machine_record(ort.__version__, provider)
     verdicts = {}
     for precision, candidate in candidates.items():
         reasons, measures = _verdict(report, precision, differences[precision], manifest.task, tolerance,
@@ -131,5 +136,6 @@ def guard_variants(manifest: Manifest, files: Mapping[str, str], eval_set: EvalS
         measures["top_label_agreement" if manifest.task == "classification" else "pixel_agreement"] = agreement
         speed, _ = images_per_second(manifest, files[precision])
         measures |= {"images_per_s": speed, "fp32_images_per_s": fp32_speed, "speedup": speed / fp32_speed}
-        verdicts[precision] = Verdict(REJECTED if reasons else ACCEPTED, "; ".join(reasons), measures, dict(setup))
+        verdicts[precision] = Verdict(REJECTED if reasons else ACCEPTED, "; ".join(reasons), measures, dict(setup),
+                                      dict(machine))
     return verdicts

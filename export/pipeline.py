@@ -22,10 +22,13 @@ from tqdm import tqdm
 from export.formats import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, export_onnx, export_torchscript, load_torchscript
 from export.guard import DEFAULT_GUARD_IMAGES, DEFAULT_TOLERANCE, guard_variants
 from export.parity import FP16_TOL, FP32_TOL, check_parity, parity_cases
+from export.probes import variant_probe_figures, write_probes
 from export.source import ExportSource
 from export.variants import (
     CALIBRATION_CHOICES,
     DEFAULT_CALIBRATION_IMAGES,
+    DEFAULT_INT8_RECIPE,
+    INT8_RECIPES,
     VARIANT_FILES,
     build_int8,
     calibration_files,
@@ -50,6 +53,7 @@ from model_store.manifest import (
     validate_name,
     write_manifest,
 )
+from model_store.probes import DEFAULT_PROBE_IMAGES
 from robustness.datasets import evaluation_set
 
 log = logging.getLogger("export")
@@ -122,9 +126,15 @@ class VariantRequest:
     calib_method: str = "auto"
     guard_images: int | None = DEFAULT_GUARD_IMAGES
     gate_masked: bool = False  # the masked (b6) deltas reject too, not only the clean ones
+    int8_recipe: str = DEFAULT_INT8_RECIPE  # how INT8 stores its weights (export.variants.INT8_RECIPES)
+    probe_images: int = DEFAULT_PROBE_IMAGES  # guard images kept with their fp32 outputs, to re-check elsewhere
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "precisions", parse_variants(self.precisions))
+        if self.int8_recipe not in INT8_RECIPES:
+            raise ValueError(f"INT8 recipe {self.int8_recipe!r} must be one of {', '.join(INT8_RECIPES)}")
+        if self.probe_images < 0:
+            raise ValueError("--probe-images must be >= 0")
         if self.calib_method not in CALIBRATION_CHOICES:
             raise ValueError(f"calibration method {self.calib_method!r} must be one of "
                              f"{', '.join(CALIBRATION_CHOICES)}")
@@ -150,16 +160,17 @@ def _build_variant(entry: Path, manifest: Manifest, precision: str, request: Var
     assert request.calib is not None
     files = calibration_files(request.calib, manifest.task, request.calib_images)
     inputs = prepared_inputs(manifest, files, progress)
-    method, scores = build_int8(manifest, model, out, inputs, request.calib_method)
+    method, scores = build_int8(manifest, model, out, inputs, request.calib_method, request.int8_recipe)
     return {"calibration_data": str(request.calib), "calibration_images": len(files),
             "calibration_method": method, "calibration_requested": request.calib_method,
-            "calibration_score_mae": scores, "format": "QDQ, per-channel int8 weights, uint8 activations",
-            "calibration_files": sorted(str(f) for f in files)}
+            "calibration_score_mae": scores, "format": INT8_RECIPES[request.int8_recipe].format,
+            "int8_recipe": request.int8_recipe, "calibration_files": sorted(str(f) for f in files)}
 
 
 def add_variants(entry: Path, request: VariantRequest, progress: bool = True) -> Manifest:
     """Build each requested variant next to ``model.onnx``, judge it with the accuracy guard and list it (with its
-    sha256) in the manifest, accepted or rejected with the reason."""
+    sha256) in the manifest, accepted or rejected with the reason and the machine it was judged on; the entry keeps
+    a probe set (``request.probe_images`` guard images with their fp32 outputs) and each variant its figures on it."""
     manifest = load_manifest(entry)
     guard_source = request.guard_data or request.calib
     try:
@@ -186,16 +197,22 @@ def add_variants(entry: Path, request: VariantRequest, progress: bool = True) ->
                              "a training split or another folder")
         files[filename] = FileRecord.of(entry / filename)
         built[precision] = setup
+    probe = manifest.probe
+    if built and request.probe_images:
+        probe, records = write_probes(entry, manifest, eval_set, request.probe_images)
+        files |= records
     if built:
-        manifest = write_manifest(entry, replace(manifest, files=files))  # the guard opens verified files only
+        manifest = write_manifest(entry, replace(manifest, files=files, probe=probe))  # the guard opens verified files
         with tqdm(total=len(eval_set), desc=f"guard {','.join(built)}", unit="img", disable=not progress) as bar:
             verdicts = guard_variants(manifest, {p: VARIANT_FILES[p] for p in built}, eval_set, request.tolerance,
                                       request.guard_images, progress=lambda done, _total: bar.update(done - bar.n),
                                       gate_masked=request.gate_masked)
         for precision, verdict in verdicts.items():
+            figures = variant_probe_figures(manifest, VARIANT_FILES[precision]) if probe is not None else {}
             variants[precision] = Variant(VARIANT_FILES[precision], precision, verdict.status, verdict.reason,
-                                          verdict.measures, {**built[precision], **verdict.setup})
-    return write_manifest(entry, replace(manifest, files=files, variants=tuple(variants.values())))
+                                          verdict.measures, {**built[precision], **verdict.setup}, verdict.machine,
+                                          figures)
+    return write_manifest(entry, replace(manifest, files=files, variants=tuple(variants.values()), probe=probe))
 
 
 def export_entry(src: ExportSource, name: str, version: str = "1", store: str | Path = "model_store",

@@ -1,9 +1,11 @@
 """Lower-precision ONNX variants of a store entry: INT8 (static QDQ, per-channel weights) and FP16 (fp32 IO).
 
 INT8 follows ONNX Runtime's recipe for CNNs on x86: ``quant_pre_process`` (graph optimisation and shape
-inference), then ``quantize_static`` in QDQ format with per-channel int8 weights and uint8 activations (the U8S8
-kernels VNNI accelerates). Activations are calibrated on images prepared exactly as the server prepares them;
-MinMax takes the moving average of the per-batch ranges rather than the extremes, which measured closer to fp32.
+inference), then ``quantize_static`` in QDQ format with per-channel weights and uint8 activations. The recipe
+(``INT8_RECIPES``) chooses the weights: int8 (U8S8, the kernels VNNI accelerates), int8 with ``reduce_range`` (7-bit
+weights, so that AVX2's U8S8 kernels cannot saturate their 16-bit sums) or uint8 (U8U8). Activations are
+calibrated on images prepared exactly as the server prepares them; MinMax takes the moving average of the
+per-batch ranges rather than the extremes, which measured closer to fp32.
 With ``--calib-method auto`` every method is tried; the one whose outputs stay closest to fp32 on calibration
 images held out of the calibration itself is kept. The guard (``export.guard``) then judges the result on the
 test split, which no calibration step has seen.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import random
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +40,24 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 DEFAULT_CALIBRATION_IMAGES = 200
 MIN_CALIBRATION_IMAGES = 8
 SELECTION_SHARE = 0.2  # of the calibration images, held out to choose the method under ``auto``
+
+
+@dataclass(frozen=True)
+class Int8Recipe:
+    """How ``quantize_static`` stores weights: their type, whether they use 7 of 8 bits, and a description."""
+
+    weight_type: QuantType
+    reduce_range: bool
+    format: str
+
+
+INT8_RECIPES = {
+    "u8s8": Int8Recipe(QuantType.QInt8, False, "QDQ, per-channel int8 weights, uint8 activations"),
+    "u8s8-reduce-range": Int8Recipe(QuantType.QInt8, True, "QDQ, per-channel int8 weights in 7 bits "
+                                    "(reduce_range), uint8 activations"),
+    "u8u8": Int8Recipe(QuantType.QUInt8, False, "QDQ, per-channel uint8 weights, uint8 activations"),
+}
+DEFAULT_INT8_RECIPE = "u8s8"
 
 
 def parse_variants(spec: str | Sequence[str]) -> tuple[str, ...]:
@@ -100,15 +121,18 @@ def kept_in_float(model: Path) -> list[str]:
     return list(dict.fromkeys([convs[0], convs[-1]])) if convs else []
 
 
-def quantize_int8(model: Path, out: Path, input_name: str, inputs: np.ndarray, method: str) -> Path:
-    """Static INT8 quantisation (QDQ, per-channel int8 weights, uint8 activations) calibrated on ``inputs``; the
-    first and last convolutions stay in float."""
+def quantize_int8(model: Path, out: Path, input_name: str, inputs: np.ndarray, method: str,
+                  recipe: str = DEFAULT_INT8_RECIPE) -> Path:
+    """Static INT8 quantisation (QDQ, per-channel weights as ``recipe`` says, uint8 activations) calibrated on
+    ``inputs``; the first and last convolutions stay in float."""
+    chosen = INT8_RECIPES[recipe]
     with tempfile.TemporaryDirectory(prefix="quant-") as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         # Symbolic shape inference is for transformer graphs and fails on some CNN exports; ONNX's own runs.
         quant_pre_process(str(model), str(prepared), skip_symbolic_shape=True)
         quantize_static(str(prepared), str(out), ArrayFeed(input_name, inputs), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=chosen.weight_type,
+                        reduce_range=chosen.reduce_range,
                         calibrate_method=CALIBRATION_METHODS[method], nodes_to_exclude=kept_in_float(prepared),
                         extra_options={"CalibMovingAverage": True} if method == "minmax" else {})
     return out
@@ -137,11 +161,11 @@ def fidelity(reference: np.ndarray, candidate: np.ndarray, activation: str) -> f
 
 
 def build_int8(manifest: Manifest, model: Path, out: Path, calibration: np.ndarray,
-               method: str) -> tuple[str, dict[str, float]]:
+               method: str, recipe: str = DEFAULT_INT8_RECIPE) -> tuple[str, dict[str, float]]:
     """Quantise with ``method`` (or, for ``auto``, with each method, keeping the closest to fp32 on held-out
     calibration images); the method kept and each tried method's score MAE."""
     if method != "auto":
-        quantize_int8(model, out, manifest.input.name, calibration, method)
+        quantize_int8(model, out, manifest.input.name, calibration, method, recipe)
         return method, {}
     held = max(2, round(len(calibration) * SELECTION_SHARE))
     fit, check = calibration[:-held], calibration[-held:]
@@ -152,7 +176,7 @@ def build_int8(manifest: Manifest, model: Path, out: Path, calibration: np.ndarr
     with tempfile.TemporaryDirectory(prefix="calibrate-") as tmp:
         for name in CALIBRATION_METHODS:
             candidate = Path(tmp) / f"{name}.onnx"
-            quantize_int8(model, candidate, manifest.input.name, fit, name)
+            quantize_int8(model, candidate, manifest.input.name, fit, name, recipe)
             scores[name] = fidelity(reference, cpu_outputs(candidate, manifest.input.name, check), activation)
             if best is None or scores[name] < best[0]:
                 best = (scores[name], name)

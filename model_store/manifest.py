@@ -141,11 +141,26 @@ class Variant:
     reason: str = ""
     measures: Mapping[str, float | None] = field(default_factory=dict)
     setup: Mapping[str, Any] = field(default_factory=dict)  # calibration and guard settings: data, images, method
+    machine: Mapping[str, Any] = field(default_factory=dict)  # where the figures were measured (model_store.machine)
+    probe: Mapping[str, float | None] = field(default_factory=dict)  # its figures on the probe set, on that machine
 
     @property
     def accepted(self) -> bool:
         """True when the accuracy guard admitted this variant."""
         return self.status == ACCEPTED
+
+
+@dataclass(frozen=True)
+class ProbeSet:
+    """A few guard images prepared as the model's input, their labels and the fp32 outputs on them: what a server
+    re-checks a variant on when it runs on another machine than the one that judged it."""
+
+    inputs: str  # (N, 3, H, W) float32 .npy
+    outputs: str  # (N, C) or (N, C, H, W) float32 fp32 logits .npy
+    labels: str  # (N, C) int8 targets, or (N, H, W) uint8 class maps at the input size (255 void) .npy
+    images: int
+    ternary: bool = False  # classification targets hold -1 for negatives and 0 for ignored
+    source: str = ""  # the guard data and split the images come from
 
 
 @dataclass(frozen=True)
@@ -177,6 +192,7 @@ class Manifest:
     tools: Mapping[str, str] = field(default_factory=dict)
     created: str = ""
     variants: tuple[Variant, ...] = ()
+    probe: ProbeSet | None = None
     path: Path | None = field(default=None, compare=False)  # the entry folder, once written or loaded
 
     @property
@@ -291,10 +307,19 @@ def _parse(data: Mapping[str, Any], path: Path | None) -> Manifest:
                                                                           "origin": ""}).items()}),
         tools=dict(data.get("tools", {})), created=str(data.get("created", "")),
         variants=tuple(Variant(entry_file_name(v["file"]), v["precision"], v["status"], v.get("reason", ""),
-                               dict(v.get("measures", {})), dict(v.get("setup", {})))
+                               dict(v.get("measures", {})), dict(v.get("setup", {})), dict(v.get("machine") or {}),
+                               dict(v.get("probe") or {}))
                        for v in data.get("variants", ())),
+        probe=_probe_set(data.get("probe")),
         path=path,
     )
+
+
+def _probe_set(data: Mapping[str, Any] | None) -> ProbeSet | None:
+    if not data:
+        return None
+    return ProbeSet(entry_file_name(data["inputs"]), entry_file_name(data["outputs"]), entry_file_name(data["labels"]),
+                    int(data["images"]), bool(data.get("ternary", False)), str(data.get("source", "")))
 
 
 def verified_artifact(manifest: Manifest, filename: str) -> Path:
