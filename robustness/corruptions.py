@@ -4,30 +4,27 @@
 seed gives the same pixels: the library draws from numpy's global generator, so each call seeds it under a lock
 and puts the caller's state back afterwards.
 
-imagecorruptions 1.1.2 (the maintained package of the benchmark's reference code) predates numpy 2 and
-scikit-image 0.19; three names it calls are gone or unseeded there. They are restored for that module alone
-(nothing global changes): ``np.float_`` (fog), ``gaussian(multichannel=)`` (glass blur) and skimage's
-``random_noise``, which now takes its own generator (impulse noise; here drawn from the seeded global one).
+Some corruptions are computed by this project's faster code instead (``FAST_CORRUPTIONS``), which makes the same
+draws in the same order and returns the very same pixels as the library (tests/robustness compare them);
+``corrupt(..., reference=True)`` runs the library's own code for every corruption.
+
+The library is imported, with the names it needs on numpy 2 restored, by ``robustness.corruption_library``.
 """
 
 from __future__ import annotations
 
 import threading
-import types
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
-with warnings.catch_warnings():  # it imports pkg_resources, which warns about its own deprecation
-    warnings.simplefilter("ignore")
-    import imagecorruptions
-    import imagecorruptions.corruptions as _library
-
-import skimage
-from skimage.filters import gaussian as _gaussian
-from skimage.util import random_noise as _random_noise
+from robustness.corruption_library import gaussian_compat, imagecorruptions
+from robustness.fast_corruptions import frost, zoom_blur
+from robustness.glass_blur import glass_blur
 
 CORRUPTIONS: tuple[str, ...] = tuple(imagecorruptions.get_corruption_names("common"))
 SEVERITIES = (1, 2, 3, 4, 5)
@@ -35,34 +32,12 @@ MIN_SIDE = 32  # pixels: the library's smallest supported image side
 MAX_SEVERITY = SEVERITIES[-1]
 _LOCK = threading.Lock()
 
-
-class _NumpyWithFloat(types.ModuleType):
-    """numpy as imagecorruptions expects it: ``np.float_`` (removed in numpy 2) is float64."""
-
-    def __getattr__(self, name: str) -> Any:
-        return np.float64 if name == "float_" else getattr(np, name)
-
-
-class _SkimageWithSeededNoise(types.ModuleType):
-    """skimage as imagecorruptions expects it: ``util.random_noise`` draws from numpy's global generator."""
-
-    util = types.SimpleNamespace(random_noise=lambda image, **kwargs: _random_noise_compat(image, **kwargs))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(skimage, name)
-
-
-def _gaussian_compat(image: np.ndarray, sigma: float = 1, multichannel: bool | None = None, **kwargs: Any) -> Any:
-    return _gaussian(image, sigma=sigma, channel_axis=-1 if multichannel else None, **kwargs)
-
-
-def _random_noise_compat(image: np.ndarray, **kwargs: Any) -> np.ndarray:
-    return _random_noise(image, rng=int(np.random.randint(2**31)), **kwargs)
-
-
-_library.np = _NumpyWithFloat("numpy")
-_library.gaussian = _gaussian_compat
-_library.sk = _SkimageWithSeededNoise("skimage")
+# name -> f(PIL image, severity) with the library function's output for the same global generator state
+FAST_CORRUPTIONS: dict[str, Callable[[Any, int], Any]] = {
+    "glass_blur": partial(glass_blur, gaussian=gaussian_compat),
+    "zoom_blur": zoom_blur,
+    "frost": frost,
+}
 
 
 def check_corruption(name: str, severity: int) -> None:
@@ -73,8 +48,11 @@ def check_corruption(name: str, severity: int) -> None:
         raise ValueError(f"severity must be an integer 0..{MAX_SEVERITY} (0 = no corruption), got {severity!r}")
 
 
-def corrupt(image: np.ndarray, name: str, severity: int, seed: int = 0) -> np.ndarray:
-    """A corrupted uint8 (H, W, 3) copy of a uint8 RGB image; severity 0 returns it unchanged."""
+def corrupt(image: np.ndarray, name: str, severity: int, seed: int = 0, reference: bool = False) -> np.ndarray:
+    """A corrupted uint8 (H, W, 3) copy of a uint8 RGB image; severity 0 returns it unchanged.
+
+    ``reference`` runs imagecorruptions' own code even where ``FAST_CORRUPTIONS`` has the same pixels faster.
+    """
     check_corruption(name, severity)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected a uint8 (H, W, 3) RGB image, got {image.dtype} {image.shape}")
@@ -88,7 +66,12 @@ def corrupt(image: np.ndarray, name: str, severity: int, seed: int = 0) -> np.nd
         state = np.random.get_state()
         np.random.seed(seed % 2**32)
         try:
-            out = imagecorruptions.corrupt(np.ascontiguousarray(image), severity=int(severity), corruption_name=name)
+            fast = None if reference else FAST_CORRUPTIONS.get(name)
+            if fast is None:
+                out = imagecorruptions.corrupt(np.ascontiguousarray(image), severity=int(severity),
+                                               corruption_name=name)
+            else:  # what imagecorruptions.corrupt does around the corruption it calls
+                out = np.uint8(fast(Image.fromarray(np.ascontiguousarray(image)), int(severity)))
         finally:
             np.random.set_state(state)
     return np.asarray(out, dtype=np.uint8)[: image.shape[0], : image.shape[1]]
