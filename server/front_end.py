@@ -244,8 +244,9 @@ class RemoteRegistry(ModelRegistry):
         description = self.remote.get(name, {})
         served = precision or description.get("precision") or "fp32"
         backend = RemoteBackend(self.clients, name, served, description, self.settings.timeout_ms / 1000.0)
-        runner = ModelRunner(self.manifests[name], self.settings, None, on_health=self._health, precision=precision,
-                             backend=backend)
+        # the served precision is the inference process's choice (it may have re-checked a variant there)
+        runner = ModelRunner(self.manifests[name], self.settings, None, on_health=self._health,
+                             precision=precision or served, backend=backend)
         runner.warm = True  # the inference process warmed the model
         return runner
 

@@ -1,15 +1,18 @@
 """Which artifact serves a model: ``model.onnx`` (fp32) or a lower-precision variant the accuracy guard accepted.
 
 ``auto`` picks the fastest accepted variant for the provider that will run it: INT8 on the CPU (VNNI kernels),
-FP16 on CUDA or TensorRT. A variant measured slower than fp32 on that same provider is passed over.
+FP16 on CUDA or TensorRT. A variant measured slower than fp32 on that same provider is passed over. When the guard
+judged the variant on a machine unlike this one, ``settle`` applies the re-check made here (``server.recheck``):
+auto serves the variant only if it holds and is faster here, and an explicit precision that fails it is refused.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from model_store.manifest import Manifest, Variant
+from server.recheck import Recheck
 from server.runtimes import CPU
 from server.settings import PRECISIONS
 
@@ -28,13 +31,18 @@ class Selection:
     file: str
     reason: str
     variant: Variant | None = None
+    checks: dict[str, Any] | None = None  # the re-check on this machine of the variant considered (Recheck.describe)
 
     def describe(self, requested: str) -> dict[str, Any]:
-        """The selection as /models shows it, with the guard's figures of the served variant."""
+        """The selection as /models shows it, with the guard's figures of the served variant and the checks made
+        on this machine."""
         out: dict[str, Any] = {"requested": requested, "served": self.precision, "file": self.file,
                                "reason": self.reason}
         if self.variant is not None:
-            out |= {"status": self.variant.status, "measures": dict(self.variant.measures)}
+            out |= {"status": self.variant.status, "measures": dict(self.variant.measures),
+                    "measured_on": dict(self.variant.machine)}
+        if self.checks is not None:
+            out["checks"] = self.checks
         return out
 
 
@@ -88,3 +96,27 @@ def select_precision(manifest: Manifest, requested: str, provider: str, backend:
         return Selection("fp32", FP32_FILE, f"auto: the {wanted} variant measured {speedup:.2f}x fp32 on {provider}")
     gain = f", {speedup:.2f}x fp32" if speedup is not None else ""
     return Selection(wanted, variant.file, f"auto: guard-accepted {wanted} variant for {provider}{gain}", variant)
+
+
+def settle(manifest: Manifest, selection: Selection, requested: str, check: Recheck) -> Selection:
+    """The selection once the variant was re-checked on this machine: unchanged when its verdict was measured on
+    one like it; under auto, fp32 when it fails here or is not faster here; PrecisionError for an explicit
+    precision that fails here."""
+    variant = selection.variant
+    assert variant is not None
+    checks = check.describe()
+    if not check.needed:
+        return replace(selection, checks=checks)
+    name, precision = manifest.name, variant.precision
+    speed = check.figures.get("speedup")
+    if requested != "auto":
+        if check.ran and not check.holds:
+            raise PrecisionError(f"the {precision} variant of {name!r} {check.summary()}; serve fp32 or re-export "
+                                 "on a machine like this one")
+        return replace(selection, reason=f"requested; the verdict {check.summary()}", checks=checks)
+    if not check.holds:
+        return Selection("fp32", FP32_FILE, f"auto: the {precision} variant {check.summary()}", checks=checks)
+    if not check.faster:
+        return Selection("fp32", FP32_FILE, f"auto: the {precision} variant holds on this machine but measured "
+                         f"{speed:.2f}x fp32 here", checks=checks)
+    return replace(selection, reason=f"{selection.reason}; {check.summary()}", checks=checks)

@@ -5,19 +5,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from typing import Any
 
 from model_store.manifest import Manifest, ManifestError, list_entries, load_manifest
 from server.errors import ApiError
 from server.metrics import ServerMetrics
-from server.precision import PrecisionError
-from server.runner import ModelRunner
+from server.precision import FP32_FILE, PrecisionError, Selection, settle
+from server.recheck import recheck
+from server.runner import ModelRunner, first_provider, load_backend, select_artifact
+from server.runtimes import Backend
 from server.settings import Settings
 
 log = logging.getLogger("server.registry")
 
 LOADING, READY, FAILED, UNHEALTHY = "loading", "ready", "failed", "unhealthy"
 PROBE_SECONDS = 5  # an unhealthy model lets one request through this often, to find out whether it recovered
+RETIRE_GRACE_S = 0.5  # an evicted alternate keeps answering what it was given this long, and while it is busy
 
 
 def read_store(settings: Settings) -> tuple[dict[str, Manifest], dict[str, str]]:
@@ -52,8 +56,10 @@ class ModelRegistry:
                  metrics: ServerMetrics | None = None, failures: dict[str, str] | None = None) -> None:
         self.manifests, self.settings, self.metrics = manifests, settings, metrics
         self.runners: dict[str, ModelRunner] = {}
-        self.alternates: dict[tuple[str, str], ModelRunner] = {}  # (name, precision) loaded for comparisons
+        # (name, precision) loaded for comparisons, least recently used first; at most settings.max_alternates
+        self.alternates: OrderedDict[tuple[str, str], ModelRunner] = OrderedDict()
         self.alternate_lock = asyncio.Lock()
+        self.retiring: set[asyncio.Task] = set()  # evicted alternates finishing their last requests
         self.states = {**dict.fromkeys(manifests, LOADING), **dict.fromkeys(failures or {}, FAILED)}
         self.errors: dict[str, str] = dict(failures or {})
         self.probe_at: dict[str, float] = {}
@@ -64,9 +70,34 @@ class ModelRegistry:
         return all(state == READY for state in self.states.values())
 
     def _build(self, manifest: Manifest) -> ModelRunner:
-        runner = ModelRunner(manifest, self.settings, self.metrics, on_health=self._health)
+        selection, backend = self._select(manifest)
+        runner = ModelRunner(manifest, self.settings, self.metrics, on_health=self._health, selection=selection,
+                             backend=backend)
         runner.warmup()
         return runner
+
+    def _select(self, manifest: Manifest) -> tuple[Selection, Backend | None]:
+        """What --precision serves, re-checked on this machine when the variant's verdict was measured on another
+        one (server.recheck); the backend the check already opened for it, if any."""
+        selection = select_artifact(manifest, self.settings)
+        if selection.variant is None or self.settings.backend != "onnx":
+            return selection, None
+        opened: dict[str, Backend] = {}
+
+        def opener(chosen: Selection):
+            def open_backend() -> Backend:
+                if chosen.file not in opened:
+                    opened[chosen.file] = load_backend(manifest, self.settings, chosen)
+                return opened[chosen.file]
+            return open_backend
+
+        fp32 = Selection("fp32", FP32_FILE, "re-check")
+        check = recheck(manifest, selection.variant, first_provider(self.settings), opener(fp32), opener(selection))
+        settled = settle(manifest, selection, self.settings.precision, check)
+        if check.needed:
+            log.info("model %s: %s variant %s (%.2f s); serving %s", manifest.name, selection.precision,
+                     check.summary(), check.seconds, settled.precision)
+        return settled, opened.get(settled.file)
 
     async def load(self) -> None:
         """Load and warm every model, one after the other, off the event loop."""
@@ -96,28 +127,55 @@ class ModelRegistry:
 
     async def close(self) -> None:
         """Stop every runner."""
+        for task in list(self.retiring):
+            task.cancel()
         for runner in [*self.runners.values(), *self.alternates.values()]:
             await runner.stop()
 
     async def runner_at(self, name: str, precision: str) -> ModelRunner:
         """The runner of ``name`` at ``precision`` (fp32 or any variant the entry lists, accepted or rejected): the
-        served one, or one loaded on first use and kept; 422 for a precision the entry cannot run at."""
+        served one, or one loaded on first use and kept while it is among the ``max_alternates`` most recently used
+        (the least recently used is evicted and closed); 422 for a precision the entry cannot run at."""
         served = self.runner(name)
         if precision == served.precision:
             return served
         key = (name, precision)
         async with self.alternate_lock:
-            if key not in self.alternates:
-                manifest = self.manifests[name]
-                loop = asyncio.get_running_loop()
-                try:
-                    runner = await loop.run_in_executor(None, self._build_alternate, manifest, precision)
-                except PrecisionError as exc:
-                    raise ApiError(422, "invalid_parameter", f"precision: {exc}") from None
-                runner.start()
-                self.alternates[key] = runner
-                log.info("model %s also loaded at %s for comparisons", name, precision)
-        return self.alternates[key]
+            if key in self.alternates:
+                self.alternates.move_to_end(key)
+                return self.alternates[key]
+            manifest = self.manifests[name]
+            loop = asyncio.get_running_loop()
+            try:
+                runner = await loop.run_in_executor(None, self._build_alternate, manifest, precision)
+            except PrecisionError as exc:
+                raise ApiError(422, "invalid_parameter", f"precision: {exc}") from None
+            runner.start()
+            self.alternates[key] = runner
+            log.info("model %s also loaded at %s for comparisons", name, precision)
+            while len(self.alternates) > self.settings.max_alternates:
+                (old_name, old_precision), old = self.alternates.popitem(last=False)
+                log.info("model %s at %s evicted (--max-alternates %d)", old_name, old_precision,
+                         self.settings.max_alternates)
+                task = loop.create_task(self._retire(old))
+                self.retiring.add(task)
+                task.add_done_callback(self.retiring.discard)
+            return runner
+
+    def holds(self, runner: ModelRunner) -> bool:
+        """True while ``runner`` is served or kept as an alternate (an evicted one is not)."""
+        return any(r is runner for r in (*self.runners.values(), *self.alternates.values()))
+
+    async def _retire(self, runner: ModelRunner) -> None:
+        """Stop an evicted alternate once it has answered what it was given (at most the request timeout), so that
+        its session's memory is freed."""
+        await asyncio.sleep(RETIRE_GRACE_S)
+        deadline = time.monotonic() + self.settings.timeout_ms / 1000.0
+        while (runner.depth or (runner.batcher is not None and runner.batcher.running)) and \
+                time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await runner.stop()
+        runner.backend = None  # the session and its arena go with the last reference
 
     def _build_alternate(self, manifest: Manifest, precision: str) -> ModelRunner:
         runner = ModelRunner(manifest, self.settings, self.metrics, precision=precision)
@@ -193,7 +251,8 @@ class ModelRegistry:
             "architecture": m.preset.summary(), "precision": m.precision,
             "files": sorted(m.files),
             "variants": [{"precision": v.precision, "file": v.file, "status": v.status, "reason": v.reason,
-                          "measures": dict(v.measures)} for v in m.variants],
+                          "measures": dict(v.measures), "measured_on": dict(v.machine)} for v in m.variants],
+            "alternates": [precision for (model, precision) in self.alternates if model == name],
         }
         if name in self.runners:
             out.update(self.runners[name].describe())

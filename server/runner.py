@@ -95,13 +95,13 @@ class ModelRunner:
 
     def __init__(self, manifest: Manifest, settings: Settings, metrics: ServerMetrics | None = None,
                  on_health: HealthObserver | None = None, precision: str | None = None,
-                 backend: Backend | None = None) -> None:
+                 backend: Backend | None = None, selection: Selection | None = None) -> None:
         self.manifest, self.settings, self.metrics, self.on_health = manifest, settings, metrics, on_health
         self.failures = 0
         self.unhealthy: str | None = None
         self.stopping = threading.Event()
         self.normaliser = InputNormaliser(manifest.input.mean, manifest.input.std)
-        self.selection = select_artifact(manifest, settings, precision)
+        self.selection = selection or select_artifact(manifest, settings, precision)
         self.backend = backend or load_backend(manifest, settings, self.selection)
         # an HTTP worker's backend whose inference process decodes JPEG uploads on its device
         self.takes_encoded = bool(getattr(self.backend, "takes_encoded", False))
