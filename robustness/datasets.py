@@ -22,7 +22,7 @@ decodes one item into numpy arrays (``EvalSample``).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -47,6 +47,23 @@ DIFFICULT_VALUES = {"ignore": {1: 1, 0: 0, -1: -1}, "negative": {1: 1, 0: 0, -1:
                     "positive": {1: 1, 0: 1, -1: 0}}
 
 LabelledImage = tuple[Path, tuple[int, ...]]  # an image file and its classification target
+Checkpoint = Callable[[], None]  # called between records while a set loads; it raises to stop the load
+CHECK_EVERY = 1024  # records parsed between two checkpoints
+
+
+class AnnotationTooLarge(ValueError):
+    """An annotation file larger than the limit; raised from its size, before a byte of it is read."""
+
+    def __init__(self, path: Path, size: int, limit: int) -> None:
+        super().__init__(f"{path} is {size:,} bytes; the limit for an annotation file is {limit:,} bytes")
+        self.path, self.size, self.limit = path, size, limit
+
+
+def check_size(path: Path, limit: int | None) -> Path:
+    """``path`` when it is not a file larger than ``limit`` bytes (no limit: None); else AnnotationTooLarge."""
+    if limit is not None and path.is_file() and (size := path.stat().st_size) > limit:
+        raise AnnotationTooLarge(path, size, limit)
+    return path
 
 
 # ------------------------------------------------------------------------------------ classification parsers
@@ -61,7 +78,8 @@ def _target(values: object, where: str) -> tuple[int, ...]:
     return tuple(int(v) for v in values)
 
 
-def read_json_list(json_path: str | Path, root: str | Path | None = None) -> list[LabelledImage]:
+def read_json_list(json_path: str | Path, root: str | Path | None = None,
+                   checkpoint: Checkpoint | None = None) -> list[LabelledImage]:
     """Parse a reference JSON list ``[{"img_path", "target"}, ...]``; relative paths resolve against ``root``."""
     json_path = Path(json_path)
     if not json_path.is_file():
@@ -75,6 +93,8 @@ def read_json_list(json_path: str | Path, root: str | Path | None = None) -> lis
     base = Path(root) if root is not None else json_path.parent
     items = []
     for i, record in enumerate(records):
+        if checkpoint is not None and i % CHECK_EVERY == 0:
+            checkpoint()
         if not isinstance(record, dict) or "img_path" not in record or "target" not in record:
             raise ValueError(f"{json_path}: record {i} lacks 'img_path' or 'target'")
         target = _target(record["target"], f"{json_path}: record {i}")
@@ -443,10 +463,19 @@ def _existing(path: Path) -> Path | None:
     return path if path.is_file() else None
 
 
-def _classification_test(layout: ClassificationLayout) -> tuple[list[LabelledImage], tuple[str, ...], bool]:
+def annotation_files(layout: ClassificationLayout) -> list[Path]:
+    """The files a classification layout's test split is parsed from (the VOC class lists, or one JSON file)."""
+    if layout.source in ("json", "coco"):
+        return [layout.test, layout.test.parent / "dataset.json"] if layout.source == "json" else [layout.test]
+    return [voc_year_folder(layout.test) / "ImageSets" / "Main" / f"{name}_{layout.test_split}.txt"
+            for name in VOC_CLASSES]
+
+
+def _classification_test(layout: ClassificationLayout, checkpoint: Checkpoint | None = None
+                         ) -> tuple[list[LabelledImage], tuple[str, ...], bool]:
     """The test split's items, class names and whether its targets are ternary (train annotations unread)."""
     if layout.source == "json":
-        items = read_json_list(layout.test)
+        items = read_json_list(layout.test, checkpoint=checkpoint)
         num_classes = len(items[0][1])
         # The twin lies beside the training list and keeps its name hint, so it names the classes alike.
         return items, json_list_names(layout.test, num_classes) or generic_class_names(num_classes), is_ternary(items)
@@ -475,22 +504,32 @@ def confined(path: Path, within: Path | None, what: str) -> Path:
 
 
 def evaluation_set(data: str | Path, task: str, limit: int | None = None,
-                   image_dir: str | Path | None = None, within: Path | None = None) -> EvalSet:
+                   image_dir: str | Path | None = None, within: Path | None = None,
+                   max_annotation_bytes: int | None = None, checkpoint: Checkpoint | None = None) -> EvalSet:
     """The TEST split of any layout the training loaders read (first ``limit`` items if given).
 
     With ``within`` every file the set names (annotations, images, label maps) must lie inside that folder,
-    checked before the file is opened or looked for (a server reading datasets its clients name).
+    checked before the file is opened or looked for (a server reading datasets its clients name). With
+    ``max_annotation_bytes`` a larger annotation file (JSON list, COCO instances, split or class list, dataset card)
+    is refused from its size before it is read (AnnotationTooLarge). ``checkpoint()`` is called between records
+    and items; whatever it raises stops the load.
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1 (or None for every item), got {limit}")
+    check = checkpoint or (lambda: None)
+    if Path(data).is_dir():  # the dataset card is read while the layout is detected
+        check_size(confined(Path(data) / "dataset.json", within, "the dataset card"), max_annotation_bytes)
     if task == "classification":
         layout = classification_layout(data, image_dir)
         confined(layout.test, within, "the test annotations")
-        parsed, names, ternary = _classification_test(layout)
+        for path in annotation_files(layout):
+            check_size(confined(path, within, "the test annotations"), max_annotation_bytes)
+        parsed, names, ternary = _classification_test(layout, checkpoint)
         items = []
         for index, (path, target) in enumerate(parsed[:limit]):
+            check()
             confined(path, within, f"test image {index}")
             # Segmentation annotations beside the images' folder (embedded dataset, VOC) come along when present.
             _, class_map, instance_map = segmentation_paths(path.parent.parent, path.stem)
@@ -500,10 +539,12 @@ def evaluation_set(data: str | Path, task: str, limit: int | None = None,
     if image_dir is not None:
         raise ValueError("image_dir applies to COCO classification only; segmentation images are in JPEGImages/")
     seg = segmentation_layout(data)
-    confined(seg.folder / "ImageSets" / "Segmentation" / f"{seg.test_split}.txt", within, "the split list")
+    check_size(confined(seg.folder / "ImageSets" / "Segmentation" / f"{seg.test_split}.txt", within,
+                        "the split list"), max_annotation_bytes)
     with_instances = (seg.folder / "SegmentationObject").is_dir()
     items = []
     for index, image_id in enumerate(segmentation_ids(seg.folder, seg.test_split)[:limit]):
+        check()
         paths = segmentation_paths(seg.folder, image_id)
         for path, what in zip(paths, ("test image", "label map", "instance map"), strict=True):
             confined(path, within, f"{what} {index}")

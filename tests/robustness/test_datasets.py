@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from models.segmenters import VOC_SEGMENTATION_CLASSES as MODEL_SEGMENTATION_CLASSES
-from robustness.datasets import VOC_SEGMENTATION_CLASSES, EvalSet, evaluation_set
+from robustness.datasets import VOC_SEGMENTATION_CLASSES, AnnotationTooLarge, EvalSet, evaluation_set
 from robustness.label_png import read_label_png
 from robustness.labels import EMBEDDED_CLASSES, VOC_CLASSES
 from robustness.metrics import multilabel_metrics
@@ -231,3 +231,31 @@ def test_read_names_a_missing_image_or_a_map_of_the_wrong_size(embedded: Path, t
 def test_the_library_imports_without_torch() -> None:
     code = "import sys, robustness.datasets, robustness.label_png; assert 'torch' not in sys.modules, 'torch'"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_an_annotation_file_over_the_limit_is_refused_before_it_is_read(embedded: Path, tmp_path: Path) -> None:
+    data = shutil.copytree(embedded, tmp_path / "data")
+    records = json.loads((data / "test.json").read_text())
+    (data / "test.json").write_text(json.dumps(records * 100))
+    size, card = (data / "test.json").stat().st_size, (data / "dataset.json").stat().st_size
+    assert size > card
+    with pytest.raises(AnnotationTooLarge, match=f"test.json is {size:,} bytes; the limit for an annotation file is "
+                                                 f"{size - 1:,} bytes") as refused:
+        evaluation_set(data, "classification", max_annotation_bytes=size - 1)
+    assert (refused.value.size, refused.value.limit) == (size, size - 1)
+    with pytest.raises(AnnotationTooLarge, match=r"dataset\.json is"):
+        evaluation_set(data, "segmentation", max_annotation_bytes=card - 1)
+    assert len(evaluation_set(data, "classification", max_annotation_bytes=size)) == 300
+
+
+def test_a_checkpoint_that_raises_stops_the_load(embedded: Path) -> None:
+    calls = []
+
+    def checkpoint() -> None:
+        calls.append(1)
+        if len(calls) == 3:
+            raise InterruptedError("stop")
+
+    with pytest.raises(InterruptedError):
+        evaluation_set(embedded, "segmentation", checkpoint=checkpoint)
+    assert len(calls) == 3
