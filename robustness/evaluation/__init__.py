@@ -142,14 +142,25 @@ def check_compatible(models: Sequence[EvalModel], eval_set: Any, config: Evaluat
 
 def evaluate(models: Sequence[EvalModel], eval_set: Any, config: EvaluationConfig,
              progress: Callable[[int, int], None] | None = None,
-             should_stop: Callable[[], bool] | None = None) -> dict:
+             should_stop: Callable[[], bool] | None = None,
+             on_phase: Callable[[str], None] | None = None) -> dict:
     """Evaluate the models on the set under the config's grid; the JSON-ready report (see ``write_outputs``).
 
-    ``progress(done, total)`` is called after each image; ``should_stop()`` is polled between images and makes
-    the run raise EvaluationCancelled. Raises EvaluationError for incompatible models, data or settings.
+    ``progress(done, total)`` is called after each image; ``should_stop()`` is polled between images and between
+    bootstrap resamples and makes the run raise EvaluationCancelled; ``on_phase(name)`` hears each phase begin
+    ("evaluating", "statistics", "explaining"). Raises EvaluationError for incompatible models, data or settings.
     """
     config.validate()
     check_compatible(models, eval_set, config)
+
+    def phase(name: str) -> None:
+        if should_stop is not None and should_stop():
+            raise EvaluationCancelled(f"cancelled before {name}")
+        if on_phase is not None:
+            on_phase(name)
+
+    if on_phase is not None:
+        on_phase("evaluating")  # the stream looks at should_stop before its first image
     started = time.perf_counter()
     task = eval_set.task
     labels = model_labels(models)
@@ -158,10 +169,12 @@ def evaluate(models: Sequence[EvalModel], eval_set: Any, config: EvaluationConfi
     result = stream(by_label, eval_set, conditions, seed=config.seed, batch_size=config.batch_size,
                     checks=config.checks, limit=config.limit, progress=progress, should_stop=should_stop)
     streamed = time.perf_counter()
+    phase("statistics")
     indices = bootstrap_indices(result.images, config.bootstrap, config.seed)
     thresholds = {label: model.manifest.threshold for label, model in by_label.items()}
     class_names = list(eval_set.class_names)
-    results, values = build_results(task, result, conditions, labels, class_names, indices, thresholds)
+    results, values = build_results(task, result, conditions, labels, class_names, indices, thresholds,
+                                    should_stop)
     summaries, raw_summaries = build_summaries(task, values, conditions)
     comparisons = build_comparisons(task, labels, values, raw_summaries, conditions)
     figured = time.perf_counter()
@@ -169,6 +182,7 @@ def evaluate(models: Sequence[EvalModel], eval_set: Any, config: EvaluationConfi
     if config.explain:
         from robustness.evaluation.explain import explanations
 
+        phase("explaining")
         explained = explanations(by_label, eval_set, config.explain, config.seed, config.batch_size)
     finished = time.perf_counter()
     checks: dict[str, Any] = ({label: "disabled" for label in labels} if result.checks is None
@@ -199,8 +213,11 @@ def evaluate(models: Sequence[EvalModel], eval_set: Any, config: EvaluationConfi
     }
 
 
-def write_outputs(report: dict, out: Path) -> list[Path]:
-    """Write report.json, report.md, the plots and the saliency PNGs into ``out`` (atomically); their paths."""
+def write_outputs(report: dict, out: Path, should_stop: Callable[[], bool] | None = None) -> list[Path]:
+    """Write report.json, report.md, the plots and the saliency PNGs into ``out`` (atomically); their paths.
+
+    ``should_stop()`` is polled before each file; once true the rest is not written and EvaluationCancelled raised.
+    """
     from robustness.evaluation.outputs import write_all
 
-    return write_all(report, Path(out))
+    return write_all(report, Path(out), should_stop)

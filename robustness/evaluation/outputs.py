@@ -6,11 +6,13 @@ import base64
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from robustness.evaluation.plots import plots
+from robustness.evaluation.plots import plot_makers
 from robustness.evaluation.report_markdown import markdown
+from robustness.evaluation.streaming import EvaluationCancelled
 
 UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -28,11 +30,19 @@ def _safe(name: str) -> str:
     return UNSAFE.sub("_", name).strip("._") or "x"
 
 
-def write_all(report: dict[str, Any], out: Path) -> list[Path]:
-    """report.json (saliency PNGs referenced by file), report.md, plots and saliency overlays; their paths."""
+def write_all(report: dict[str, Any], out: Path, should_stop: Callable[[], bool] | None = None) -> list[Path]:
+    """report.json (saliency PNGs referenced by file), report.md, plots and saliency overlays; their paths.
+
+    ``should_stop()`` is polled before each file is made; once true, EvaluationCancelled is raised.
+    """
+    def check() -> None:
+        if should_stop is not None and should_stop():
+            raise EvaluationCancelled("cancelled while writing the report")
+
     written: list[Path] = []
     explanations = []
     for entry in report.get("explanations", []):
+        check()
         entry = dict(entry)
         png = entry.pop("png_base64", None)
         if png is not None:
@@ -41,9 +51,13 @@ def write_all(report: dict[str, Any], out: Path) -> list[Path]:
             entry["file"] = name
         explanations.append(entry)
     document = {**report, "explanations": explanations}
+    check()
     written.insert(0, write_atomic(out / "report.json", (json.dumps(document, indent=1, allow_nan=False) + "\n")
                                    .encode()))
+    check()
     written.insert(1, write_atomic(out / "report.md", markdown(report).encode()))
-    for name, png in plots(report).items():
-        written.append(write_atomic(out / name, png))
+    for name, make in plot_makers(report).items():
+        check()
+        if (png := make()) is not None:
+            written.append(write_atomic(out / name, png))
     return written

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -79,12 +80,14 @@ def corruption_plot(report: dict[str, Any], metric: str) -> bytes | None:
     return _png(fig)
 
 
+def plot_makers(report: dict[str, Any]) -> dict[str, Callable[[], bytes | None]]:
+    """File name -> a function drawing that plot (PNG bytes, or None when the report's grid lacks its data)."""
+    makers: dict[str, Callable[[], bytes | None]] = {"occlusion.png": lambda: occlusion_plot(report)}
+    for metric in report["metrics"]["headline"]:
+        makers[f"corruptions-{metric}.png"] = lambda metric=metric: corruption_plot(report, metric)
+    return makers
+
+
 def plots(report: dict[str, Any]) -> dict[str, bytes]:
     """File name -> PNG bytes of every plot the report's grid supports."""
-    out: dict[str, bytes] = {}
-    if (png := occlusion_plot(report)) is not None:
-        out["occlusion.png"] = png
-    for metric in report["metrics"]["headline"]:
-        if (png := corruption_plot(report, metric)) is not None:
-            out[f"corruptions-{metric}.png"] = png
-    return out
+    return {name: png for name, make in plot_makers(report).items() if (png := make()) is not None}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,19 +16,22 @@ from robustness.evaluation.accumulators import (
 from robustness.evaluation.conditions import CLEAN, Condition
 from robustness.evaluation.onnx_model import EvalModel
 from robustness.evaluation.statistics import figure, finite_or_none
-from robustness.evaluation.streaming import StreamResult
+from robustness.evaluation.streaming import EvaluationCancelled, StreamResult
 from robustness.evaluation.summary import Value, difference, summary_json, summary_values
 
 HEADLINE = {"classification": ("mAP", "CF1", "OF1", "ECE"), "segmentation": ("mIoU", "IA-mIoU", "IA_S")}
 METRICS = {"classification": CLASSIFIER_METRICS, "segmentation": SEGMENTER_METRICS}
 MOST_AFFECTED = 5
+CHECK_EVERY = 16  # bootstrap resamples computed between two looks at ``should_stop``
 
 
 class ConditionFigures:
     """Computes one model's figures in one condition on all images and on every bootstrap resample."""
 
-    def __init__(self, task: str, result: StreamResult, indices: np.ndarray, thresholds: Mapping[str, float]) -> None:
+    def __init__(self, task: str, result: StreamResult, indices: np.ndarray, thresholds: Mapping[str, float],
+                 should_stop: Callable[[], bool] | None = None) -> None:
         self.task, self.result, self.indices, self.thresholds = task, result, indices, thresholds
+        self.should_stop = should_stop
         n = result.images
         self.weights = (np.array([np.bincount(row, minlength=n) for row in indices], dtype=np.float64).reshape(
             len(indices), n) if task == "segmentation" else None)
@@ -39,17 +42,24 @@ class ConditionFigures:
         if self.task == "classification":
             def run(sample):
                 return classification_figures(stats.scores, self.result.targets, self.thresholds[label], sample)
-            samples = [run(row) for row in self.indices]
+            samples = [run(row) for row in self._checked(self.indices)]
         else:
             def run(sample):
                 return segmentation_figures(stats, sample)
-            samples = [run(w) for w in self.weights]
+            samples = [run(w) for w in self._checked(self.weights)]
         point_metrics, point_classes = run(None)
         metrics = {name: (point_metrics[name], np.array([s[0][name] for s in samples], dtype=np.float64))
                    for name in point_metrics}
         per_class = {name: (values, np.array([s[1][name] for s in samples], dtype=np.float64).reshape(
             len(samples), len(values))) for name, values in point_classes.items()}
         return metrics, per_class
+
+    def _checked(self, rows: np.ndarray):
+        """The rows, raising EvaluationCancelled between them once ``should_stop()`` turns true."""
+        for i, row in enumerate(rows):
+            if self.should_stop is not None and i % CHECK_EVERY == 0 and self.should_stop():
+                raise EvaluationCancelled("cancelled while computing the bootstrap intervals")
+            yield row
 
 
 def _per_class_json(per_class: Mapping[str, tuple[np.ndarray, np.ndarray]],
@@ -69,11 +79,13 @@ def _most_affected(clean: tuple[np.ndarray, np.ndarray], here: tuple[np.ndarray,
 
 
 def build_results(task: str, result: StreamResult, conditions: Sequence[Condition], labels: Sequence[str],
-                  class_names: Sequence[str], indices: np.ndarray, thresholds: Mapping[str, float]
+                  class_names: Sequence[str], indices: np.ndarray, thresholds: Mapping[str, float],
+                  should_stop: Callable[[], bool] | None = None
                   ) -> tuple[dict[str, Any], dict[str, dict[str, dict[str, Value]]]]:
     """Per model and condition: metrics, per-class figures and the most-affected classes (JSON), plus every
-    metric's (point, samples) per model -> metric -> condition key, for summaries and differences."""
-    figures = ConditionFigures(task, result, indices, thresholds)
+    metric's (point, samples) per model -> metric -> condition key, for summaries and differences. Raises
+    EvaluationCancelled between bootstrap resamples once ``should_stop()`` turns true."""
+    figures = ConditionFigures(task, result, indices, thresholds, should_stop)
     out: dict[str, Any] = {label: {} for label in labels}
     values: dict[str, dict[str, dict[str, Value]]] = {label: {m: {} for m in METRICS[task]} for label in labels}
     for label in labels:

@@ -69,3 +69,22 @@ def test_models_with_different_input_specs_each_get_their_own_inputs(classifier_
     assert report["comparisons"][0]["conditions"]["clean"]["ECE"]["value"] != 0.0  # the two saw different inputs
     tested = {label: {k: c["tested"] for k, c in checks.items()} for label, checks in report["checks"].items()}
     assert tested["plain"] == tested["demo-classifier"] and tested["plain"]["direction"] > 0
+
+
+def test_should_stop_cancels_the_bootstrap_and_the_writing_and_phases_are_told(classifier_set, tmp_path):
+    config = EvaluationConfig(("b1",), (), (), bootstrap=200, checks=False, limit=4, batch_size=3)
+    phases, resamples = [], []
+
+    def stop_in_statistics() -> bool:
+        resamples.append(phases[-1])
+        return phases[-1] == "statistics" and resamples.count("statistics") > 2
+
+    with pytest.raises(EvaluationCancelled, match="while computing the bootstrap intervals"):
+        evaluate([open_model(CLASSIFIER)], classifier_set, config, should_stop=stop_in_statistics,
+                 on_phase=phases.append)
+    assert phases == ["evaluating", "statistics"]
+    report = evaluate([open_model(CLASSIFIER)], classifier_set, QUICK)
+    polls = []
+    with pytest.raises(EvaluationCancelled, match="while writing the report"):
+        write_outputs(report, tmp_path / "out", should_stop=lambda: polls.append(1) or len(polls) > 2)
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["report.json", "report.md"]
