@@ -41,7 +41,8 @@ class ServerContext:
         budget = InflightBudget(self.settings.max_inflight_bytes, self.settings.max_inflight_pixels)
         object.__setattr__(self, "budget", budget)
         object.__setattr__(self, "evaluations",
-                           EvaluationJobs(self.settings.max_eval_queue, self.settings.max_eval_history))
+                           EvaluationJobs(self.settings.max_eval_queue, self.settings.max_eval_history,
+                                          self.settings.eval_timeout_s, self.settings.data_dir))
         self.metrics.watch_inflight(budget)
 
     def pipeline(self, model: str | None, tasks: tuple[str, ...], endpoint: str) -> RequestPipeline:

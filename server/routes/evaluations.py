@@ -9,11 +9,12 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from robustness.corruptions import parse_corruptions, parse_severities
-from robustness.evaluation import EvaluationConfig, EvaluationError, check_compatible
+from robustness.datasets import AnnotationTooLarge
+from robustness.evaluation import EvaluationCancelled, EvaluationConfig, EvaluationError, check_compatible
 from robustness.evaluation.conditions import parse_occlusion
 from server.dependencies import ContextDep, require_api_key
 from server.errors import ApiError
-from server.evaluations import EvaluationJob, QueueFullError, ServedModel, load_eval_set
+from server.evaluations import EvaluationJob, EvaluationJobs, QueueFullError, ServedModel, load_eval_set
 from server.middleware import MAX_MODEL_NAME_LENGTH
 from server.responses import JSONResponse
 from server.routes.examples import ERRORS
@@ -59,13 +60,15 @@ def _config(body: EvaluationRequest, limit: int) -> EvaluationConfig:
                          "split, one seeded irregular mask per image per hole-ratio bucket, and the ImageNet-C "
                          "corruptions at each severity; metrics with bootstrap 95% CIs, P / mPC / rPC, and with "
                          "`compare` paired differences on identical perturbed images. One job runs at a time; "
-                         "poll `GET /evaluations/{id}`, stop it with `DELETE`.\n\n"
+                         "poll `GET /evaluations/{id}`, stop it with `DELETE`. A full queue answers 429 before "
+                         "the dataset is read; an annotation file over `--max-annotation-bytes` answers 413; a "
+                         "job's work is limited to `--eval-timeout-s`.\n\n"
                          "`curl -X POST localhost:8000/evaluations -H 'content-type: application/json' "
                          "-d '{\"model\": \"demo-classifier\", \"data\": \"classification\", \"limit\": 50, "
                          "\"corruptions\": \"fog,snow\"}'`",
              responses={**ERRORS, 429: {"description": "too many evaluations queued"}})
 async def start(body: EvaluationRequest, ctx: ContextDep) -> JSONResponse:
-    """Validate the request, list the dataset and queue the job."""
+    """Validate the request, take a place in the queue, then list the dataset and queue the job."""
     settings, jobs = ctx.settings, ctx.evaluations
     if settings.http_workers > 1:  # a job and its report live in one process; the next GET may reach another
         raise ApiError(409, "evaluations_need_one_process", f"this server runs {settings.http_workers} HTTP "
@@ -81,28 +84,39 @@ async def start(body: EvaluationRequest, ctx: ContextDep) -> JSONResponse:
                            f"{manifest.name} ({manifest.task}, {manifest.num_classes} classes)")
     limit = min(body.limit or settings.max_eval_images, settings.max_eval_images)
     config = _config(body, limit)
-    try:
-        eval_set = await asyncio.get_running_loop().run_in_executor(
-            ctx.decode_pool, load_eval_set, settings.data_dir, body.data, manifest.task, limit)
-    except FileNotFoundError as exc:
-        raise ApiError(404, "dataset_not_found", str(exc).replace(str(settings.data_dir.resolve()), "<data-dir>")) \
-            from None
-    except ValueError as exc:
-        raise ApiError(422, "invalid_parameter", f"data: {exc}".replace(str(settings.data_dir.resolve()),
-                                                                         "<data-dir>")) from None
     job = EvaluationJob(models=tuple(names), data=body.data, config=config)
-    loop = asyncio.get_running_loop()
-    models = [ServedModel(runner, loop, job.stop) for runner in runners]
     try:
-        check_compatible(models, eval_set, config)
-    except EvaluationError as exc:
-        raise ApiError(422, "invalid_parameter", str(exc)) from None
-    try:
-        jobs.submit(job, models, eval_set)
+        jobs.open(job)  # before a byte of the dataset is read: a flood on a full queue costs nothing
     except QueueFullError as exc:
         raise ApiError(429, "too_many_evaluations", str(exc), headers={"Retry-After": "10"}) from None
+    try:
+        eval_set = await asyncio.get_running_loop().run_in_executor(
+            jobs.loader, load_eval_set, settings.data_dir, body.data, manifest.task, limit,
+            settings.max_annotation_bytes, job.checkpoint)
+        models = [ServedModel(runner, asyncio.get_running_loop(), job.stop) for runner in runners]
+        check_compatible(models, eval_set, config)
+    except EvaluationCancelled:  # cancelled, or out of time, while it loaded: the job says which
+        pass
+    except BaseException as exc:
+        jobs.discard(job)
+        raise _dataset_error(exc, jobs) from None
+    else:
+        jobs.submit(job, models, eval_set)
     return JSONResponse(job.describe(with_report=False), status_code=202,
                         headers={"Location": f"/evaluations/{job.id}"})
+
+
+def _dataset_error(exc: BaseException, jobs: EvaluationJobs) -> BaseException:
+    """The client's error for a dataset that could not be loaded, naming paths relative to --data-dir."""
+    if isinstance(exc, AnnotationTooLarge):
+        return ApiError(413, "annotation_too_large", jobs.relative(f"data: {exc} (--max-annotation-bytes)"))
+    if isinstance(exc, FileNotFoundError):
+        return ApiError(404, "dataset_not_found", jobs.relative(str(exc)))
+    if isinstance(exc, EvaluationError):
+        return ApiError(422, "invalid_parameter", jobs.relative(str(exc)))
+    if isinstance(exc, ValueError):
+        return ApiError(422, "invalid_parameter", jobs.relative(f"data: {exc}"))
+    return exc
 
 
 def _job(ctx: ContextDep, job_id: str) -> EvaluationJob:
