@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import uvicorn
 
+from server.connections import uvicorn_options
 from server.logs import configure_logging
 from server.main import create_app
 from server.registry import read_store
@@ -29,8 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from server.front_end import supervise
 
         return supervise(settings, list(sys.argv[1:] if argv is None else argv))
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
-                timeout_graceful_shutdown=settings.shutdown_grace_seconds)
+    uvicorn.run(app, host=settings.host, port=settings.port, **uvicorn_options(settings))
     return 0
 
 

@@ -1,8 +1,9 @@
 """Server-wide admission by memory: upload bytes and decoded pixels in flight, reserved before they are held.
 
 The queue bound counts requests; this counts what they weigh. One ``InflightBudget`` per app is shared by
-every model's pipeline. A request takes a ``Ticket``: it reserves its body's bytes (from Content-Length
-before the body is read, else right after) and its image's pixels (from the header, before the decode), gives
+every model's pipeline. A request takes a ``Ticket``: it reserves its body's bytes chunk by chunk as they arrive
+(a Content-Length that would not fit is refused before anything is read) and its image's pixels (from the
+header, before the decode), gives
 back each part as soon as it drops it, and gives back the rest when the request ends, whatever the outcome.
 Thread-safe: pixels are reserved from decode-pool threads.
 """
@@ -60,12 +61,20 @@ class InflightBudget:
             self._reserve_locked(nbytes, pixels)
 
     def _reserve_locked(self, nbytes: int, pixels: int) -> None:
+        self._check_locked(nbytes, pixels)
+        self._bytes += nbytes
+        self._pixels += pixels
+
+    def check(self, nbytes: int = 0, pixels: int = 0) -> None:
+        """OverloadedError if ``nbytes`` and ``pixels`` would not fit now; reserves nothing."""
+        with self._lock:
+            self._check_locked(nbytes, pixels)
+
+    def _check_locked(self, nbytes: int, pixels: int) -> None:
         if nbytes and self._bytes + nbytes > self.max_bytes:
             raise OverloadedError("bytes", nbytes, self._bytes, self.max_bytes)
         if pixels and self._pixels + pixels > self.max_pixels:
             raise OverloadedError("pixels", pixels, self._pixels, self.max_pixels)
-        self._bytes += nbytes
-        self._pixels += pixels
 
     def release(self, nbytes: int = 0, pixels: int = 0) -> None:
         """Give back what ``reserve`` took (never below zero)."""

@@ -304,13 +304,13 @@ def serve_http(settings: Settings, address: str, owner: int) -> None:
     """One HTTP worker: the app, with a remote registry, on its own SO_REUSEPORT socket, until SIGTERM."""
     import uvicorn
 
+    from server.connections import uvicorn_options
     from server.main import create_app
 
     manifests, failures = read_store(settings)
     registry = RemoteRegistry(manifests, settings, ThreadClients(address, owner), address, failures)
     app = create_app(worker_settings(settings), manifests, registry=registry)
-    config = uvicorn.Config(app, log_config=None, access_log=False,
-                            timeout_graceful_shutdown=settings.shutdown_grace_seconds)
+    config = uvicorn.Config(app, **uvicorn_options(settings))
     uvicorn.Server(config).run(sockets=[listening_socket(settings.host, settings.port)])
 
 

@@ -71,6 +71,8 @@ def create_app(settings: Settings, manifests: dict[str, Manifest] | None = None,
         app.include_router(router)
     app.mount(page.STATIC_PATH, page.static_files(), name="static")  # the web page's files
     app.add_middleware(RequestLimitsMiddleware, max_bytes=settings.max_body_bytes,
-                       max_concurrent=settings.max_concurrent, api_key=settings.api_key)
+                       max_concurrent=settings.max_concurrent, api_key=settings.api_key,
+                       budget=app.state.context.budget, read_timeout_s=settings.read_timeout_s,
+                       hosts=settings.host_patterns)
     app.add_middleware(RequestLogMiddleware, metrics=metrics)  # outermost: sees every response, 413s included
     return app

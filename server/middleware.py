@@ -3,12 +3,15 @@ plus metrics per request."""
 
 from __future__ import annotations
 
+import asyncio
+import fnmatch
 import logging
 import time
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server.admission import InflightBudget, OverloadedError, close_request_ticket, request_ticket
 from server.errors import ApiError, api_key_error, error_response
 from server.logs import ACCESS_LOGGER, SCOPE_KEY
 from server.metrics import ServerMetrics
@@ -37,6 +40,22 @@ KEYED_PREFIXES = ("/predict", "/segment", "/robustness", "/evaluations", "/model
 JSON_BODY_LIMITS = {"/evaluations": 16 * 1024}  # JSON bodies: a few KiB, not the image upload limit
 
 
+def host_allowed(host_header: bytes, patterns: tuple[str, ...]) -> bool:
+    """Whether a Host header names an allowed host (its port ignored; ``*.example.com`` covers subdomains)."""
+    host = host_header.decode("latin-1").strip().lower()
+    if host.startswith("["):  # [::1]:8000
+        host = host[1:host.find("]")] if "]" in host else ""
+    elif host.count(":") == 1:
+        host = host.rsplit(":", 1)[0]
+    return bool(host) and any(pattern == "*" or fnmatch.fnmatchcase(host, pattern.lower()) for pattern in patterns)
+
+
+def body_timeout(seconds: float, received: int) -> ApiError:
+    """The 408 for a body that did not arrive within the read timeout (the rest of it is never read)."""
+    return ApiError(408, "request_timeout", f"the request body did not arrive within {seconds:g} s "
+                    f"(--read-timeout-s); {received:,} bytes came", headers={"Connection": "close"})
+
+
 def keyed(path: str) -> bool:
     """Whether ``path`` belongs to a route that needs the API key."""
     return any(path == prefix or path.startswith(prefix + "/") for prefix in KEYED_PREFIXES)
@@ -44,13 +63,21 @@ def keyed(path: str) -> bool:
 
 class RequestLimitsMiddleware:
     """Refuse requests past ``max_concurrent`` in flight (503, probes exempt), a URI over ``max_uri_bytes`` (414)
-    before any route parses it, and bodies over ``max_bytes`` (413): at once if Content-Length says so, else as
-    soon as the stream passes it."""
+    before any route parses it, a Host outside ``hosts`` (400, probes exempt), a missing API key (401), and bodies
+    over ``max_bytes`` (413): at once if Content-Length says so, else as soon as the stream passes it.
+
+    Each body chunk is reserved in the in-flight ``budget`` as it arrives (503 ``overloaded`` past it), so a client
+    holds only what it has sent, declared or chunked; and the whole body must arrive within ``read_timeout_s``
+    of its headers (408, connection closed).
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int, max_uri_bytes: int = MAX_URI_BYTES,
-                 max_concurrent: int | None = None, api_key: str | None = None) -> None:
+                 max_concurrent: int | None = None, api_key: str | None = None,
+                 budget: InflightBudget | None = None, read_timeout_s: float = 30.0,
+                 hosts: tuple[str, ...] = ("*",)) -> None:
         self.app, self.max_bytes, self.max_uri_bytes = app, max_bytes, max_uri_bytes
         self.max_concurrent, self.in_flight, self.api_key = max_concurrent, 0, api_key
+        self.budget, self.read_timeout_s, self.hosts = budget, read_timeout_s, hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Count the request against the concurrency limit, then apply the URI and body limits."""
@@ -78,6 +105,11 @@ class RequestLimitsMiddleware:
                                  {"Connection": "close"})(scope, receive, send)
             return
         headers = dict(scope["headers"])
+        if self.hosts != ("*",) and scope["path"] not in UNLIMITED_PATHS \
+                and not host_allowed(headers.get(b"host", b""), self.hosts):
+            detail = "the Host header names no host this server answers for (--allowed-hosts)"
+            await error_response(400, "invalid_host", detail, {"Connection": "close"})(scope, receive, send)
+            return
         if self.api_key is not None and keyed(scope["path"]):
             refused = api_key_error(self.api_key, headers.get(b"authorization", b"").decode("latin-1"))
             if refused is not None:  # before the body is read: an unauthenticated client costs no parsing
@@ -93,14 +125,26 @@ class RequestLimitsMiddleware:
             return
         received = 0
         started = False
+        complete = False
+        deadline = time.monotonic() + self.read_timeout_s
+        ticket = request_ticket(scope, self.budget) if self.budget is not None else None
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete
+            if complete:  # only a disconnect can come now: no deadline on waiting for it
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise body_timeout(self.read_timeout_s, received) from None
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+                chunk = len(message.get("body", b""))
+                received += chunk
+                complete = not message.get("more_body", False)
                 if received > limit:
                     raise too_large(limit, f"over {limit:,} bytes and still streaming", source)
+                if ticket is not None and chunk and not ticket.closed:
+                    ticket.reserve_bytes(chunk)  # OverloadedError: the route maps it (the middleware, if not)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -113,7 +157,15 @@ class RequestLimitsMiddleware:
         except ApiError as error:  # raised from receive outside any route (no handler saw it)
             if started:
                 raise
-            await error_response(error.status_code, error.code, str(error.detail))(scope, receive, send)
+            await error_response(error.status_code, error.code, str(error.detail), error.headers)(scope, receive,
+                                                                                                 send)
+        except OverloadedError as error:  # a body chunk over the in-flight budget on a route that does not map it
+            if started:
+                raise
+            await error_response(503, "overloaded", f"{error}; retry later", {"Retry-After": "1"})(scope, receive,
+                                                                                                  send)
+        finally:
+            close_request_ticket(scope)
 
 
 def route_template(scope: Scope) -> str:

@@ -4,10 +4,11 @@ In the manner of LitServe's decode -> predict -> encode: a route parses its para
 the prepared image and the model's outputs, and shapes its reply. Admission and deadlines live only here.
 
 Admission is by count (the model's queue) and by weight (the server-wide ``InflightBudget``): a request
-reserves its body's bytes (from Content-Length before reading, else once read) and its image's pixels (from
-the header, before decoding), and is shed with 503 ``overloaded`` when either would pass its limit. It gives
-the bytes and pixels back as soon as it drops the body and the full-resolution image; what it still holds is
-given back when the request ends (``server.dependencies.get_context``), on errors and disconnects too.
+reserves its body's bytes as they arrive (refused up front when Content-Length would not fit) and its
+image's pixels (from the header, before decoding), and is shed with 503 ``overloaded`` when either would
+pass its limit. It gives the bytes and pixels back as soon as it drops the body and the full-resolution
+image; what it still holds is given back when the request ends (``server.dependencies.get_context``), on
+errors and disconnects too.
 """
 
 from __future__ import annotations
@@ -133,12 +134,6 @@ class RequestPipeline:
         """This request's share of the in-flight budget (given back when the request ends)."""
         return request_ticket(request.scope, self.budget)
 
-    def _reserve_bytes(self, ticket: Ticket, nbytes: int) -> None:
-        try:
-            ticket.reserve_bytes(nbytes)
-        except OverloadedError as exc:
-            raise self.overloaded(exc) from None
-
     def deadline_exceeded(self) -> ApiError:
         """The 504 answer for a request past its deadline (counted)."""
         self.metrics.count_rejection(self.name, "deadline")
@@ -156,23 +151,30 @@ class RequestPipeline:
         except TimeoutError:
             raise self.deadline_exceeded() from None
 
-    def _admit_upload(self, request: Request) -> tuple[Ticket, bool]:
-        """Admit the request and reserve its Content-Length; also whether its bytes must be counted once read
-        (no Content-Length)."""
+    def _admit_upload(self, request: Request) -> Ticket:
+        """Admit the request if its Content-Length would fit the in-flight budget now (nothing is read for a body
+        that would be refused half-way); the bytes themselves are reserved chunk by chunk as they arrive
+        (``RequestLimitsMiddleware``), so a client that declares much and sends little holds little."""
         self.admit()
-        ticket = self.ticket(request)
         declared = declared_length(request)
-        if declared is not None:
-            self._reserve_bytes(ticket, declared)
-        return ticket, declared is None
+        if declared:
+            try:
+                self.budget.check(nbytes=declared)
+            except OverloadedError as exc:
+                raise self.overloaded(exc) from None
+        return self.ticket(request)
+
+    async def _read(self, reader: Awaitable[T]) -> T:
+        """Await a body reader, mapping a chunk over the in-flight budget to the 503 answer."""
+        try:
+            return await reader
+        except OverloadedError as exc:
+            raise self.overloaded(exc) from None
 
     async def read_body(self, request: Request) -> bytes:
         """Admit the request and read its whole body (v2), its bytes reserved until the request ends."""
-        ticket, count_after = self._admit_upload(request)
-        body = await read_body(request)
-        if count_after:
-            self._reserve_bytes(ticket, len(body))
-        return body
+        self._admit_upload(request)
+        return await self._read(read_body(request))
 
     async def receive(self, request: Request, extra_files: tuple[str, ...] = (), draft: bool = True,
                       on_device: bool = False) -> Received:
@@ -185,11 +187,9 @@ class RequestPipeline:
         Without it the prepared image holds only the model's tensor, and the request gives back the image's
         bytes and pixels at once; extra files stay reserved until the request ends.
         """
-        ticket, count_after = self._admit_upload(request)
-        data, extras = await read_upload(request, extra_files)
+        ticket = self._admit_upload(request)
+        data, extras = await self._read(read_upload(request, extra_files))
         extra_bytes = sum(len(part) for part in extras.values())
-        if count_after:
-            self._reserve_bytes(ticket, len(data) + extra_bytes)
         keep_original = not draft
         try:
             prepared = None

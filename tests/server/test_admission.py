@@ -118,7 +118,7 @@ def app_client(store: Path) -> Iterator[TestClient]:
     settings = Settings(store=store, models=(CLASSIFIER, SEGMENTER), max_body_bytes=2_000_000,
                         max_inflight_bytes=INFLIGHT_BYTES, max_pixels=4_000_000,
                         max_inflight_pixels=INFLIGHT_PIXELS, decode_threads=2, intra_op_threads=1)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url="http://localhost") as client:
         deadline = time.monotonic() + 120
         while client.get("/ready").status_code != 200:
             assert time.monotonic() < deadline, "models not ready"

@@ -16,7 +16,7 @@ def head_only(server: LiveServer, path: str, declared: int, authorization: str |
     host, port = server.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         auth = f"Authorization: {authorization}\r\n" if authorization else ""
-        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n{auth}"
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{auth}"
                      f"Content-Length: {declared}\r\n\r\n".encode() + b"{" * 10)
         answer = b""
         while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):

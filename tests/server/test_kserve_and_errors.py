@@ -92,7 +92,7 @@ def test_unexpected_errors_are_a_json_500_without_traceback(caplog):
         raise RuntimeError("secret internal state")
 
     with caplog.at_level(logging.ERROR, logger="server.errors"):
-        response = TestClient(app, raise_server_exceptions=False).get("/boom")
+        response = TestClient(app, base_url="http://localhost", raise_server_exceptions=False).get("/boom")
     assert response.status_code == 500
     body = response.json()
     assert body["error"] == "internal_error" and "secret" not in response.text

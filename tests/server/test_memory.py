@@ -36,6 +36,7 @@ MIB = 1024 * 1024
 # plus the allocator's slack. With the pixel budget out of the way (--max-inflight-pixels 1e9) the four decode
 # threads took the server 470-500 MiB above its baseline in the same flood.
 RSS_GROWTH_BOUND_MIB = 300
+TAIL = 1000  # bytes a held upload keeps back
 
 
 @pytest.fixture(scope="module")
@@ -147,15 +148,16 @@ def report(name: str, responses: list[httpx.Response], probe: Probe, baseline: f
 
 
 def test_large_uploads_are_shed_by_bytes_while_health_answers(lean):
-    """Two slow 1.9 MB uploads hold the byte budget; a flood of 0.3 MB uploads meanwhile is all 503 overloaded,
-    refused from Content-Length before a byte of it is read; afterwards the budget is back to 0."""
+    """Two slow 1.9 MB uploads, sent but for their last KB, hold the byte budget; a flood of 0.3 MB uploads
+    meanwhile is all 503 overloaded, refused from Content-Length before a byte of it is read; afterwards the budget
+    is back to 0."""
     held, release = noise_png(790, seed=1), threading.Event()
     assert 1_800_000 < len(held) <= MAX_BODY_BYTES
 
     def slow_body() -> Iterator[bytes]:
-        yield held[: len(held) // 2]
-        release.wait(60)  # the upload stalls mid-body until the flood is over
-        yield held[len(held) // 2:]
+        yield held[:-TAIL]
+        release.wait(60)  # the upload stalls just short of its end until the flood is over
+        yield held[-TAIL:]
 
     def hold() -> httpx.Response:
         with httpx.Client(base_url=lean.url, timeout=90) as client:
@@ -165,8 +167,8 @@ def test_large_uploads_are_shed_by_bytes_while_health_answers(lean):
     with ThreadPoolExecutor(2) as holders:
         pending = [holders.submit(hold) for _ in range(2)]
         try:
-            wait_until(lambda: gauge(lean, "inflight_bytes") == 2 * len(held))
-            body = noise_png(310, seed=2)  # 0.29 MB: more than the 0.25 MB left
+            wait_until(lambda: gauge(lean, "inflight_bytes") == 2 * (len(held) - TAIL))  # held as they arrived
+            body = noise_png(310, seed=2)  # 0.29 MB: more than the 0.26 MB left
             baseline = rss_mib(lean.server.process.pid)
             start = time.monotonic()
             with Probe(lean) as probe:
@@ -209,3 +211,33 @@ def test_tiny_huge_pixel_images_are_shed_by_pixels_and_memory_stays_bounded(lean
     assert lean.server.process.poll() is None  # alive: it shed instead of dying
     wait_until(lambda: gauge(lean, "inflight_bytes") == 0 and gauge(lean, "inflight_pixels") == 0)
     assert httpx.get(f"{lean.url}/health", timeout=10).status_code == 200
+
+
+def test_chunked_uploads_reserve_each_chunk_as_it_arrives(lean):
+    """A chunked upload (no Content-Length) holds what it has sent while it streams: it used to be counted only
+    once its whole body was read, so a thousand of them could hold gigabytes unseen. Next to two that stall at
+    1.68 MB, a third one's bytes pass the 4 MB budget mid-stream and end it in 503 overloaded."""
+    step = 240_000
+    go_on = threading.Event()
+
+    def chunks(count: int, wait_after: int) -> Iterator[bytes]:
+        for index in range(count):
+            if index == wait_after:
+                go_on.wait(60)
+            yield b"\0" * step
+
+    def upload(count: int, wait_after: int) -> httpx.Response:
+        with httpx.Client(base_url=lean.url, timeout=60) as client:
+            return client.post("/predict", content=chunks(count, wait_after), headers=RAW)
+
+    with ThreadPoolExecutor(3) as pool:
+        held = [pool.submit(upload, 8, 7) for _ in range(2)]  # 1.92 MB each, each waits after 1.68 MB
+        try:
+            wait_until(lambda: gauge(lean, "inflight_bytes") == 2 * 7 * step)  # held while they stream
+            refused = pool.submit(upload, 6, 6).result(timeout=60)  # 1.44 MB: past the 0.64 MB left
+        finally:
+            go_on.set()
+        assert [future.result(timeout=60).json()["error"] for future in held] == ["not_an_image"] * 2  # zeros
+    assert refused.status_code == 503 and refused.json()["error"] == "overloaded", refused.text
+    assert "--max-inflight-bytes" in refused.json()["detail"]
+    wait_until(lambda: gauge(lean, "inflight_bytes") == 0)

@@ -200,7 +200,7 @@ def test_body_over_the_limit_is_refused_while_streaming(server):
     """Chunked upload without Content-Length: the 413 arrives before the client has finished sending."""
     port = int(server.url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: image/png\r\n"
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
                      b"Transfer-Encoding: chunked\r\n\r\n")
         chunk = 64 * 1024
         for _ in range(MAX_BODY_BYTES // chunk + 1):
