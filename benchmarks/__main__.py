@@ -16,9 +16,10 @@ COMMANDS = {
     "precision": "fp32 against its INT8/FP16 variants: raw images/s and server requests/s, one run",
     "request-path": "each step of a request inside the server (decode, JSON, thread hops), before and after",
     "gpu": "raw vs served, first batch per size, /robustness vs one batch, on the GPU; docs/benchmarks-gpu.md",
+    "lab-speed": "python -m robustness evaluate before and after its speed-up: perturbation, figures, one run",
 }
 # command -> module under benchmarks/, where the names differ
-MODULES = {"ray": "ray_serve", "request-path": "request_path"}
+MODULES = {"ray": "ray_serve", "request-path": "request_path", "lab-speed": "lab_speed"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,8 @@ Inputs that the per-resample code would refuse or treat specially (NaN or out-of
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from robustness.evaluation.statistics import ECE_BINS
@@ -107,10 +109,16 @@ def _calibration_errors(scores: np.ndarray, decided: np.ndarray, positive: np.nd
     return out
 
 
-def resampled_figures(scores: np.ndarray, targets: np.ndarray, threshold: float,
-                      indices: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def resampled_figures(scores: np.ndarray, targets: np.ndarray, threshold: float, indices: np.ndarray,
+                      checkpoint: Callable[[], None] | None = None
+                      ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """{metric: (B,) values} and {"AP": (B, C) values} of ``classification_figures`` on every resample (rows of
-    ``indices``), in percent; NaN where the per-resample code gives NaN. Call only when ``supported``."""
+    ``indices``), in percent; NaN where the per-resample code gives NaN. Call only when ``supported``.
+
+    ``checkpoint()`` is called before each class's APs and before the calibration errors; what it raises stops
+    the computation.
+    """
+    check = checkpoint or (lambda: None)
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(targets).astype(np.int8)
     indices = np.asarray(indices)
@@ -118,8 +126,8 @@ def resampled_figures(scores: np.ndarray, targets: np.ndarray, threshold: float,
     images = scores.shape[0]
     rows = (np.arange(resamples, dtype=np.int64)[:, None] * images + indices).ravel()
     weights = np.bincount(rows, minlength=resamples * images).reshape(resamples, images)  # multiplicities
-    ap = np.stack([_average_precisions(scores[:, c], labels[:, c], weights) for c in range(scores.shape[1])],
-                  axis=1)
+    ap = np.stack([check() or _average_precisions(scores[:, c], labels[:, c], weights)
+                   for c in range(scores.shape[1])], axis=1)
     evaluated = ~np.isnan(ap)
     predicted = (scores >= threshold) & (labels != 0)
     positive = labels == 1
@@ -136,5 +144,6 @@ def resampled_figures(scores: np.ndarray, targets: np.ndarray, threshold: float,
                "CF1": 100.0 * _f1(cp, cr), "OP": 100.0 * op, "OR": 100.0 * orec, "OF1": 100.0 * _f1(op, orec)}
     for values in metrics.values():
         values[undefined] = np.nan
+    check()
     metrics["ECE"] = 100.0 * _calibration_errors(scores, labels != 0, positive, indices, weights)
     return metrics, {"AP": 100.0 * ap}

@@ -109,13 +109,15 @@ class InputBuilder:
         """One (H, W) irregular hole mask at the input size from a b1..b6 bucket."""
         return masks(1, self.size[0], self.size[1], BUCKETS[bucket], seed)[0]
 
-    def build(self, resized: np.ndarray, clean: np.ndarray, condition: Condition, seed: int) -> np.ndarray:
+    def build(self, resized: np.ndarray, clean: np.ndarray, condition: Condition, seed: int,
+              reference: bool = False) -> np.ndarray:
         """The (3, H, W) input of one image under one condition; ``seed`` comes from ``derived_seed``.
 
-        Holes are zeroed after normalisation (SPEC); corruptions act on the resized uint8 pixels.
+        Holes are zeroed after normalisation (SPEC); corruptions act on the resized uint8 pixels (``reference``:
+        by imagecorruptions' own code everywhere, see ``corrupt``).
         """
         if condition.kind == OCCLUSION:
             return apply_mask(clean, self.hole_mask(condition.bucket, seed))
         if condition.kind == CORRUPTION:
-            return self.normalise(corrupt(resized, condition.corruption, condition.severity, seed))
+            return self.normalise(corrupt(resized, condition.corruption, condition.severity, seed, reference))
         return clean

@@ -13,8 +13,10 @@ from robustness.evaluation.accumulators import (
     classification_figures,
     segmentation_figures,
 )
+from robustness.evaluation.bootstrap_classification import resampled_figures, supported
 from robustness.evaluation.conditions import CLEAN, Condition
 from robustness.evaluation.onnx_model import EvalModel
+from robustness.evaluation.reference import on_reference_path
 from robustness.evaluation.statistics import figure, finite_or_none
 from robustness.evaluation.streaming import EvaluationCancelled, StreamResult
 from robustness.evaluation.summary import Value, difference, summary_json, summary_values
@@ -26,7 +28,11 @@ CHECK_EVERY = 16  # bootstrap resamples computed between two looks at ``should_s
 
 
 class ConditionFigures:
-    """Computes one model's figures in one condition on all images and on every bootstrap resample."""
+    """Computes one model's figures in one condition on all images and on every bootstrap resample.
+
+    A classifier's resamples are computed all at once (``bootstrap_classification``: the same numbers); on the
+    reference path (``reference.reference_path``) one resample at a time.
+    """
 
     def __init__(self, task: str, result: StreamResult, indices: np.ndarray, thresholds: Mapping[str, float],
                  should_stop: Callable[[], bool] | None = None) -> None:
@@ -42,6 +48,8 @@ class ConditionFigures:
         if self.task == "classification":
             def run(sample):
                 return classification_figures(stats.scores, self.result.targets, self.thresholds[label], sample)
+            if len(self.indices) and not on_reference_path() and supported(stats.scores, self.result.targets):
+                return self._all_resamples(label, stats.scores, run(None))
             samples = [run(row) for row in self._checked(self.indices)]
         else:
             def run(sample):
@@ -53,6 +61,17 @@ class ConditionFigures:
         per_class = {name: (values, np.array([s[1][name] for s in samples], dtype=np.float64).reshape(
             len(samples), len(values))) for name, values in point_classes.items()}
         return metrics, per_class
+
+    def _all_resamples(self, label: str, scores: np.ndarray, point: tuple[dict[str, float], dict[str, np.ndarray]]
+                       ) -> tuple[dict[str, Value], dict[str, tuple[np.ndarray, np.ndarray]]]:
+        samples, class_samples = resampled_figures(scores, self.result.targets, self.thresholds[label], self.indices,
+                                                   self._check)
+        return ({name: (value, samples[name]) for name, value in point[0].items()},
+                {name: (values, class_samples[name]) for name, values in point[1].items()})
+
+    def _check(self) -> None:
+        if self.should_stop is not None and self.should_stop():
+            raise EvaluationCancelled("cancelled while computing the bootstrap intervals")
 
     def _checked(self, rows: np.ndarray):
         """The rows, raising EvaluationCancelled between them once ``should_stop()`` turns true."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,8 +14,12 @@ from robustness.evaluation.batching import BatchRunner
 from robustness.evaluation.checks import Checks, Group, clean_reference
 from robustness.evaluation.conditions import CLEAN, Condition, InputBuilder, derived_seed
 from robustness.evaluation.onnx_model import EvalModel
+from robustness.evaluation.prefetch import Prefetched
+from robustness.evaluation.reference import on_reference_path
 from robustness.labels import VOID
 from robustness.scores import class_map, class_scores, resize_class_map
+
+PREFETCH_BATCHES = 2  # model inputs perturbed ahead of the models, in batches
 
 
 class EvaluationCancelled(Exception):
@@ -61,11 +65,50 @@ def _consumer(task: str, models: Mapping[str, EvalModel], labels: Sequence[str],
     return consume
 
 
+@dataclass
+class ImageStart:
+    """One image read and prepared: its sample and, per input group, its clean input. The inputs of each condition
+    follow it, one list (per group) per condition."""
+
+    index: int
+    sample: Any
+    clean: list[np.ndarray]
+
+
+def prepared_inputs(eval_set: Any, groups: Sequence[Group], conditions: Sequence[Condition], seed: int, n: int,
+                    seconds: dict[str, float], reference: bool = False) -> Iterator[ImageStart | list[np.ndarray]]:
+    """For images 0..n-1 in order: an ImageStart, then every condition's inputs per group (conditions' order).
+
+    Adds the time spent reading and perturbing to ``seconds``.
+    """
+    for index in range(n):
+        start = time.perf_counter()
+        sample = eval_set.read(index)
+        seconds["read"] += time.perf_counter() - start
+        start = time.perf_counter()
+        resized = [builder.resize(sample.image) for builder, _ in groups]
+        clean = [builder.normalise(r) for (builder, _), r in zip(groups, resized, strict=True)]
+        seconds["perturb"] += time.perf_counter() - start
+        yield ImageStart(index, sample, clean)
+        for condition in conditions:
+            start = time.perf_counter()
+            condition_seed = derived_seed(seed, index, condition.key)
+            built = [builder.build(r, x, condition, condition_seed, reference)
+                     for (builder, _), r, x in zip(groups, resized, clean, strict=True)]
+            seconds["perturb"] += time.perf_counter() - start
+            yield built
+
+
 def stream(models: Mapping[str, EvalModel], eval_set: Any, conditions: Sequence[Condition], *, seed: int,
            batch_size: int, checks: bool, limit: int | None = None,
            progress: Callable[[int, int], None] | None = None,
            should_stop: Callable[[], bool] | None = None) -> StreamResult:
-    """Run every model on every image under every condition and keep the per-condition statistics."""
+    """Run every model on every image under every condition and keep the per-condition statistics.
+
+    Images are read and perturbed in a background thread, up to ``PREFETCH_BATCHES`` batches of inputs ahead, while
+    the models run; on the reference path (``reference.reference_path``) both happen in turn in this thread. Either
+    way the inputs, their order and hence every statistic are the same.
+    """
     task = eval_set.task
     n = len(eval_set) if limit is None else min(len(eval_set), limit)
     num_classes = len(eval_set.class_names)
@@ -79,40 +122,35 @@ def stream(models: Mapping[str, EvalModel], eval_set: Any, conditions: Sequence[
     names: list[str] = []
     seconds = {"read": 0.0, "perturb": 0.0}
     with_maps = 0
-    for index in range(n):
-        if should_stop is not None and should_stop():
-            raise EvaluationCancelled(f"cancelled after {index} of {n} images")
-        start = time.perf_counter()
-        sample = eval_set.read(index)
-        seconds["read"] += time.perf_counter() - start
-        names.append(sample.name)
-        if targets is not None:
-            targets[index] = ternary_targets(sample.labels, eval_set.ternary)
-        gt = _ground_truth(task, sample)
-        with_maps += sample.class_map is not None
-        start = time.perf_counter()
-        resized = [builder.resize(sample.image) for builder, _ in groups]
-        clean = [builder.normalise(r) for (builder, _), r in zip(groups, resized, strict=True)]
-        run_checks = behaviour is not None and sample.class_map is not None
-        clean_outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        for condition in conditions:
-            condition_seed = derived_seed(seed, index, condition.key)
-            for (builder, labels), r, x in zip(groups, resized, clean, strict=True):
-                keep = clean_outputs if run_checks and condition.kind == CLEAN else None
-                consumer = _consumer(task, models, labels, {lb: stats[lb][condition.key] for lb in labels}, index,
-                                     gt, keep)
-                inputs = dict.fromkeys(labels, builder.build(r, x, condition, condition_seed))
-                seconds["perturb"] += time.perf_counter() - start
-                runner.add(inputs, consumer)  # may run a batch; inputs are added as built to bound memory
-                start = time.perf_counter()
-        if run_checks:
-            # Queued after the clean item, so clean_outputs is filled before any check output arrives.
-            runner.add_all(behaviour.image_items(index, sample.name, np.asarray(sample.class_map), sample.labels,
-                                                 clean, clean_outputs))
-        if index == n - 1:
-            runner.flush()
-        if progress is not None:
-            progress(index + 1, n)
+    reference = on_reference_path()
+    items = prepared_inputs(eval_set, groups, conditions, seed, n, seconds, reference)
+    with Prefetched(items, 0 if reference else PREFETCH_BATCHES * batch_size) as ahead:
+        for index in range(n):
+            if should_stop is not None and should_stop():
+                raise EvaluationCancelled(f"cancelled after {index} of {n} images")
+            prepared = next(ahead)
+            sample = prepared.sample
+            names.append(sample.name)
+            if targets is not None:
+                targets[index] = ternary_targets(sample.labels, eval_set.ternary)
+            gt = _ground_truth(task, sample)
+            with_maps += sample.class_map is not None
+            run_checks = behaviour is not None and sample.class_map is not None
+            clean_outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+            for condition in conditions:
+                for (_, labels), x in zip(groups, next(ahead), strict=True):
+                    keep = clean_outputs if run_checks and condition.kind == CLEAN else None
+                    consumer = _consumer(task, models, labels, {lb: stats[lb][condition.key] for lb in labels},
+                                         index, gt, keep)
+                    runner.add(dict.fromkeys(labels, x), consumer)  # may run a batch
+            if run_checks:
+                # Queued after the clean item, so clean_outputs is filled before any check output arrives.
+                runner.add_all(behaviour.image_items(index, sample.name, np.asarray(sample.class_map),
+                                                     sample.labels, prepared.clean, clean_outputs))
+            if index == n - 1:
+                runner.flush()
+            if progress is not None:
+                progress(index + 1, n)
     seconds["inference"] = runner.seconds
     return StreamResult(n, names, targets, stats, behaviour, with_maps, seconds, runner.inputs_run)
 
