@@ -171,6 +171,31 @@ V2_INFER_REQUEST: dict[str, Any] = {
                 "data": [0.5, 0.5, "... 49152 values in row-major order ..."]}],
 }
 
+# The v2 inference request as this server reads it (KServe v2 "Inference Request JSON Object"; FP32 inputs only).
+# /openapi.json carries it, so clients and fuzzers see the shape of a valid body.
+_PARAMETERS = {"type": "object", "description": "parameters of the v2 spec, e.g. binary_data_output (an object)",
+               "additionalProperties": {"type": ["string", "number", "boolean"]}}
+V2_INFER_REQUEST_SCHEMA: dict[str, Any] = {
+    "type": "object", "title": "V2InferenceRequest", "required": ["inputs"],
+    "properties": {
+        "id": {"type": "string"},
+        "parameters": _PARAMETERS,
+        "inputs": {"type": "array", "minItems": 1, "items": {
+            "type": "object", "required": ["name", "shape", "datatype"],
+            "properties": {
+                "name": {"type": "string"},
+                "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                "datatype": {"type": "string", "enum": ["FP32"]},
+                "parameters": _PARAMETERS,
+                "data": {"type": "array", "description": "flat, row-major; may be nested as the shape says",
+                         "items": {"anyOf": [{"type": "number"}, {"type": "array"}]}},
+            }}},
+        "outputs": {"type": "array", "items": {
+            "type": "object", "required": ["name"],
+            "properties": {"name": {"type": "string"}, "parameters": _PARAMETERS}}},
+    },
+}
+
 # v2 infer always returns the raw logits; apply the activation from the model metadata's parameters.
 V2_INFER_RESPONSE: dict[str, Any] = {
     "model_name": "r18", "model_version": "1", "id": "42",

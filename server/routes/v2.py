@@ -10,7 +10,7 @@ from server.errors import ApiError
 from server.kserve import HEADER_LENGTH, infer_response, model_metadata, parse_infer_request
 from server.registry import ModelRegistry
 from server.responses import JSONResponse
-from server.routes.examples import V2_INFER_REQUEST, V2_INFER_RESPONSE, V2_METADATA
+from server.routes.examples import V2_INFER_REQUEST, V2_INFER_REQUEST_SCHEMA, V2_INFER_RESPONSE, V2_METADATA
 from server.routes.status import readiness
 
 PROTOCOL_VERSION = "2"
@@ -72,7 +72,8 @@ async def model_ready(request: Request, registry: RegistryDep, model: str = Mode
                 "(`Inference-Header-Content-Length`). Inputs are already preprocessed: resized and normalised "
                 "as the model's manifest says. Batched with concurrent requests.",
     openapi_extra={"requestBody": {"required": True, "content": {
-        "application/json": {"example": V2_INFER_REQUEST}, "application/octet-stream": {}}}},
+        "application/json": {"schema": V2_INFER_REQUEST_SCHEMA, "example": V2_INFER_REQUEST},
+        "application/octet-stream": {}}}},
     responses={200: {"content": {"application/json": {"example": V2_INFER_RESPONSE}}}},
 )
 @models.post("/models/{model}/versions/{version}/infer", include_in_schema=False)
