@@ -1,9 +1,10 @@
-"""Server-wide admission by memory: upload bytes and decoded pixels in flight, reserved before they are held.
+"""Server-wide admission by memory: upload bytes and image working memory in flight, reserved before they are held.
 
 The queue bound counts requests; this counts what they weigh. One ``InflightBudget`` per app is shared by
 every model's pipeline. A request takes a ``Ticket``: it reserves its body's bytes chunk by chunk as they arrive
-(a Content-Length that would not fit is refused before anything is read) and its image's pixels (from the
-header, before the decode), gives
+(a Content-Length that would not fit is refused before anything is read) and the working memory of its image
+steps, counted in pixels of 4 bytes (``server.costs``: each step's measured bytes per pixel, reserved before it
+runs, from the header before a decode), gives
 back each part as soon as it drops it, and gives back the rest when the request ends, whatever the outcome.
 Thread-safe: pixels are reserved from decode-pool threads.
 """
@@ -16,7 +17,7 @@ from typing import Any
 
 TICKET_KEY = "server.admission_ticket"  # where a request's ticket lives in its ASGI scope
 FLAGS = {"bytes": "--max-inflight-bytes", "pixels": "--max-inflight-pixels"}
-WORDING = {"bytes": "upload bytes", "pixels": "decoded pixels"}
+WORDING = {"bytes": "upload bytes", "pixels": "pixels (4 B each) of image working memory"}
 
 
 class OverloadedError(Exception):
@@ -26,6 +27,15 @@ class OverloadedError(Exception):
         self.resource, self.asked, self.in_use, self.limit = resource, asked, in_use, limit
         super().__init__(f"the server holds {in_use:,} {WORDING[resource]} in flight; this request's {asked:,} "
                          f"would pass the limit of {limit:,} ({FLAGS[resource]})")
+
+
+class OverBudgetError(OverloadedError):
+    """A reservation larger than the whole limit: it would never be admitted, however long the client waits."""
+
+    def __init__(self, resource: str, asked: int, limit: int) -> None:
+        self.resource, self.asked, self.in_use, self.limit = resource, asked, 0, limit
+        Exception.__init__(self, f"this request needs {asked:,} {WORDING[resource]}, more than the limit of "
+                                 f"{limit:,} ({FLAGS[resource]}) for all requests in flight together")
 
 
 class TicketClosedError(RuntimeError):
@@ -73,6 +83,8 @@ class InflightBudget:
     def _check_locked(self, nbytes: int, pixels: int) -> None:
         if nbytes and self._bytes + nbytes > self.max_bytes:
             raise OverloadedError("bytes", nbytes, self._bytes, self.max_bytes)
+        if pixels > self.max_pixels:
+            raise OverBudgetError("pixels", pixels, self.max_pixels)
         if pixels and self._pixels + pixels > self.max_pixels:
             raise OverloadedError("pixels", pixels, self._pixels, self.max_pixels)
 
@@ -108,7 +120,7 @@ class Ticket:
         self._reserve(nbytes, 0)
 
     def reserve_pixels(self, pixels: int) -> None:
-        """Reserve ``pixels`` more decoded pixels for this request."""
+        """Reserve ``pixels`` more pixels (4 B each) of image working memory for this request."""
         self._reserve(0, pixels)
 
     def _reserve(self, nbytes: int, pixels: int) -> None:
@@ -127,11 +139,12 @@ class Ticket:
             self.budget._release_locked(freed, 0)
             self.bytes -= freed
 
-    def release_pixels(self) -> None:
-        """Give back this request's pixels (its full-resolution image is gone)."""
+    def release_pixels(self, keep: int = 0) -> None:
+        """Give back this request's pixels down to ``keep`` (what its later steps still need)."""
         with self.budget._lock:
-            self.budget._release_locked(0, self.pixels)
-            self.pixels = 0
+            freed = max(0, self.pixels - max(0, keep))
+            self.budget._release_locked(0, freed)
+            self.pixels -= freed
 
     def close(self) -> None:
         """Give back everything this request holds; later reservations fail."""

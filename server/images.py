@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,13 +13,14 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from robustness.labels import VOID
 from robustness.preprocess import InputNormaliser, resize_to_input
+from server import costs
 
 EXIF_ORIENTATION = 0x0112
 TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # orientations that swap width and height
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 BACKGROUND = (255, 255, 255)  # transparent pixels are composited over white
-STRIP_ROWS = 256  # 16-bit and float images are brought to 8 bits this many rows at a time
+TILE_PIXELS = 1 << 20  # images that are not RGB are brought to RGB a tile of at most this many pixels at a time
 # The decoders an upload may reach (GIF, TIFF, WebP: first frame only); Pillow never tries any other.
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
 TRUTH_FORMATS = ("PNG",)
@@ -45,14 +46,36 @@ class DecodedImage:
     format: str
 
 
+def tiles(size: tuple[int, int]) -> Iterator[tuple[int, int, int, int]]:
+    """(left, top, right, bottom) boxes of at most ``TILE_PIXELS`` pixels covering a (width, height) image."""
+    width, height = size
+    columns = max(1, min(width, TILE_PIXELS))
+    rows = max(1, TILE_PIXELS // columns)
+    for top in range(0, height, rows):
+        for left in range(0, width, columns):
+            yield left, top, min(left + columns, width), min(top + rows, height)
+
+
+def _tiled_rgb(image: Image.Image, background: tuple[int, int, int],
+               tile_to_rgb: Callable[[Image.Image], tuple[Image.Image, Image.Image | None]]) -> Image.Image:
+    """An RGB copy made tile by tile: ``tile_to_rgb`` gives each tile's pixels and paste mask, so no full-size
+    intermediate exists beside the source and the result."""
+    out = Image.new("RGB", image.size, background)
+    for box in tiles(image.size):
+        pixels, mask = tile_to_rgb(image.crop(box))
+        out.paste(pixels, box[:2], mask=mask)
+    return out
+
+
 def _grey_to_rgb(image: Image.Image, to_eight_bit: Callable[[np.ndarray], np.ndarray]) -> Image.Image:
-    """A single-channel image to RGB through ``to_eight_bit``, strip by strip, so no full-size wide copy exists."""
-    width, height = image.size
-    grey = np.empty((height, width), dtype=np.uint8)
-    for top in range(0, height, STRIP_ROWS):
-        values = np.asarray(image.crop((0, top, width, min(top + STRIP_ROWS, height))))
-        grey[top:top + len(values)] = to_eight_bit(values)
-    return Image.fromarray(grey, mode="L").convert("RGB")
+    """A single-channel image to RGB through ``to_eight_bit``, tile by tile."""
+    return _tiled_rgb(image, (0, 0, 0),
+                      lambda tile: (Image.fromarray(to_eight_bit(np.asarray(tile)), mode="L"), None))
+
+
+def _over_white(tile: Image.Image) -> tuple[Image.Image, Image.Image]:
+    rgba = tile.convert("RGBA")
+    return rgba, rgba
 
 
 def _sixteen_bit_to_rgb(image: Image.Image) -> Image.Image:
@@ -60,18 +83,17 @@ def _sixteen_bit_to_rgb(image: Image.Image) -> Image.Image:
 
     Mode "I" data whose every value is <= 255 is 8-bit data stored as 32-bit ints and is kept as it is.
     """
-    width, height = image.size
-    eight_bit = False
-    if image.mode == "I" and width and height:
-        eight_bit = max(int(np.asarray(image.crop((0, top, width, min(top + STRIP_ROWS, height)))).max())
-                        for top in range(0, height, STRIP_ROWS)) <= 255
-    if eight_bit:
+    if image.mode == "I" and image.getextrema()[1] <= 255:
         return _grey_to_rgb(image, lambda values: values.astype(np.uint8))
     return _grey_to_rgb(image, lambda values: (np.clip(values, 0, 65535) >> 8).astype(np.uint8))
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any Pillow mode to RGB: alpha over white, 16-bit grey by its high byte, CMYK/P/L by Pillow."""
+    """Convert any Pillow mode to RGB: alpha over white, 16-bit grey by its high byte, CMYK/P/L by Pillow.
+
+    Modes with alpha, 16-bit and float modes convert tile by tile into the result (a whole-image conversion
+    would make full-size copies on the way: 13 B a pixel for RGBA instead of 8).
+    """
     mode = image.mode
     if mode == "RGB":
         return image
@@ -79,13 +101,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
         return _sixteen_bit_to_rgb(image)
     if mode == "F":
         return _grey_to_rgb(image, lambda values: np.clip(values, 0, 255).astype(np.uint8))
-    if mode == "P" and "transparency" in image.info:
-        image, mode = image.convert("RGBA"), "RGBA"
-    if mode in ALPHA_MODES:
-        rgba = image.convert("RGBA")
-        background = Image.new("RGB", rgba.size, BACKGROUND)
-        background.paste(rgba, mask=rgba.getchannel("A"))
-        return background
+    if mode in ALPHA_MODES or (mode == "P" and "transparency" in image.info):
+        return _tiled_rgb(image, BACKGROUND, _over_white)
     return image.convert("RGB")
 
 
@@ -170,17 +187,63 @@ def open_untrusted(data: bytes, max_pixels: int, subject: str) -> Image.Image:
     return image
 
 
-PixelReservation = Callable[[int], None]  # called with width * height before decoding; raises to refuse
+PixelReservation = Callable[[int], None]  # called with budget units (server.costs) before a step; raises to refuse
+JPEG_SOS = b"\xff\xda"  # start of scan
+JPEG_STANDALONE = (0x01, *range(0xD0, 0xDA))  # markers without a length: TEM, RST0-7, SOI, EOI
+
+
+def _first_scan_end(data: bytes) -> int | None:
+    """Where the first scan's entropy-coded data starts in a JPEG (markers walked from SOI), or None."""
+    position = 2
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            return None
+        marker = data[position + 1]
+        if marker == 0xFF or marker in JPEG_STANDALONE:  # a fill byte, or a marker without a length
+            position += 1 if marker == 0xFF else 2
+            continue
+        length = int.from_bytes(data[position + 2:position + 4], "big")
+        if marker == JPEG_SOS[1]:
+            return position + 2 + length
+        position += 2 + length
+    return None
+
+
+def buffered_jpeg(image: Image.Image, data: bytes) -> bool:
+    """Whether libjpeg decodes this JPEG through whole-image coefficient buffers: progressive, or with more than
+    one scan (entropy-coded data stuffs every 0xFF, so a second start-of-scan marker is a second scan)."""
+    if image.info.get("progressive"):
+        return True
+    start = _first_scan_end(data)
+    return start is not None and data.find(JPEG_SOS, start) != -1
+
+
+def _sampled_fraction(image: Image.Image) -> float:
+    """Samples per pixel a JPEG codes: each component's share of the most finely sampled one, added up."""
+    layers = getattr(image, "layer", None) or [("", 1, 1, 0)]
+    most = max(h for _, h, _, _ in layers) * max(v for _, _, v, _ in layers)
+    return sum(h * v for _, h, v, _ in layers) / most
+
+
+def decode_bytes(image: Image.Image, data: bytes, full_size: tuple[int, int]) -> float:
+    """Peak bytes decoding an opened image (after any draft) to RGB takes, from its header alone."""
+    width, height = image.size
+    per_pixel = costs.DECODE_BYTES.get(image.mode, costs.UNMEASURED_MODE_BYTES)
+    total = width * height * (per_pixel + costs.FORMAT_BYTES.get(image.format or "", 0.0))
+    if image.format == "JPEG" and buffered_jpeg(image, data):
+        total += full_size[0] * full_size[1] * costs.COEFFICIENT_BYTES * _sampled_fraction(image)
+    return total
 
 
 def decode_image(data: bytes, max_pixels: int, draft_size: tuple[int, int] | None = None,
-                 reserve_pixels: PixelReservation | None = None) -> DecodedImage:
+                 reserve_pixels: PixelReservation | None = None, after_bytes: float = 0.0) -> DecodedImage:
     """Decode untrusted bytes to RGB with EXIF orientation applied (GIF, TIFF, WebP: the first frame).
 
     The pixel limit is checked on the header before any pixel is decoded. With ``draft_size`` (w, h),
-    JPEGs are decoded at the smallest DCT scale that still covers that size. ``reserve_pixels`` is called with
-    the number of pixels about to be decoded (after any draft reduction), before decoding; what it raises
-    propagates.
+    JPEGs are decoded at the smallest DCT scale that still covers that size. ``reserve_pixels`` is called before
+    decoding with the budget units of the decode's peak (``decode_bytes``), or of ``after_bytes`` per pixel of
+    the image's full size if that is more (what the request's later steps hold); a rotation by EXIF reserves its
+    copy before it is made. What it raises propagates.
     """
     if not data:
         raise ImageRejectedError(400, "empty_body", "the image is empty (0 bytes)")
@@ -195,11 +258,13 @@ def decode_image(data: bytes, max_pixels: int, draft_size: tuple[int, int] | Non
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageRejectedError(400, "invalid_image", f"the image data is truncated or corrupt: {exc}") from None
     if reserve_pixels is not None:  # before getexif: a PNG's EXIF may follow its pixels, so reading it decodes
-        reserve_pixels(image.size[0] * image.size[1])
+        reserve_pixels(costs.units(max(decode_bytes(image, data, (width, height)), width * height * after_bytes)))
     try:
         orientation = image.getexif().get(EXIF_ORIENTATION, 1)
         image.load()
         if orientation != 1:
+            if reserve_pixels is not None:
+                reserve_pixels(costs.units(image.size[0] * image.size[1] * costs.mode_bytes(image.mode)))
             image = ImageOps.exif_transpose(image)
         rgb = to_rgb(image)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
@@ -229,16 +294,16 @@ class PreparedImage:
 
 def prepare_image(data: bytes, size: tuple[int, int], normaliser: InputNormaliser, max_pixels: int,
                   draft: bool = True, keep_original: bool = False,
-                  reserve_pixels: PixelReservation | None = None) -> PreparedImage:
+                  reserve_pixels: PixelReservation | None = None, after_bytes: float = 0.0) -> PreparedImage:
     """Decode, orient, convert to RGB, resize to (height, width) and normalise (blocking).
 
     ``draft`` lets a JPEG decode at a reduced DCT scale; ``keep_original`` keeps the full-resolution RGB image
-    in ``decoded.rgb`` (else it is dropped here, and ``decoded.rgb`` is None); ``reserve_pixels`` as in
-    ``decode_image``.
+    in ``decoded.rgb`` (else it is dropped here, and ``decoded.rgb`` is None); ``reserve_pixels`` and
+    ``after_bytes`` as in ``decode_image``.
     """
     start = time.perf_counter()
     height, width = size
-    decoded = decode_image(data, max_pixels, (width, height) if draft else None, reserve_pixels)
+    decoded = decode_image(data, max_pixels, (width, height) if draft else None, reserve_pixels, after_bytes)
     tensor = normaliser(resize_to_input(decoded.rgb, size))
     if not keep_original:
         decoded = DecodedImage(None, decoded.original_size, decoded.format)
@@ -280,13 +345,15 @@ def device_decodable(image: Image.Image) -> bool:
 LABEL_MODES = ("P", "L")  # label PNGs: palette or greyscale, pixel value = class id
 
 
-def decode_label_map(data: bytes, max_pixels: int, num_classes: int, image_size: tuple[int, int]) -> np.ndarray:
+def decode_label_map(data: bytes, max_pixels: int, num_classes: int, image_size: tuple[int, int],
+                     reserve_pixels: PixelReservation | None = None) -> np.ndarray:
     """A ground-truth label PNG -> (H, W) uint8 class ids (255 = void), checked against the model and the image.
 
     The PNG must be palette or greyscale (its pixel values, not its colours, are the class ids), as large
     as the image it annotates (``image_size`` is (width, height) after EXIF orientation), and hold only
     class ids below ``num_classes`` or 255. Raises ImageRejectedError: 400 for bytes that are not a readable
     image, 413 over ``max_pixels``, 422 for a readable file that is not a valid label map for this request.
+    ``reserve_pixels`` is called with the decode's budget units (``costs.TRUTH_BYTES`` a pixel) before decoding.
     """
     if not data:
         raise ImageRejectedError(400, "invalid_truth", "the truth file is empty (0 bytes)")
@@ -299,14 +366,16 @@ def decode_label_map(data: bytes, max_pixels: int, num_classes: int, image_size:
     if (width, height) != tuple(image_size):
         raise ImageRejectedError(422, "invalid_truth", f"the truth is {width}x{height} but the image is "
                                  f"{image_size[0]}x{image_size[1]}; a label map must cover the image pixel for pixel")
+    if reserve_pixels is not None:
+        reserve_pixels(costs.units(width * height * costs.TRUTH_BYTES))
     try:
         image.load()
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageRejectedError(400, "invalid_truth", f"the truth data is truncated or corrupt: {exc}") from None
-    labels = np.asarray(image, dtype=np.uint8)
-    bad = np.unique(labels[(labels >= num_classes) & (labels != VOID)])
-    if bad.size:
+    counts = image.histogram()  # of the pixel values (palette indices for P), with no copy of the pixels
+    bad = [value for value, count in enumerate(counts) if count and value >= num_classes and value != VOID]
+    if bad:
         raise ImageRejectedError(422, "invalid_truth",
-                                 f"the truth holds class ids {bad[:10].tolist()}; this model has {num_classes} "
+                                 f"the truth holds class ids {bad[:10]}; this model has {num_classes} "
                                  f"classes (allowed: 0..{num_classes - 1}, and {VOID} for void)")
-    return labels
+    return np.asarray(image, dtype=np.uint8)

@@ -4,11 +4,12 @@ In the manner of LitServe's decode -> predict -> encode: a route parses its para
 the prepared image and the model's outputs, and shapes its reply. Admission and deadlines live only here.
 
 Admission is by count (the model's queue) and by weight (the server-wide ``InflightBudget``): a request
-reserves its body's bytes as they arrive (refused up front when Content-Length would not fit) and its
-image's pixels (from the header, before decoding), and is shed with 503 ``overloaded`` when either would
-pass its limit. It gives the bytes and pixels back as soon as it drops the body and the full-resolution
-image; what it still holds is given back when the request ends (``server.dependencies.get_context``), on
-errors and disconnects too.
+reserves its body's bytes as they arrive (refused up front when Content-Length would not fit) and the
+working memory of its image steps (``server.costs``: a decode's from the header, before decoding), and is shed
+with 503 ``overloaded`` when either would pass its limit (413 when one step alone needs more than the whole
+limit). It gives the bytes and pixels back as soon as it drops the body and the full-resolution image; what it
+still holds is given back when the request ends (``server.dependencies.get_context``), on errors and
+disconnects too.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import numpy as np
 from fastapi import Request
 
 from model_store.manifest import Manifest
-from server.admission import InflightBudget, OverloadedError, Ticket, request_ticket
+from server import costs
+from server.admission import InflightBudget, OverBudgetError, OverloadedError, Ticket, request_ticket
 from server.batching import BatchResult, DeadlineExceededError, QueueFullError
 from server.errors import ApiError, new_error_id
 from server.images import (
@@ -126,9 +128,20 @@ class RequestPipeline:
             raise self.queue_full()
 
     def overloaded(self, exc: OverloadedError) -> ApiError:
-        """The 503 answer for a request over an in-flight limit (counted), with a Retry-After estimate."""
+        """The 503 answer for a request over an in-flight limit (counted), with a Retry-After estimate; 413 for one
+        that needs more than the whole limit, which no wait would admit."""
         self.metrics.count_rejection(self.name, f"inflight_{exc.resource}")
+        if isinstance(exc, OverBudgetError):
+            return ApiError(413, "over_memory_budget", str(exc))
         return ApiError(503, "overloaded", f"{exc}; retry later", headers={"Retry-After": self.retry_after()})
+
+    def reserve_memory(self, request: Request, nbytes: float) -> None:
+        """Reserve ``nbytes`` of working memory for a step of this request, before it runs (503 or 413 if it
+        does not fit); given back with the request's other pixels."""
+        try:
+            self.ticket(request).reserve_pixels(costs.units(nbytes))
+        except OverloadedError as exc:
+            raise self.overloaded(exc) from None
 
     def ticket(self, request: Request) -> Ticket:
         """This request's share of the in-flight budget (given back when the request ends)."""
@@ -177,7 +190,7 @@ class RequestPipeline:
         return await self._read(read_body(request))
 
     async def receive(self, request: Request, extra_files: tuple[str, ...] = (), draft: bool = True,
-                      on_device: bool = False) -> Received:
+                      on_device: bool = False, render_bytes: float = 0.0) -> Received:
         """Admit the request, read its upload, and decode and prepare the image off the event loop.
 
         ``draft=False`` keeps the full-resolution image (an overlay needs it; a class map alone does not).
@@ -186,37 +199,43 @@ class RequestPipeline:
         image when the model prepares nothing on a device, take the host path.
         Without it the prepared image holds only the model's tensor, and the request gives back the image's
         bytes and pixels at once; extra files stay reserved until the request ends.
+        ``render_bytes`` per pixel of the image's full size is what the route's own later steps hold (an answer
+        drawn at the original size): reserved with the decode, from the header, and kept until the request ends,
+        as is the full-resolution image when kept.
         """
         ticket = self._admit_upload(request)
         data, extras = await self._read(read_upload(request, extra_files))
         extra_bytes = sum(len(part) for part in extras.values())
         keep_original = not draft
+        after = render_bytes + (costs.HELD_RGB_BYTES if keep_original else 0.0)
         try:
             prepared = None
             if on_device and draft and self.runner.decoder is not None:
-                prepared = await self._prepare_on_device(request, data, ticket)
+                prepared = await self._prepare_on_device(request, data, ticket, after)
             elif on_device and draft and self.runner.takes_encoded:
-                prepared = await self._keep_encoded(request, data, ticket)
+                prepared = await self._keep_encoded(request, data, ticket, after)
                 if prepared is not None:  # decoded later, by the inference process: bytes and pixels stay reserved
                     return Received(prepared, extras)
             if prepared is None:
                 prepared = await self.off_loop(request, prepare_image, data, self.runner.input_size,
                                                self.runner.normaliser, self.settings.max_pixels, draft, keep_original,
-                                               ticket.reserve_pixels)
+                                               ticket.reserve_pixels, after)
         except OverloadedError as exc:
             raise self.overloaded(exc) from None
         del data  # the body's last reference: the image's bytes are free
         ticket.release_bytes(keep=extra_bytes)
-        if not keep_original:
-            ticket.release_pixels()
+        width, height = prepared.decoded.original_size
+        ticket.release_pixels(keep=costs.units(width * height * after))  # the decode's peak is over
         return Received(prepared, extras)
 
-    async def _keep_encoded(self, request: Request, data: bytes, ticket: Ticket) -> PreparedImage | None:
+    async def _keep_encoded(self, request: Request, data: bytes, ticket: Ticket,
+                            after: float) -> PreparedImage | None:
         """An upload the inference process will decode on its device (an HTTP worker in front of it checks only the
         header and reserves the full-size pixels): its tensor is the JPEG bytes, as a 0-d object array; None for
         an upload the device decoder would not take."""
         start = time.perf_counter()
-        size = await self.off_loop(request, device_header, data, self.settings.max_pixels, ticket.reserve_pixels)
+        size = await self.off_loop(request, device_header, data, self.settings.max_pixels, ticket.reserve_pixels,
+                                   after)
         if size is None:
             return None
         encoded = np.empty((), dtype=object)
@@ -224,12 +243,14 @@ class RequestPipeline:
         return PreparedImage(DecodedImage(None, size, "JPEG"), encoded, time.perf_counter() - start,
                              self.runner.normaliser)
 
-    async def _prepare_on_device(self, request: Request, data: bytes, ticket: Ticket) -> PreparedImage | None:
+    async def _prepare_on_device(self, request: Request, data: bytes, ticket: Ticket,
+                                 after: float) -> PreparedImage | None:
         """The upload decoded and prepared on the model's device, or None when the device decoder does not take
         it. The header is checked, and the image's full-size pixels reserved, in the decode pool first (the device
         decodes at full size, with no draft reduction)."""
         start = time.perf_counter()
-        size = await self.off_loop(request, device_header, data, self.settings.max_pixels, ticket.reserve_pixels)
+        size = await self.off_loop(request, device_header, data, self.settings.max_pixels, ticket.reserve_pixels,
+                                   after)
         if size is None:
             return None
         try:
@@ -261,11 +282,10 @@ class RequestPipeline:
         if result.outputs.dtype == object:  # the inference process decoded the upload: its row, or why it could not
             row = result.outputs[0]
             if isinstance(row, Exception):  # nvJPEG refused it: decode it here and run the tensor
-                ticket = self.ticket(request)
-                ticket.release_pixels()  # the host decode reserves what it decodes
+                # No new reservation: the header's (``device_header``: at least 4 B a full-size pixel) stays held
+                # and covers a drafted host decode of a JPEG the device takes (under 3.5 B, progressive ones too).
                 prepared = await self.off_loop(request, prepare_image, images[0], self.runner.input_size,
-                                               self.runner.normaliser, self.settings.max_pixels, True, False,
-                                               ticket.reserve_pixels)
+                                               self.runner.normaliser, self.settings.max_pixels)
                 return await self.infer(request, prepared.tensor[None], exclusive)
             result = dataclasses.replace(result, outputs=row[None])
         annotate(request, batch_size=result.batch_size, queue_ms=round(result.queue_seconds * 1000, 2),
@@ -291,9 +311,10 @@ class RequestPipeline:
         return result
 
 
-def device_header(data: bytes, max_pixels: int, reserve_pixels: PixelReservation) -> tuple[int, int] | None:
-    """(width, height) of an upload the device decoder takes, its pixels reserved; None for any other upload (the
-    host path then decodes it, and answers its errors)."""
+def device_header(data: bytes, max_pixels: int, reserve_pixels: PixelReservation,
+                  after_bytes: float = 0.0) -> tuple[int, int] | None:
+    """(width, height) of an upload the device decoder takes, its decode (or ``after_bytes`` a pixel, if more)
+    reserved; None for any other upload (the host path then decodes it, and answers its errors)."""
     if not data:
         return None
     try:
@@ -303,7 +324,7 @@ def device_header(data: bytes, max_pixels: int, reserve_pixels: PixelReservation
     width, height = image.size
     if not width or not height or not device_decodable(image):
         return None
-    reserve_pixels(width * height)
+    reserve_pixels(costs.units(width * height * max(costs.DEVICE_DECODE_BYTES, after_bytes)))
     return width, height
 
 

@@ -26,9 +26,10 @@ from robustness.occlusion_report import (
 )
 from robustness.saliency import MIN_SALIENCY_MASKS, explained_classes, saliency_entries
 from robustness.scores import resize_class_map
+from server.admission import OverloadedError
 from server.dependencies import ContextDep, require_api_key
 from server.errors import ApiError
-from server.images import PreparedImage, decode_label_map
+from server.images import PixelReservation, PreparedImage, decode_label_map
 from server.middleware import MAX_MODEL_NAME_LENGTH
 from server.pipeline import RequestPipeline, timing
 from server.postprocess import masked_pngs
@@ -120,9 +121,10 @@ def check_corruption_params(corruption: str | None, severity: int | None,
 
 
 def read_truth(data: bytes, prepared: PreparedImage, num_classes: int, size: tuple[int, int],
-               max_pixels: int) -> np.ndarray:
-    """The uploaded ground-truth label PNG as class ids at the model's (height, width) (nearest; 255 = void)."""
-    labels = decode_label_map(data, max_pixels, num_classes, prepared.decoded.original_size)
+               max_pixels: int, reserve_pixels: PixelReservation | None = None) -> np.ndarray:
+    """The uploaded ground-truth label PNG as class ids at the model's (height, width) (nearest; 255 = void);
+    its decode reserved through ``reserve_pixels`` first."""
+    labels = decode_label_map(data, max_pixels, num_classes, prepared.decoded.original_size, reserve_pixels)
     return resize_class_map(labels, (size[1], size[0]))
 
 
@@ -231,8 +233,14 @@ async def robustness(
                        "give a classifier's true classes as labels=")
     truth_map = None
     if "truth" in received.extras:
-        truth_map = await pipeline.off_loop(request, read_truth, received.extras["truth"], prepared,
-                                            manifest.num_classes, manifest.input_size, ctx.settings.max_pixels)
+        ticket = pipeline.ticket(request)
+        try:
+            truth_map = await pipeline.off_loop(request, read_truth, received.extras["truth"], prepared,
+                                                manifest.num_classes, manifest.input_size, ctx.settings.max_pixels,
+                                                ticket.reserve_pixels)
+        except OverloadedError as exc:
+            raise pipeline.overloaded(exc) from None
+        ticket.release_pixels()  # the full-size label map is gone; the map at the model's size is small
     copies = None
     try:
         if corrupted is None and pipeline.runner.device is not None:

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from robustness.scores import class_map, resize_class_map
+from server import costs
 from server.dependencies import ContextDep, require_api_key
 from server.images import PreparedImage
 from server.middleware import MAX_MODEL_NAME_LENGTH
@@ -52,7 +53,8 @@ async def segment(
 ) -> Response:
     """Segment one image."""
     pipeline = ctx.pipeline(model, ("segmentation",), "/segment")
-    prepared = (await pipeline.receive(request, draft=format != "overlay", on_device=True)).prepared
+    prepared = (await pipeline.receive(request, draft=format != "overlay", on_device=True,
+                                       render_bytes=costs.RENDER_BYTES[format])).prepared
     result = await pipeline.infer(request, prepared.tensor[None])
     rendered = await pipeline.off_loop(request, _render, prepared, result.outputs[0], format, alpha,
                                        pipeline.manifest.class_names)

@@ -31,16 +31,17 @@ def png_bytes(array: np.ndarray) -> bytes:
     return out.getvalue()
 
 
-def jpeg_bytes(array: np.ndarray, orientation: int | None = None, quality: int = 90) -> bytes:
-    """Encode an RGB array as JPEG, optionally tagged with an EXIF orientation."""
+def jpeg_bytes(array: np.ndarray, orientation: int | None = None, quality: int = 90,
+               progressive: bool = False) -> bytes:
+    """Encode an RGB array as JPEG (baseline, or progressive), optionally tagged with an EXIF orientation."""
     image = Image.fromarray(array)
     out = io.BytesIO()
     if orientation is None:
-        image.save(out, format="JPEG", quality=quality)
+        image.save(out, format="JPEG", quality=quality, progressive=progressive)
     else:
         exif = Image.Exif()
         exif[0x0112] = orientation
-        image.save(out, format="JPEG", quality=quality, exif=exif.tobytes())
+        image.save(out, format="JPEG", quality=quality, progressive=progressive, exif=exif.tobytes())
     return out.getvalue()
 
 

@@ -194,7 +194,8 @@ def test_an_image_past_the_pixel_budget_is_503_before_it_is_decoded(app_client):
     try:
         response = app_client.post("/predict", content=flat_png(2000, 2000), headers={"Content-Type": "image/png"})
         assert response.status_code == 503 and response.json()["error"] == "overloaded", response.text
-        assert "4,000,000" in response.json()["detail"] and "--max-inflight-pixels" in response.json()["detail"]
+        detail = response.json()["detail"]  # 4,000,000 RGB pixels at 4.5 B: 4,500,000 pixels of 4 B
+        assert "4,500,000" in detail and "--max-inflight-pixels" in detail
         small = png_bytes(random_rgb(100, 100))  # 10,000 pixels still fit
         assert app_client.post("/predict", content=small, headers={"Content-Type": "image/png"}).status_code == 200
     finally:

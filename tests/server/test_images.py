@@ -9,9 +9,10 @@ import pytest
 from PIL import Image
 
 from robustness.preprocess import InputNormaliser, resize_to_input
+from server import costs
 from server.images import (
     ALLOWED_FORMATS,
-    STRIP_ROWS,
+    TILE_PIXELS,
     ImageRejectedError,
     decode_image,
     decode_label_map,
@@ -153,11 +154,11 @@ def test_a_truth_stays_png_only():
     assert decode_label_map(png_bytes(labels), 1000, 2, (8, 8)).shape == (8, 8)
 
 
-def test_sixteen_bit_and_float_images_convert_strip_by_strip():
-    rows = STRIP_ROWS * 2 + 7  # several strips, the last one short
-    ramp = (np.arange(rows * 3, dtype=np.uint32).reshape(rows, 3) * 97 % 65536).astype(np.uint16)
+def test_sixteen_bit_and_float_images_convert_tile_by_tile():
+    rows = TILE_PIXELS // 1000 * 2 + 7  # several tiles of 1000-pixel rows, the last one short
+    ramp = (np.arange(rows * 1000, dtype=np.uint32).reshape(rows, 1000) * 97 % 65536).astype(np.uint16)
     rgb = np.asarray(to_rgb(Image.fromarray(ramp)))
-    assert rgb.shape == (rows, 3, 3) and (rgb[..., 1] == (ramp >> 8)).all()
+    assert rgb.shape == (rows, 1000, 3) and (rgb[..., 1] == (ramp >> 8)).all()
     small_ints = Image.fromarray((ramp % 256).astype(np.int32), mode="I")  # 8-bit data stored as 32-bit ints
     assert (np.asarray(to_rgb(small_ints))[..., 0] == ramp % 256).all()
     wide_ints = Image.fromarray(ramp.astype(np.int32) - 1000, mode="I")  # negatives clip to 0
@@ -183,7 +184,13 @@ def test_pixels_are_reserved_before_decoding_and_a_refusal_stops_the_decode():
     seen = []
     data = jpeg_bytes(random_rgb(800, 1200))
     decode_image(data, max_pixels=10_000_000, draft_size=(128, 128), reserve_pixels=seen.append)
-    assert seen == [300 * 200]  # what the draft decode will hold, not the header's 1200 x 800
+    # what the draft decode will hold, not the header's 1200 x 800: 300 x 200 pixels at 4.5 B, in units of 4 B
+    assert seen == [costs.units(300 * 200 * costs.DECODE_BYTES["RGB"])] == [67_500]
+    seen.clear()
+    progressive = jpeg_bytes(random_rgb(800, 1200), progressive=True)
+    decode_image(progressive, max_pixels=10_000_000, draft_size=(128, 128), reserve_pixels=seen.append)
+    # libjpeg holds 2 B per coefficient of the full size, for 1.5 samples a pixel (4:2:0), whatever the draft
+    assert seen == [costs.units(300 * 200 * 4.5 + 1200 * 800 * 2 * 1.5)] == [787_500]
 
     def refuse(pixels: int) -> None:
         raise OverflowError(pixels)

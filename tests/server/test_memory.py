@@ -24,7 +24,9 @@ from tests.server.oracle import png_bytes
 MAX_BODY_BYTES = 2_000_000
 INFLIGHT_BYTES = 4_000_000  # two 1.9 MB uploads fill it
 MAX_PIXELS = 25_000_000
-INFLIGHT_PIXELS = 25_000_000  # one 5000 x 5000 decode at a time, though four decode threads are free
+# One 5000 x 5000 greyscale decode at a time, though four decode threads are free: 25 million pixels at 5.5 B
+# (server.costs.DECODE_BYTES["L"]) reserve 34.4 million pixels of 4 B.
+INFLIGHT_PIXELS = 35_000_000
 DECODE_THREADS = 4
 FLAGS = ("--models", CLASSIFIER, "--max-body-bytes", str(MAX_BODY_BYTES), "--max-inflight-bytes",
          str(INFLIGHT_BYTES), "--max-pixels", str(MAX_PIXELS), "--max-inflight-pixels", str(INFLIGHT_PIXELS),
