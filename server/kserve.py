@@ -17,10 +17,12 @@ from itertools import chain
 from typing import Any
 
 import numpy as np
+import orjson
 
 from model_store.manifest import Manifest
+from server import costs
 from server.errors import ApiError
-from server.responses import dumps
+from server.responses import OPTIONS, dumps
 
 HEADER_LENGTH = "inference-header-content-length"
 DATATYPE = "FP32"
@@ -28,6 +30,7 @@ FP32_BYTES = 4
 FP32_OVERFLOW = 2.0**128 - 2.0**103  # the smallest magnitude that rounds to infinity in FP32
 MAX_HEADER_DIGITS = 19  # an int64 byte count
 SHOWN_CHARS = 40
+ANSWER_HEAD_BYTES = 256  # an answer's JSON apart from its data and names: keys, datatype, shape, binary size
 
 
 def _bad(detail: str) -> ApiError:
@@ -96,16 +99,16 @@ class InferRequest:
     binary_output: bool
 
 
-def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
-    """The JSON header and the binary section after it."""
+def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
+    """The JSON header and the binary section after it (a view of the body: no copy)."""
     if header_length is None:
-        return body, b""
+        return body, memoryview(b"")
     if not (header_length.isascii() and header_length.isdigit()):  # str.isdigit() alone accepts '²', int() does not
         raise _bad(f"Inference-Header-Content-Length {_short(header_length)!r} must be a decimal byte count "
                    "(digits 0-9 only)")
     if len(header_length) > MAX_HEADER_DIGITS or int(header_length) > len(body):
         raise _bad(f"Inference-Header-Content-Length {_short(header_length)} is more than the body's {len(body)} bytes")
-    return body[:int(header_length)], body[int(header_length):]
+    return body[:int(header_length)], memoryview(body)[int(header_length):]
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -254,7 +257,7 @@ def _json_data(data: Any, shape: tuple[int, ...], path: str) -> np.ndarray:
     return values.reshape(shape)
 
 
-def _input_tensor(spec: dict[str, Any], binary: bytes | None, manifest: Manifest) -> tuple[np.ndarray, int]:
+def _input_tensor(spec: dict[str, Any], binary: memoryview | None, manifest: Manifest) -> tuple[np.ndarray, int]:
     """The input batch and how many bytes of the binary section it took (``binary`` None: no header was sent)."""
     shape = _check_shape(spec.get("shape"), manifest)
     if spec.get("datatype") != DATATYPE:
@@ -346,10 +349,66 @@ def infer_response(manifest: Manifest, outputs: np.ndarray, request: InferReques
     if request.request_id is not None:
         document["id"] = request.request_id
     document["outputs"] = [tensor]
-    if not request.binary_output:
-        tensor["data"] = outputs.astype(np.float32, copy=False).ravel().tolist()
-        return dumps(document), {"Content-Type": "application/json"}
-    raw = np.ascontiguousarray(outputs, dtype="<f4").tobytes()
-    tensor["parameters"] = {"binary_data_size": len(raw)}
+    if not request.binary_output:  # orjson writes the float32 array itself: no Python float per element
+        tensor["data"] = np.ascontiguousarray(outputs, dtype=np.float32).ravel()
+        return orjson.dumps(document, option=OPTIONS | orjson.OPT_SERIALIZE_NUMPY), {"Content-Type": "application/json"}
+    raw = np.ascontiguousarray(outputs, dtype="<f4")
+    tensor["parameters"] = {"binary_data_size": raw.nbytes}
     head = dumps(document)
-    return head + raw, {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(head))}
+    return b"".join((head, raw.data)), {"Content-Type": "application/octet-stream",
+                                        "Inference-Header-Content-Length": str(len(head))}
+
+
+def output_shape(manifest: Manifest, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The output's shape for an input of this (n, 3, H, W) shape: the manifest's, its -1s filled in."""
+    batch, _, height, width = input_shape
+    _, expected = manifest.tensor_shapes()
+    if manifest.task == "classification":
+        return batch, expected[1]
+    return batch, expected[1], height, width
+
+
+def answer_bytes(manifest: Manifest, input_shape: tuple[int, ...], binary: bool, request_id: str | None) -> int:
+    """The most bytes the answer to an input of this shape can take, before the model runs (JSON: every float32 at
+    its longest, ``costs.V2_JSON_ANSWER_BYTES``)."""
+    elements = math.prod(output_shape(manifest, input_shape))
+    head = ANSWER_HEAD_BYTES + len(manifest.name) + len(manifest.version) + len(manifest.output.name)
+    head += 6 * len(request_id or "")  # \uXXXX escapes at worst
+    per_element = costs.V2_BINARY_ANSWER_BYTES if binary else costs.V2_JSON_ANSWER_BYTES
+    return head + math.ceil(elements * per_element)
+
+
+def parse_bytes(body_length: int, header_length: str | None) -> float:
+    """Working memory parsing a v2 body takes, from its length: its JSON part is parsed into Python objects, its
+    binary section is read in place."""
+    json_length = body_length
+    if header_length is not None and header_length.isascii() and header_length.isdigit() \
+            and len(header_length) <= MAX_HEADER_DIGITS:
+        json_length = min(body_length, int(header_length))
+    return json_length * costs.V2_JSON_PARSE_BYTES
+
+
+def run_bytes(manifest: Manifest, input_shape: tuple[int, ...], binary: bool, max_batch: int) -> float:
+    """Working memory from a parsed input of this shape to its answer: the input and its batch, the model run on
+    at most ``max_batch`` images at a time, the outputs and the answer."""
+    batch, channels, height, width = input_shape
+    outputs = math.prod(output_shape(manifest, input_shape))
+    answer = costs.V2_BINARY_ANSWER_BYTES if binary else costs.V2_JSON_ANSWER_BYTES
+    return (batch * channels * height * width * costs.V2_TENSOR_BYTES
+            + min(batch, max_batch) * height * width * costs.V2_INFERENCE_BYTES
+            + outputs * (costs.V2_OUTPUT_BYTES + answer))
+
+
+def check_limits(manifest: Manifest, parsed: InferRequest, max_pixels: int, max_response_bytes: int) -> None:
+    """413 for an input whose images pass the pixel limit, or whose answer would pass the response limit."""
+    _, _, height, width = parsed.images.shape
+    if height * width > max_pixels:
+        raise ApiError(413, "tensor_too_large", f"'inputs[0].shape' {list(parsed.images.shape)} holds images of "
+                       f"{height}x{width} = {height * width:,} pixels; the limit is {max_pixels:,} (--max-pixels)")
+    size = answer_bytes(manifest, parsed.images.shape, parsed.binary_output, parsed.request_id)
+    if size > max_response_bytes:
+        shape = list(output_shape(manifest, parsed.images.shape))
+        form = "binary" if parsed.binary_output else "JSON (send binary_data_output to shrink it four times)"
+        raise ApiError(413, "response_too_large", f"the answer, output {shape} as {form}, could take {size:,} "
+                       f"bytes; the limit is {max_response_bytes:,} (--max-response-bytes): send fewer or smaller "
+                       "images")

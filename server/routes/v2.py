@@ -7,7 +7,15 @@ from fastapi.responses import Response
 
 from server.dependencies import ContextDep, RegistryDep, SettingsDep, require_api_key
 from server.errors import ApiError
-from server.kserve import HEADER_LENGTH, infer_response, model_metadata, parse_infer_request
+from server.kserve import (
+    HEADER_LENGTH,
+    check_limits,
+    infer_response,
+    model_metadata,
+    parse_bytes,
+    parse_infer_request,
+    run_bytes,
+)
 from server.registry import ModelRegistry
 from server.responses import JSONResponse
 from server.routes.examples import V2_INFER_REQUEST, V2_INFER_REQUEST_SCHEMA, V2_INFER_RESPONSE, V2_METADATA
@@ -70,7 +78,9 @@ async def model_ready(request: Request, registry: RegistryDep, model: str = Mode
     summary="v2 inference on FP32 tensors",
     description="Body as in the KServe v2 spec (JSON `data`, flat row-major), or Triton's binary tensor extension "
                 "(`Inference-Header-Content-Length`). Inputs are already preprocessed: resized and normalised "
-                "as the model's manifest says. Batched with concurrent requests.",
+                "as the model's manifest says. Batched with concurrent requests. Each image is held to "
+                "`--max-pixels` and the answer to `--max-response-bytes` (413), and the parse, the model run and "
+                "the answer reserve their memory in the in-flight budget (503 `overloaded`).",
     openapi_extra={"requestBody": {"required": True, "content": {
         "application/json": {"schema": V2_INFER_REQUEST_SCHEMA, "example": V2_INFER_REQUEST},
         "application/octet-stream": {}}}},
@@ -84,10 +94,15 @@ async def infer(request: Request, ctx: ContextDep, model: str = ModelName) -> Re
     body = await pipeline.read_body(request)  # admitted by queue and by bytes (reserved until the request ends)
     if not body:
         raise ApiError(400, "empty_body", "the request carries no body; send a v2 inference request (JSON)")
+    manifest, settings, header_length = pipeline.manifest, ctx.settings, request.headers.get(HEADER_LENGTH)
+    pipeline.reserve_memory(request, parse_bytes(len(body), header_length))
     # JSON parsing and encoding of large tensors would stall every other request on the event loop.
-    parsed = await pipeline.off_loop(request, parse_infer_request, body, request.headers.get(HEADER_LENGTH),
-                                     pipeline.manifest)
+    parsed = await pipeline.off_loop(request, parse_infer_request, body, header_length, manifest)
     del body
+    pipeline.ticket(request).release_pixels()  # the parser's Python objects are gone; the tensor is counted next
+    check_limits(manifest, parsed, settings.max_pixels, settings.max_response_bytes)
+    pipeline.reserve_memory(request, run_bytes(manifest, parsed.images.shape, parsed.binary_output,
+                                               settings.max_batch))
     result = await pipeline.infer(request, parsed.images)
-    content, headers = await pipeline.off_loop(request, infer_response, pipeline.manifest, result.outputs, parsed)
+    content, headers = await pipeline.off_loop(request, infer_response, manifest, result.outputs, parsed)
     return Response(content, headers=headers, media_type=headers["Content-Type"])
