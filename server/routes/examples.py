@@ -215,7 +215,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "--api-key is set and the bearer token is missing or wrong",
           **_error("missing_api_key", "this server requires 'Authorization: Bearer <key>'")},
     404: {"description": "unknown model", **_error("unknown_model", "model 'x' is not served; available: r18, seg")},
-    413: {"description": "body over --max-body-bytes, or image over --max-pixels",
+    413: {"description": "body over --max-body-bytes, image over --max-pixels, a step needing more memory than "
+                         "--max-inflight-pixels holds, or a v2 answer over --max-response-bytes",
           **_error("image_too_large", "the image declares 100000x100000 = 10,000,000,000 pixels; the limit is "
                                       "40,000,000 (--max-pixels)")},
     415: {"description": "neither multipart nor image/*",
