@@ -15,6 +15,7 @@ COMMANDS = {
     "ray": "/predict requests/s and latency: plain server against Ray Serve with 1 and N replicas",
     "precision": "fp32 against its INT8/FP16 variants: raw images/s and server requests/s, one run",
     "request-path": "each step of a request inside the server (decode, JSON, thread hops), before and after",
+    "memory": "peak bytes per pixel of each step the server reserves memory for, beside server.costs",
     "gpu": "raw vs served, first batch per size, /robustness vs one batch, on the GPU; docs/benchmarks-gpu.md",
     "lab-speed": "python -m robustness evaluate before and after its speed-up: perturbation, figures, one run",
 }
