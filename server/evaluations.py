@@ -40,7 +40,7 @@ POLL_SECONDS = 0.25  # how often a job waiting on a batch looks whether it was c
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 FINISHED = (DONE, FAILED, CANCELLED)
 # What a job is doing: loading its annotations, waiting for the evaluation thread, then the evaluation's phases.
-LOADING, WAITING, WRITING = "loading", "waiting", "writing"
+LOADING, WAITING, EVALUATING, WRITING = "loading", "waiting", "evaluating", "writing"
 
 
 class ServedModel:
@@ -254,7 +254,7 @@ class EvaluationJobs:
             if job.status in FINISHED or job.work is None:
                 return
             models, eval_set = job.work
-            job.status, job.started = RUNNING, time.time()
+            job.status, job.phase, job.started = RUNNING, EVALUATING, time.time()
         self._start_clock(job, self.timeout_s - job.worked)
 
         def progress(done: int, total: int) -> None:
