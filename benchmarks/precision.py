@@ -10,6 +10,11 @@ The model: ``--store`` and ``--model`` naming an entry with variants (the demo s
 weights exported with the calibration data's classes, then the variants built with ``--calib`` and judged on
 ``--guard-data`` with a tolerance of 100 points. Random weights make the guard's figures meaningless; that mode
 measures speed only.
+
+With ``--recipes u8s8,u8s8-reduce-range,u8u8`` it compares INT8 recipes instead (``benchmarks.precision_recipes``):
+each ``--model`` of ``--store`` (a comma list; segmenters read ``--seg-calib`` and ``--seg-guard-data``) is
+quantised with every recipe and judged by the guard on this CPU and on an emulated AVX2-only CPU, and the start-up
+re-check a server would make for each is timed here.
 """
 
 from __future__ import annotations
@@ -27,11 +32,34 @@ from tqdm import tqdm
 from benchmarks.server import add_load_arguments, command_line, jpeg_payload, parse_size, publish, saturate
 from export.pipeline import VariantRequest, add_variants
 from export.random_weights import export_random
+from export.variants import INT8_RECIPES
 from loadtests.processes import ServerProcess
 from loadtests.raw_ceiling import best_raw, raw_layouts
 from model_store.manifest import entry_dir, load_manifest
+from model_store.probes import DEFAULT_PROBE_IMAGES
 from robustness.datasets import evaluation_set
 from server.settings import available_cores
+
+
+def recipe_main(args: argparse.Namespace, command: str) -> int:
+    """``--recipes``: every recipe of every --model, judged natively and as an AVX2-only CPU, in one run."""
+    from benchmarks.precision_recipes import run  # the emulation helpers: imported only when asked
+
+    if args.store is None:
+        print("error: --recipes needs --store and --model naming trained entries", file=sys.stderr)
+        return 2
+    recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
+    unknown = [r for r in recipes if r not in INT8_RECIPES]
+    if unknown:
+        print(f"error: unknown recipe(s) {', '.join(unknown)}; choose from {', '.join(INT8_RECIPES)}", file=sys.stderr)
+        return 2
+    models = [m.strip() for m in args.model.split(",") if m.strip()]
+    data = {m: (args.calib, args.guard_data) if load_manifest(entry_dir(args.store, m), verify=False).task ==
+            "classification" else (args.seg_calib, args.seg_guard_data) for m in models}
+    publish(run(args.store, models, recipes, data, args.calib_images, args.guard_images, args.probe_images,
+                models if args.emulate is None else [m for m in args.emulate.split(",") if m], args.threads,
+                command), args.output)
+    return 0
 
 
 def random_entry(args: argparse.Namespace, folder: Path) -> Path:
@@ -80,7 +108,21 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks precis
     parser.add_argument("--guard-images", type=int, default=64)
     parser.add_argument("--payload", type=parse_size, default=(640, 480), help="JPEG size to POST")
     parser.add_argument("--output", type=Path, help="write the Markdown table here")
+    recipes = parser.add_argument_group("INT8 recipes (--recipes)")
+    recipes.add_argument("--recipes", help="compare these INT8 recipes (comma list from "
+                         f"{', '.join(INT8_RECIPES)}) of each --model instead of timing the server")
+    recipes.add_argument("--seg-calib", type=Path, default=Path("data/calibration/segmentation"),
+                         help="calibration data of segmenters (--recipes)")
+    recipes.add_argument("--seg-guard-data", type=Path, default=Path("data/segmentation"),
+                         help="guard data of segmenters (--recipes)")
+    recipes.add_argument("--probe-images", type=int, default=DEFAULT_PROBE_IMAGES, help="probe set size (--recipes)")
+    recipes.add_argument("--threads", type=int, default=available_cores(),
+                         help="intra-op threads of the timed start-up re-check (--recipes; default: every core)")
+    recipes.add_argument("--emulate", default=None, help="models also judged on an emulated AVX2-only CPU "
+                         "(--recipes; comma list, default: every --model; '' for none)")
     args = parser.parse_args(argv)
+    if args.recipes:
+        return recipe_main(args, command_line(prog, argv).strip())
     with tempfile.TemporaryDirectory(prefix="bench-precision-") as tmp:
         store = args.store or random_entry(args, Path(tmp))
         manifest = load_manifest(entry_dir(store, args.model))
