@@ -36,7 +36,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a deadline and a size limit on each request head, and a connection cap."""
 
     read_timeout_s = 30.0
-    max_connections = 1088
+    max_connections = 4096
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -16,7 +16,7 @@ FAULTS = ("", "raise", "hang")  # testing only: every batch raises, or never ret
 CUDNN_SEARCHES = ("HEURISTIC", "EXHAUSTIVE", "DEFAULT")
 SWITCHES = ("auto", "on", "off")
 ENV_PREFIX = "SERVER_"
-CONNECTION_HEADROOM = 64  # connections past --max-concurrent: probes, idle keep-alive clients
+CONNECTIONS_PER_REQUEST = 4  # default connection cap per --max-concurrent: idle keep-alive clients, probes
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
@@ -164,9 +164,9 @@ class Settings:
 
     @property
     def connection_limit(self) -> int:
-        """Open connections uvicorn accepts before it answers 503 to everything (probes included): --max-concurrent
-        plus room for probes and idle keep-alive connections, unless --max-connections says otherwise."""
-        return self.max_connections or self.max_concurrent + CONNECTION_HEADROOM
+        """Open connections accepted before every new one gets a 503 (probes included): --max-connections, else
+        four per --max-concurrent, room for idle keep-alive clients and probes."""
+        return self.max_connections or self.max_concurrent * CONNECTIONS_PER_REQUEST
 
     @property
     def host_patterns(self) -> tuple[str, ...]:
@@ -252,7 +252,7 @@ OPTIONS: dict[str, tuple[str, Any, str]] = {
                          "HTTP requests in flight at once (health and metrics exempt); beyond it: 503 at once"),
     "--max-connections": ("max_connections", int,
                           "open connections accepted at once, idle ones included; beyond it uvicorn answers 503 to "
-                          "every request (0: --max-concurrent + 64)"),
+                          "every request, probes included (0: 4 x --max-concurrent)"),
     "--read-timeout-s": ("read_timeout_s", float,
                          "a request's headers, then its body, must arrive within this many seconds; past it: 408 "
                          "and the connection closes"),
