@@ -42,6 +42,8 @@ def test_missing_or_wrong_api_key_is_401(strict_server):
 
 def test_torchscript_backend_answers_like_the_exported_onnx(strict_server, store):
     status, body, _, _ = post_predict(strict_server, AUTH)
+    if status == 504:  # 250 ms beyond the 500 ms model: a loaded CI machine's first request can pass the deadline
+        status, body, _, _ = post_predict(strict_server, AUTH)
     assert status == 200, body
     image = Image.open(io.BytesIO(IMAGE))
     expected = sigmoid(run_exported(store, CLASSIFIER, model_input(store, CLASSIFIER, image)[None]))[0]
