@@ -57,7 +57,8 @@ INT8_RECIPES = {
                                     "(reduce_range), uint8 activations"),
     "u8u8": Int8Recipe(QuantType.QUInt8, False, "QDQ, per-channel uint8 weights, uint8 activations"),
 }
-DEFAULT_INT8_RECIPE = "u8s8"
+# 7-bit weights: the same figures on AVX2 and AVX-512 VNNI kernels, at U8S8's speed on VNNI (docs/benchmarks.md)
+DEFAULT_INT8_RECIPE = "u8s8-reduce-range"
 
 
 def parse_variants(spec: str | Sequence[str]) -> tuple[str, ...]:

@@ -44,10 +44,11 @@ def read_probes(manifest: Manifest) -> Probes | None:
 
 
 def _scores(logits: np.ndarray, task: str, activation: str) -> np.ndarray:
-    """Probabilities with classes on the last axis."""
+    """Probabilities, classes on axis 1 (pixel softmax in float32: a segmenter's probes hold millions of logits)."""
     if task == "classification":
         return class_scores(logits, activation)
-    return class_scores(np.moveaxis(logits, 1, -1), "softmax")
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True), dtype=np.float32)
+    return exp / exp.sum(axis=1, keepdims=True)
 
 
 def task_metric(task: str) -> str:
@@ -55,14 +56,13 @@ def task_metric(task: str) -> str:
     return "mAP" if task == "classification" else "mIoU"
 
 
-def _metric(task: str, scores: np.ndarray, logits: np.ndarray, labels: np.ndarray, ternary: bool) -> float | None:
+def _metric(task: str, scores: np.ndarray, top: np.ndarray, labels: np.ndarray, ternary: bool) -> float | None:
     if task == "classification":
         try:
             return multilabel_metrics(scores, labels, ignore_zero=ternary)["mAP"]
         except ValueError:  # no class has a positive among the probes
             return None
-    classes = logits.shape[1]
-    value = mean_iou(confusion_matrix(labels, np.argmax(logits, axis=1), classes))
+    value = mean_iou(confusion_matrix(labels, top, scores.shape[1]))
     return None if np.isnan(value) else 100.0 * value
 
 
@@ -70,10 +70,11 @@ def probe_figures(task: str, activation: str, reference: np.ndarray, candidate: 
                   ternary: bool = False) -> dict[str, float | None]:
     """Score MAE, top-label (or pixel) agreement and the task metric of fp32 and of the candidate, with its delta."""
     ref_scores, cand_scores = _scores(reference, task, activation), _scores(candidate, task, activation)
-    agreement = float(np.mean(np.argmax(reference, axis=1) == np.argmax(candidate, axis=1)))
+    ref_top, cand_top = np.argmax(reference, axis=1), np.argmax(candidate, axis=1)
+    agreement = float(np.mean(ref_top == cand_top))
     metric = task_metric(task)
-    ref_value = _metric(task, ref_scores, reference, labels, ternary)
-    value = _metric(task, cand_scores, candidate, labels, ternary)
+    ref_value = _metric(task, ref_scores, ref_top, labels, ternary)
+    value = _metric(task, cand_scores, cand_top, labels, ternary)
     return {"score_mae": float(np.mean(np.abs(ref_scores - cand_scores))),
             "top_label_agreement" if task == "classification" else "pixel_agreement": agreement,
             f"{metric}_fp32": ref_value, metric: value,

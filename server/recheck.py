@@ -31,7 +31,7 @@ from server.runtimes import Backend
 AGREEMENT_DROP = 0.05
 MAE_GROWTH, MAE_SLACK = 2.0, 0.002
 TIMING_ROUNDS = 3
-TIMING_BUDGET_S = 3.0
+TIMING_BUDGET_S = 2.0
 PROBE_BATCH = 8
 DEFAULT_TOLERANCE = 0.5  # the guard's, for verdicts that do not record theirs
 
