@@ -214,6 +214,7 @@ class MicroBatcher:
                         return None
             if item.live():
                 return item
+            self._report_depth()  # a request that expired while it waited has left the queue
 
     def _first_set_aside(self) -> _Pending | None:
         """The oldest live request set aside earlier (it goes first: nothing waits behind later arrivals)."""
@@ -221,6 +222,7 @@ class MicroBatcher:
             item = self._set_aside.popleft()
             if item.live():
                 return item
+            self._report_depth()
         return None
 
     async def _collect(self) -> list[_Pending]:

@@ -34,7 +34,10 @@ def test_missing_or_wrong_api_key_is_401(strict_server):
         assert client.get(f"/v2/models/{CLASSIFIER}").status_code == 401
         assert client.get("/health").status_code == 200  # probes stay open
         assert client.get("/ready").status_code == 200
-    # refused requests never reach the batcher; the model's gauges exist at 0 from start-up
+    # refused requests never reach the batcher; the model's gauges exist, at 0 once earlier tests' requests (the
+    # keyed fuzzing run) have drained
+    for family in ("queue_depth", "batches_running"):
+        wait_for(strict_server, family, 0)
     text = metrics_text(strict_server)
     for family in ("queue_depth", "batches_running"):
         assert f'{family}{{model="{CLASSIFIER}"}} 0.0' in text.splitlines()
