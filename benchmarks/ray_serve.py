@@ -83,8 +83,8 @@ async def _httpx_calls(url: str, payload: bytes, concurrency: int) -> tuple[list
 
 async def _socket_calls(url: str, payload: bytes, concurrency: int) -> tuple[list, list]:
     host, port = url.removeprefix("http://").split(":")
-    request = (b"POST /predict HTTP/1.1\r\nHost: bench\r\nContent-Type: image/jpeg\r\n"
-               b"Content-Length: %d\r\n\r\n" % len(payload)) + payload
+    request = (b"POST /predict HTTP/1.1\r\nHost: %s\r\nContent-Type: image/jpeg\r\n"  # the server checks Host
+               b"Content-Length: %d\r\n\r\n" % (host.encode(), len(payload))) + payload
     calls, closers = [], []
     for _ in range(concurrency):
         reader, writer = await asyncio.open_connection(host, int(port))

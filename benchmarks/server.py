@@ -91,8 +91,8 @@ async def _socket_worker(url: str, payload: bytes) -> tuple:
     """A request function over one keep-alive HTTP/1.1 connection written by hand (a near-free client)."""
     host, port = url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
-    request = (b"POST /predict HTTP/1.1\r\nHost: bench\r\nContent-Type: image/jpeg\r\n"
-               b"Content-Length: %d\r\n\r\n" % len(payload)) + payload
+    request = (b"POST /predict HTTP/1.1\r\nHost: %s\r\nContent-Type: image/jpeg\r\n"  # the server checks Host
+               b"Content-Length: %d\r\n\r\n" % (host.encode(), len(payload))) + payload
 
     async def call() -> int:
         writer.write(request)
