@@ -36,8 +36,8 @@ from export.variants import INT8_RECIPES
 from loadtests.processes import ServerProcess
 from loadtests.raw_ceiling import best_raw, raw_layouts
 from model_store.manifest import entry_dir, load_manifest
-from model_store.probes import DEFAULT_PROBE_IMAGES
 from robustness.datasets import evaluation_set
+from robustness.probe_check import DEFAULT_PROBE_IMAGES
 from server.settings import available_cores
 
 

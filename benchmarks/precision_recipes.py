@@ -30,8 +30,8 @@ from export.probes import variant_probe_figures, write_probes
 from export.variants import INT8_RECIPES, calibration_files, prepared_inputs, quantize_int8
 from model_store.machine import isa_record, machine_record
 from model_store.manifest import FileRecord, Variant, entry_dir, load_manifest, write_manifest
-from model_store.probes import DEFAULT_PROBE_IMAGES
 from robustness.datasets import evaluation_set
+from robustness.probe_check import DEFAULT_PROBE_IMAGES
 from server.recheck import Recheck, recheck
 from server.runtimes import OnnxBackend
 

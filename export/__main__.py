@@ -17,7 +17,7 @@ from export.variants import (
     VARIANT_FILES,
 )
 from model_store.manifest import Variant
-from model_store.probes import DEFAULT_PROBE_IMAGES
+from robustness.probe_check import DEFAULT_PROBE_IMAGES
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -53,8 +53,8 @@ from model_store.manifest import (
     validate_name,
     write_manifest,
 )
-from model_store.probes import DEFAULT_PROBE_IMAGES
 from robustness.datasets import evaluation_set
+from robustness.probe_check import DEFAULT_PROBE_IMAGES
 
 log = logging.getLogger("export")
 FORMATS = ("onnx", "torchscript", "mar", "triton")

@@ -9,10 +9,10 @@ import numpy as np
 import onnxruntime as ort
 
 from model_store.manifest import FileRecord, Manifest, ProbeSet, verified_artifact
-from model_store.probes import DEFAULT_PROBE_IMAGES, PROBE_FILES, probe_figures, read_probes
 from robustness.datasets import EvalSet
 from robustness.evaluation.conditions import InputBuilder
 from robustness.evaluation.onnx_model import onnx_providers
+from robustness.probe_check import DEFAULT_PROBE_IMAGES, PROBE_FILES, probe_figures, read_probes
 from robustness.scores import resize_class_map
 
 PROBE_BATCH = 8

@@ -25,7 +25,7 @@ import onnxruntime as ort
 
 from model_store.machine import machine_differences, machine_record
 from model_store.manifest import Manifest, Variant
-from model_store.probes import Probes, probe_figures, read_probes, task_metric
+from robustness.probe_check import Probes, probe_figures, read_probes, task_metric
 from server.runtimes import Backend
 
 AGREEMENT_DROP = 0.05
