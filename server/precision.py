@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from model_store.manifest import Manifest, Variant
-from server.recheck import Recheck
+from server.recheck import MIN_SPEEDUP, Recheck
 from server.runtimes import CPU
 from server.settings import PRECISIONS
 
@@ -100,7 +100,7 @@ def select_precision(manifest: Manifest, requested: str, provider: str, backend:
 
 def settle(manifest: Manifest, selection: Selection, requested: str, check: Recheck) -> Selection:
     """The selection once the variant was re-checked on this machine: unchanged when its verdict was measured on
-    one like it; under auto, fp32 when it fails here or is not faster here; PrecisionError for an explicit
+    one like it; under auto, fp32 when it fails here or is under MIN_SPEEDUP here; PrecisionError for an explicit
     precision that fails here."""
     variant = selection.variant
     assert variant is not None
@@ -118,5 +118,5 @@ def settle(manifest: Manifest, selection: Selection, requested: str, check: Rech
         return Selection("fp32", FP32_FILE, f"auto: the {precision} variant {check.summary()}", checks=checks)
     if not check.faster:
         return Selection("fp32", FP32_FILE, f"auto: the {precision} variant holds on this machine but measured "
-                         f"{speed:.2f}x fp32 here", checks=checks)
+                         f"{speed:.2f}x fp32 here, under the {MIN_SPEEDUP:g}x a variant must earn", checks=checks)
     return replace(selection, reason=f"{selection.reason}; {check.summary()}", checks=checks)

@@ -27,6 +27,7 @@ from sklearn.metrics import average_precision_score
 from export.pipeline import VariantRequest, add_variants, export_entry
 from export.source import resolve_source
 from model_store.manifest import load_manifest
+from server.recheck import MIN_SPEEDUP
 from tests.conftest import FineTuned
 from tests.server.conftest import LiveServer, launch_server
 from tests.server.oracle import png_bytes, random_rgb
@@ -132,20 +133,29 @@ def test_a_verdict_measured_on_this_machine_is_not_rechecked(servers: dict[str, 
     assert checks["why"] == ["the verdict was measured on a machine with this record"]
 
 
-def test_a_variant_that_holds_on_this_machine_is_served_and_says_why(servers: dict[str, LiveServer],
-                                                                     recheck_store: Path) -> None:
+def test_a_variant_that_holds_on_this_machine_is_served_if_fast_enough_and_says_why(
+        servers: dict[str, LiveServer], recheck_store: Path) -> None:
+    """The accuracy checks pass here; whether int8 is served then depends on the speed measured here (timing
+    varies by CPU and load, so both outcomes are checked against the figure the server reports)."""
     holds = models(servers["auto"])["holds"]
     checks = holds["served"]["checks"]
-    assert holds["precision"] == "int8" and holds["served"]["file"] == "model.int8.onnx", holds["served"]
-    assert checks["needed"] is True and checks["failures"] == [] and checks["faster"] is True
+    assert checks["needed"] is True and checks["failures"] == []
     assert "isa avx2 there" in checks["why"][0] and checks["machine"]["isa"] != "avx2"
     assert checks["ran"] == ["mAP against fp32 on the probes", "top-label agreement", "score agreement (MAE)",
                              "speed against fp32"]
     assert checks["probes"] == 16 and 0 < checks["seconds"] <= 5.0
     figures = checks["figures"]
     assert figures["mAP_delta"] == pytest.approx(oracle_probe_map_delta(recheck_store / "holds" / "1"), abs=1e-6)
-    assert figures["speedup"] > 1.0 and figures["fp32_max_abs_drift"] < 1e-3
-    assert "holds on this machine" in holds["served"]["reason"]
+    assert figures["fp32_max_abs_drift"] < 1e-3
+    assert checks["faster"] is (figures["speedup"] >= MIN_SPEEDUP)
+    if checks["faster"]:
+        assert holds["precision"] == "int8" and holds["served"]["file"] == "model.int8.onnx", holds["served"]
+        assert "holds on this machine" in holds["served"]["reason"]
+    else:
+        assert holds["precision"] == "fp32" and holds["served"]["file"] == "model.onnx", holds["served"]
+        assert holds["served"]["reason"] == (f"auto: the int8 variant holds on this machine but measured "
+                                             f"{figures['speedup']:.2f}x fp32 here, under the 1.5x a variant "
+                                             "must earn")
     assert holds["served"]["measured_on"]["isa"] == "avx2"
 
 
