@@ -60,6 +60,11 @@ class ServedModel:
         return self.runner.manifest
 
     @property
+    def precision(self) -> str:
+        """The precision the server runs this model at."""
+        return self.runner.precision
+
+    @property
     def providers(self) -> list[str]:
         """The runtime the server runs this model on."""
         return [self.runner.backend.provider]

@@ -2,6 +2,8 @@
 
     python -m robustness evaluate --model model_store/demo-classifier --data data/classification \
         --occlusion high --corruptions gaussian_noise,fog --severities 1,3,5 --limit 50 --compare model_store/other
+    python -m robustness evaluate --model model_store/demo-classifier --data data/classification \
+        --compare-precision int8 --limit 50      # fp32 and its INT8 variant, paired
 
 Bad input (path, corruption name, task or class mismatch) prints one line on stderr and exits with status 2.
 """
@@ -19,6 +21,7 @@ from robustness.datasets import evaluation_set
 from robustness.evaluation import EvaluationConfig, check_compatible, evaluate, open_model, write_outputs
 
 DEFAULT_OUT = Path("runs/robustness")
+PRECISIONS = ("fp32", "int8", "fp16")
 USAGE_ERROR = 2
 
 
@@ -31,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--severities", default="1-5", help="e.g. 1-5 or 1,3,5 (default 1-5)")
     parser.add_argument("--seed", type=int, default=0, help="seed of masks, corruptions and bootstrap (default 0)")
     parser.add_argument("--compare", help="a second store model with the same classes: paired differences")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                        help="evaluate the entry's fp32 model or one of its exported variants (default fp32)")
+    parser.add_argument("--compare-precision", choices=PRECISIONS, metavar="PRECISION",
+                        help="compare with the same entry at this precision: does quantisation change occlusion "
+                             "and corruption robustness, not only clean accuracy?")
     parser.add_argument("--out", type=Path, help="output folder (default runs/robustness/<model>-<timestamp>)")
     parser.add_argument("--limit", type=int, help="only the first N test images")
     parser.add_argument("--batch-size", type=int, default=32, help="model batch size (default 32)")
@@ -46,9 +54,15 @@ def run(args: argparse.Namespace) -> list[Path]:
                                     batch_size=args.batch_size, bootstrap=args.bootstrap, limit=args.limit,
                                     checks=args.checks, explain=args.explain)
     config.validate()
-    models = [open_model(args.model)]
+    if args.compare and args.compare_precision:
+        raise ValueError("--compare and --compare-precision each name the second model; give one of them")
+    if args.compare_precision == args.precision:
+        raise ValueError(f"--compare-precision {args.compare_precision} is the precision already evaluated")
+    models = [open_model(args.model, args.precision)]
     if args.compare:
         models.append(open_model(args.compare))
+    if args.compare_precision:
+        models.append(open_model(args.model, args.compare_precision))
     eval_set = evaluation_set(args.data, models[0].manifest.task, args.limit)
     check_compatible(models, eval_set, config)  # before the progress bar, so an error stays one line
     bar = tqdm(total=min(len(eval_set), args.limit or len(eval_set)), unit="img", file=sys.stderr,

@@ -51,8 +51,9 @@ class OnnxModel:
     """A store entry's ``model.onnx`` (or another ONNX file it lists, e.g. a variant) run by ONNX Runtime (an
     ``EvalModel``)."""
 
-    def __init__(self, manifest: Manifest, name: str | None = None, filename: str = MODEL_FILE) -> None:
-        self.manifest = manifest
+    def __init__(self, manifest: Manifest, name: str | None = None, filename: str = MODEL_FILE,
+                 precision: str = "fp32") -> None:
+        self.manifest, self.precision = manifest, precision
         self.name = name or manifest.name
         artifact = verified_artifact(manifest, filename)
         self.session = ort.InferenceSession(str(artifact), providers=onnx_providers())
@@ -64,9 +65,21 @@ class OnnxModel:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
 
 
-def open_model(path: str | Path) -> OnnxModel:
-    """Load a store entry (entry folder = newest version, or a version folder) as an ``OnnxModel``.
+FP32 = "fp32"
+
+
+def open_model(path: str | Path, precision: str = FP32) -> OnnxModel:
+    """Load a store entry (entry folder = newest version, or a version folder) as an ``OnnxModel``, at fp32 or one
+    of its exported variants (``int8``, ``fp16``: named ``<model>@<precision>``, so both can be compared).
 
     Only the ONNX artifact is verified (size and sha256): it is the one file the evaluation reads.
     """
-    return OnnxModel(load_manifest(resolve_entry(path), verify=False))
+    manifest = load_manifest(resolve_entry(path), verify=False)
+    if precision == FP32:
+        return OnnxModel(manifest)
+    variant = manifest.variant(precision)
+    if variant is None:
+        listed = ", ".join([FP32, *(v.precision for v in manifest.variants)])
+        raise ValueError(f"{manifest.name} has no {precision} variant (it has: {listed}); export one with "
+                         f"python -m export ... --variants {precision}")
+    return OnnxModel(manifest, name=f"{manifest.name}@{precision}", filename=variant.file, precision=precision)

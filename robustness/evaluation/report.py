@@ -154,4 +154,5 @@ def model_json(label: str, model: EvalModel) -> dict[str, Any]:
     m = model.manifest
     return {"label": label, "name": m.name, "version": m.version, "path": str(m.path) if m.path else None,
             "task": m.task, "activation": m.activation, "threshold": m.threshold, "input_size": list(m.input_size),
-            "classes": len(m.class_names), "providers": list(getattr(model, "providers", []))}
+            "classes": len(m.class_names), "providers": list(getattr(model, "providers", [])),
+            "precision": getattr(model, "precision", "fp32")}

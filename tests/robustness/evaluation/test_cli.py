@@ -7,8 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import onnxruntime as ort
 import pytest
+from PIL import Image
+from sklearn.metrics import average_precision_score
 
+from export.pipeline import VariantRequest, add_variants
 from robustness.__main__ import main
 from tests.robustness.evaluation.conftest import (
     CLASSIFICATION_DATA,
@@ -16,6 +21,7 @@ from tests.robustness.evaluation.conftest import (
     ROOT,
     SEGMENTER,
     copy_entry,
+    direct_inputs,
 )
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -99,3 +105,52 @@ def test_the_cli_runs_from_the_repository_root_only_with_relative_paths(monkeypa
                         "--corruptions", "nope")
     assert code == 2
     assert_one_line(err, "unknown corruption nope")
+
+
+def test_compare_precision_evaluates_the_entry_beside_its_int8_variant(capsys, scratch_store, tmp_path):
+    """``--compare-precision int8``: the same entry at fp32 and at INT8, paired; the INT8 cells are what its own
+    ONNX file gives (scikit-learn's AP on a direct ONNX Runtime run of model.int8.onnx)."""
+    entry = copy_entry(CLASSIFIER, scratch_store, "quantised")
+    calib = tmp_path / "calib"  # images the guard never sees
+    calib.mkdir()
+    for seed in range(8):
+        noise = np.random.default_rng(seed).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+        Image.fromarray(noise).save(calib / f"{seed}.png")
+    add_variants(entry / "1", VariantRequest(("int8",), calib=calib, guard_data=CLASSIFICATION_DATA,
+                                             tolerance=100.0, calib_images=8, calib_method="minmax", guard_images=6,
+                                             probe_images=0), progress=False)
+    out = tmp_path / "run"
+    code, err = run_cli(capsys, "--model", str(entry), "--data", str(CLASSIFICATION_DATA), "--limit", "6",
+                        "--occlusion", "none", "--corruptions", "contrast", "--severities", "1", "--bootstrap", "20",
+                        "--no-checks", "--compare-precision", "int8", "--out", str(out))
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    assert [(m["label"], m["precision"]) for m in report["models"]] == [("quantised", "fp32"),
+                                                                       ("quantised@int8", "int8")]
+    assert [(c["model"], c["other"]) for c in report["comparisons"]] == [("quantised", "quantised@int8")]
+
+    records = json.loads((CLASSIFICATION_DATA / "test.json").read_text())[:6]
+    targets = np.array([r["target"] for r in records])
+    m = json.loads((entry / "1" / "manifest.json").read_text())
+    inputs = np.stack([direct_inputs(CLASSIFICATION_DATA / r["img_path"], tuple(m["input"]["size"]),
+                                     m["input"]["mean"], m["input"]["std"]) for r in records])
+    session = ort.InferenceSession(str(entry / "1" / "model.int8.onnx"), providers=["CPUExecutionProvider"])
+    scores = np.concatenate([session.run(None, {session.get_inputs()[0].name: x[None]})[0] for x in inputs])
+    cell = report["results"]["quantised@int8"]["clean"]["per_class"]["AP"]
+    for c, name in enumerate(report["dataset"]["class_names"]):
+        keep = targets[:, c] != 0
+        positives = targets[keep, c] == 1
+        if positives.any():
+            assert cell[name]["value"] == pytest.approx(100 * average_precision_score(positives, scores[keep, c]),
+                                                        abs=1e-6), name
+
+
+def test_a_precision_the_entry_lacks_is_one_line_and_status_2(capsys):
+    code, err = run_cli(capsys, "--model", str(CLASSIFIER), "--data", str(CLASSIFICATION_DATA),
+                        "--precision", "int8")
+    assert code == 2
+    assert_one_line(err, "demo-classifier has no int8 variant (it has: fp32)")
+    code, err = run_cli(capsys, "--model", str(CLASSIFIER), "--data", str(CLASSIFICATION_DATA),
+                        "--compare-precision", "fp32")
+    assert code == 2
+    assert_one_line(err, "--compare-precision fp32 is the precision already evaluated")
