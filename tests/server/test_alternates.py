@@ -24,7 +24,11 @@ from tests.server.oracle import png_bytes, random_rgb
 
 MODELS = ("m1", "m2", "m3")
 CAP = 2
-LEAK_MARGIN_MB = 120  # six alternates at about 45 MB each (fp16 + int8 ResNet-18) would be kept without eviction
+LEAK_MARGIN_MB = 120  # evicted sessions never freed would add about 270 MB a round (six of about 45 MB each)
+ROUNDS = 6
+# RSS rises for the first rounds as the allocator and ONNX Runtime settle (measured: +61, +18, +37 MB in rounds
+# 1-3, then flat within 20 MB through round 7), so the baseline is taken after round 1, not round 0.
+SETTLED_ROUND = 1
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +75,9 @@ def loaded(live: LiveServer) -> list[tuple[str, str]]:
 def test_many_alternates_never_hold_more_than_the_cap(server: LiveServer) -> None:
     payload = {"file": ("x.png", png_bytes(random_rgb(96, 96, seed=2)))}
     keys = [(name, precision) for name in MODELS for precision in ("int8", "fp16")]
-    rss_after_first_round = 0.0
+    settled = 0.0
     with server.client() as c:
-        for round_ in range(4):
+        for round_ in range(ROUNDS):
             for index, (name, precision) in enumerate(keys):
                 answer = c.post(f"/robustness?model={name}&precision={precision}&n=1&seed=1", files=payload)
                 assert answer.status_code == 200, answer.text
@@ -81,11 +85,11 @@ def test_many_alternates_never_hold_more_than_the_cap(server: LiveServer) -> Non
                 held = loaded(server)
                 assert len(held) == min(CAP, round_ * len(keys) + index + 1) and (name, precision) in held, held
             time.sleep(1.5)  # evicted runners stop once idle, half a second after their eviction
-            if round_ == 0:
-                rss_after_first_round = rss_mb(server)
+            if round_ == SETTLED_ROUND:
+                settled = rss_mb(server)
         final = rss_mb(server)
-    assert final - rss_after_first_round < LEAK_MARGIN_MB, (rss_after_first_round, final)
-    assert server.logs().count("evicted (--max-alternates 2)") == 4 * len(keys) - CAP
+    assert final - settled < LEAK_MARGIN_MB, (settled, final)
+    assert server.logs().count("evicted (--max-alternates 2)") == ROUNDS * len(keys) - CAP
 
 
 def test_a_recently_used_alternate_is_kept(server: LiveServer) -> None:
