@@ -50,7 +50,7 @@ class AgreementRecorder:
 
     def __init__(self, model: OnnxModel) -> None:
         self.model, self.name, self.manifest = model, model.name, model.manifest
-        self.providers = model.providers
+        self.providers, self.precision = model.providers, model.precision
         self.top: list[np.ndarray] = []
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
@@ -114,7 +114,7 @@ def guard_variants(manifest: Manifest, files: Mapping[str, str], eval_set: EvalS
     """Evaluate every variant (precision -> a file listed in the manifest) against ``model.onnx`` in one pass over
     the test split, and decide on each."""
     reference = AgreementRecorder(OnnxModel(manifest, "fp32"))
-    candidates = {precision: AgreementRecorder(OnnxModel(manifest, precision, filename))
+    candidates = {precision: AgreementRecorder(OnnxModel(manifest, precision, filename, precision=precision))
                   for precision, filename in files.items()}
     config = EvaluationConfig(occlusion=(HIGH_BUCKET,), corruptions=(), severities=(), seed=seed, batch_size=batch,
                               bootstrap=200, limit=limit, checks=False)
