@@ -127,14 +127,14 @@ class RequestLimitsMiddleware:
         started = False
         complete = False
         deadline = time.monotonic() + self.read_timeout_s
-        ticket = request_ticket(scope, self.budget) if self.budget is not None else None
 
         async def limited_receive() -> Message:
             nonlocal received, complete
             if complete:  # only a disconnect can come now: no deadline on waiting for it
                 return await receive()
             try:
-                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):  # no extra task, unlike wait_for
+                    message = await receive()
             except TimeoutError:
                 raise body_timeout(self.read_timeout_s, received) from None
             if message["type"] == "http.request":
@@ -143,8 +143,10 @@ class RequestLimitsMiddleware:
                 complete = not message.get("more_body", False)
                 if received > limit:
                     raise too_large(limit, f"over {limit:,} bytes and still streaming", source)
-                if ticket is not None and chunk and not ticket.closed:
-                    ticket.reserve_bytes(chunk)  # OverloadedError: the route maps it (the middleware, if not)
+                if self.budget is not None and chunk:
+                    ticket = request_ticket(scope, self.budget)  # made by the first chunk: bodiless requests skip it
+                    if not ticket.closed:
+                        ticket.reserve_bytes(chunk)  # OverloadedError: the route maps it (the middleware, if not)
             return message
 
         async def tracking_send(message: Message) -> None:
