@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from tests.server.conftest import CLASSIFIER, STARTUP_SECONDS, LiveServer, launch_server
+from tests.server.health_probe import HealthProbe
 from tests.server.oracle import png_bytes
 
 MAX_BODY_BYTES = 2_000_000
@@ -74,46 +75,28 @@ def rss_mib(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
-class Probe:
-    """While the flood runs: /health latencies and the server's peak RSS, each from its own thread."""
+class Probe(HealthProbe):
+    """While the flood runs: /health latencies (HealthProbe) and the server's peak RSS, each from its own thread."""
 
     def __init__(self, live: LiveServer) -> None:
-        self.live, self.pid = live, live.server.process.pid
-        self.health: list[float] = []
-        self.failures = 0
+        super().__init__(live.url)
+        self.pid = live.server.process.pid
         self.peak_rss = rss_mib(self.pid)
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._health), threading.Thread(target=self._rss)]
-
-    def _health(self) -> None:
-        with httpx.Client(base_url=self.live.url, timeout=10) as client:
-            while not self.stop.is_set():
-                start = time.perf_counter()
-                try:
-                    ok = client.get("/health").status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                self.health.append(time.perf_counter() - start)
-                self.failures += not ok
-                time.sleep(0.01)
+        self.rss_thread = threading.Thread(target=self._rss)
 
     def _rss(self) -> None:
-        while not self.stop.is_set():
+        while not self.stopping.is_set():
             self.peak_rss = max(self.peak_rss, rss_mib(self.pid))
             time.sleep(0.005)
 
     def __enter__(self) -> Probe:
-        for thread in self.threads:
-            thread.start()
+        self.start()
+        self.rss_thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join()
-
-    def p99_ms(self) -> float:
-        return float(np.percentile(self.health, 99) * 1000)
+        self.stop()
+        self.rss_thread.join()
 
 
 def flood(live: LiveServer, body: bytes, requests: int, concurrency: int) -> list[httpx.Response]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +22,7 @@ import pytest
 from PIL import Image
 
 from tests.server.conftest import CLASSIFIER, SEGMENTER, STARTUP_SECONDS, LiveServer, launch_server
+from tests.server.health_probe import HealthProbe
 
 SIDE = 4000  # every attack image is 4000 x 4000 = 16 MP
 INFLIGHT_PIXELS = 50_000_000
@@ -60,37 +60,21 @@ def status_line(pid: int, key: str) -> float:
     raise AssertionError(f"no {key}")
 
 
-class Attack:
-    """While an attack runs: /health latencies from a thread, and the server's peak RSS (VmHWM, reset first)."""
+class Attack(HealthProbe):
+    """While an attack runs: /health latencies (HealthProbe), and the server's peak RSS (VmHWM, reset first)."""
 
     def __init__(self, live: LiveServer) -> None:
-        self.live, self.pid = live, live.server.process.pid
-        self.health: list[float] = []
-        self.failures = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._health)
-
-    def _health(self) -> None:
-        with httpx.Client(base_url=self.live.url, timeout=10) as client:
-            while not self.stop.is_set():
-                start = time.perf_counter()
-                try:
-                    ok = client.get("/health").status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                self.health.append(time.perf_counter() - start)
-                self.failures += not ok
-                time.sleep(0.005)
+        super().__init__(live.url, pause=0.005)
+        self.pid = live.server.process.pid
 
     def __enter__(self) -> Attack:
         Path(f"/proc/{self.pid}/clear_refs").write_text("5")  # VmHWM restarts from the current RSS
         self.baseline = status_line(self.pid, "VmRSS")
-        self.thread.start()
+        self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join()
+        self.stop()
         self.peak = status_line(self.pid, "VmHWM")
 
     def figures(self, name: str, responses: list[httpx.Response]) -> dict:
@@ -99,7 +83,7 @@ class Attack:
                    "rss_baseline_mb": round(self.baseline), "rss_growth_mb": round(self.peak - self.baseline),
                    "bound_mb": round(BUDGET_MB + MARGIN_MB), "health_checks": len(self.health),
                    "health_failures": self.failures,
-                   "health_p99_ms": round(float(np.percentile(self.health, 99)) * 1000, 1)}
+                   "health_p99_ms": round(self.p99_ms(), 1)}
         print("\n", figures)
         return figures
 
