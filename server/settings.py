@@ -87,6 +87,11 @@ class Settings:
     max_eval_history: int = 32
     eval_timeout_s: float = 3600.0
     max_annotation_bytes: int = 64 * 1024 * 1024
+    grpc_port: int = 0
+    watch: bool = False
+    watch_interval_s: float = 2.0
+    otlp_endpoint: str | None = None
+    trace_sample_ratio: float = 1.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -96,6 +101,11 @@ class Settings:
              f"precision {self.precision} needs the onnx backend (variants are ONNX files)"),
             (self.max_alternates >= 1, f"max alternates {self.max_alternates} must be >= 1"),
             (1 <= self.port <= 65535, f"port {self.port} must lie in 1..65535"),
+            (0 <= self.grpc_port <= 65535 and self.grpc_port != self.port,
+             f"gRPC port {self.grpc_port} must be 0 (off) or lie in 1..65535 and differ from --port {self.port}"),
+            (self.watch_interval_s > 0, f"watch interval {self.watch_interval_s} s must be > 0"),
+            (0.0 <= self.trace_sample_ratio <= 1.0,
+             f"trace sample ratio {self.trace_sample_ratio} must lie in 0..1"),
             (self.max_batch >= 1, f"max batch {self.max_batch} must be >= 1"),
             (self.max_delay_ms >= 0, f"max delay {self.max_delay_ms} ms must be >= 0"),
             (self.device_prepare in SWITCHES, f"device prepare {self.device_prepare!r} must be one of "
@@ -301,6 +311,17 @@ OPTIONS: dict[str, tuple[str, Any, str]] = {
                                                   "timed out"),
     "--max-annotation-bytes": ("max_annotation_bytes", int, "largest annotation file (JSON list, COCO instances, "
                                                             "split list) an evaluation reads; larger: 413"),
+    "--grpc-port": ("grpc_port", int, "also serve KServe v2 over gRPC (GRPCInferenceService) on this port, with the "
+                                      "same limits, API key (metadata 'authorization') and metrics (0: off)"),
+    "--watch": ("watch", _flag, "true: reload an entry whose files change in the store, and load new entries "
+                                "(the old version answers until the new one is warm)"),
+    "--watch-interval-s": ("watch_interval_s", float, "how often --watch looks at the store"),
+    "--otlp-endpoint": ("otlp_endpoint", str, "send each request's spans (admission, decode, queue, inference, "
+                                              "postprocess) to this OTLP/HTTP collector, e.g. "
+                                              "http://127.0.0.1:4318/v1/traces (unset: no export; W3C traceparent is "
+                                              "still read and echoed, and logs carry the trace id)"),
+    "--trace-sample-ratio": ("trace_sample_ratio", float, "share of requests without a sampled parent whose spans are "
+                                                          "exported (0..1)"),
 }
 
 
