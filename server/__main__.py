@@ -9,6 +9,7 @@ import uvicorn
 
 from server.allocator import limit_malloc_arenas
 from server.connections import uvicorn_options
+from server.grpc_server import check_grpc_port
 from server.logs import configure_logging
 from server.main import create_app
 from server.registry import read_store
@@ -21,6 +22,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = parse_settings(argv)
         configure_logging(settings.log_level)
+        if settings.grpc_port:
+            check_grpc_port(settings.host, settings.grpc_port)
         if settings.http_workers > 1:
             read_store(settings)  # a bad store is a one-line error here, not in every child
         else:

@@ -30,10 +30,13 @@ FP32_BYTES = 4
 FP32_OVERFLOW = 2.0**128 - 2.0**103  # the smallest magnitude that rounds to infinity in FP32
 MAX_HEADER_DIGITS = 19  # an int64 byte count
 SHOWN_CHARS = 40
+PLATFORMS = {"onnx": "onnxruntime_onnx", "torchscript": "pytorch_libtorch"}  # by --backend
+SERVER_METADATA = {"name": "occlusion-serve", "version": "2", "extensions": ["binary_tensor_data"]}
 ANSWER_HEAD_BYTES = 256  # an answer's JSON apart from its data and names: keys, datatype, shape, binary size
 
 
-def _bad(detail: str) -> ApiError:
+def bad(detail: str) -> ApiError:
+    """The 400 `invalid_tensor` answer, its detail naming the field that is wrong."""
     return ApiError(400, "invalid_tensor", detail)
 
 
@@ -70,10 +73,11 @@ def _show(value: Any) -> str:
     return f"the number {_short(str(value))}"
 
 
-def _unknown(path: str, kind: str, value: Any, expected: str) -> ApiError:
+def unknown_name(path: str, kind: str, value: Any, expected: str) -> ApiError:
+    """The 400 for a tensor name other than the model's."""
     if isinstance(value, str):
-        return _bad(f"'{path}': {kind} {_short(value)!r} is unknown; this model's {kind} is {expected!r}")
-    return _bad(f"'{path}' must be the string {expected!r}, got {_show(value)}")
+        return bad(f"'{path}': {kind} {_short(value)!r} is unknown; this model's {kind} is {expected!r}")
+    return bad(f"'{path}' must be the string {expected!r}, got {_show(value)}")
 
 
 def model_metadata(manifest: Manifest, platform: str) -> dict[str, Any]:
@@ -104,10 +108,10 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryvi
     if header_length is None:
         return body, memoryview(b"")
     if not (header_length.isascii() and header_length.isdigit()):  # str.isdigit() alone accepts '²', int() does not
-        raise _bad(f"Inference-Header-Content-Length {_short(header_length)!r} must be a decimal byte count "
+        raise bad(f"Inference-Header-Content-Length {_short(header_length)!r} must be a decimal byte count "
                    "(digits 0-9 only)")
     if len(header_length) > MAX_HEADER_DIGITS or int(header_length) > len(body):
-        raise _bad(f"Inference-Header-Content-Length {_short(header_length)} is more than the body's {len(body)} bytes")
+        raise bad(f"Inference-Header-Content-Length {_short(header_length)} is more than the body's {len(body)} bytes")
     return body[:int(header_length)], memoryview(body)[int(header_length):]
 
 
@@ -115,7 +119,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     document = dict(pairs)
     if len(document) < len(pairs):
         key = next(key for key, times in Counter(key for key, _ in pairs).items() if times > 1)
-        raise _bad(f"the key {_short(key)!r} appears more than once in one JSON object; send each field once")
+        raise bad(f"the key {_short(key)!r} appears more than once in one JSON object; send each field once")
     return document
 
 
@@ -146,9 +150,9 @@ def _read_json(text: bytes) -> tuple[Any, list[_NotJson]]:
             tokens.clear()  # an integer with more digits than int() reads: read it as infinite, where it is
             return parse(_integer_or_infinite), tokens
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise _bad(f"the request is not valid JSON: {exc}") from None
+        raise bad(f"the request is not valid JSON: {exc}") from None
     except RecursionError:
-        raise _bad("the request's JSON is nested too deeply") from None
+        raise bad("the request's JSON is nested too deeply") from None
 
 
 def _path_of(document: Any, target: Any) -> str:
@@ -170,7 +174,7 @@ def _parameters(value: Any, path: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise _bad(f"'{path}' must be a JSON object of key/value pairs, got {_show(value)}")
+        raise bad(f"'{path}' must be a JSON object of key/value pairs, got {_show(value)}")
     return value
 
 
@@ -178,7 +182,7 @@ def _flag(parameters: dict[str, Any], key: str, path: str, default: bool) -> boo
     if key not in parameters:
         return default
     if not isinstance(parameters[key], bool):
-        raise _bad(f"'{path}.{key}' must be a boolean (true or false), got {_show(parameters[key])}")
+        raise bad(f"'{path}.{key}' must be a boolean (true or false), got {_show(parameters[key])}")
     return parameters[key]
 
 
@@ -187,20 +191,21 @@ def _request_id(value: Any) -> str | None:
         return value
     if isinstance(value, int) and not isinstance(value, bool):  # numbered requests: echoed as their decimal text
         return str(value)
-    raise _bad(f"'id' must be a string, got {_show(value)}")
+    raise bad(f"'id' must be a string, got {_show(value)}")
 
 
-def _check_shape(shape: Any, manifest: Manifest) -> tuple[int, ...]:
+def check_shape(shape: Any, manifest: Manifest) -> tuple[int, ...]:
+    """The input shape as a tuple: four positive integers that fit the model's (-1 = any); 400 otherwise."""
     expected, _ = manifest.tensor_shapes()
     if not isinstance(shape, list) or len(shape) != 4 or not all(type(d) is int and d > 0 for d in shape):
         shown = _show(shape)
         if isinstance(shape, list):
             dims = ", ".join(str(d) if type(d) is int else _show(d) for d in shape[:6])
             shown = f"[{dims}{', ...' if len(shape) > 6 else ''}]"
-        raise _bad(f"'inputs[0].shape' {shown} must be four positive integers {expected} "
+        raise bad(f"'inputs[0].shape' {shown} must be four positive integers {expected} "
                    "(batch, channels, height, width)")
     if any(e not in (-1, d) for e, d in zip(expected, shape, strict=True)):
-        raise _bad(f"'inputs[0].shape' {shape} does not fit the model's {expected} (-1 = any)")
+        raise bad(f"'inputs[0].shape' {shape} does not fit the model's {expected} (-1 = any)")
     return tuple(shape)
 
 
@@ -219,7 +224,7 @@ def _nested_elements(data: list[Any], shape: tuple[int, ...], path: str) -> list
     for depth, size in enumerate(shape):
         for index, item in enumerate(level):
             if not isinstance(item, list) or len(item) != size:
-                raise _bad(f"'{path}{_index_path(index, shape[:depth])}' is {_show(item)} but shape {list(shape)} "
+                raise bad(f"'{path}{_index_path(index, shape[:depth])}' is {_show(item)} but shape {list(shape)} "
                            f"nests an array of {size} there; send data flat or nested exactly as the shape")
         level = list(chain.from_iterable(level))
     return level
@@ -229,21 +234,21 @@ def _json_data(data: Any, shape: tuple[int, ...], path: str) -> np.ndarray:
     """FP32 data from JSON: numbers within FP32's range, flat or nested exactly as the shape."""
     count = math.prod(shape)  # Python integers: a huge declared shape cannot overflow into a small count
     if not isinstance(data, list):
-        raise _bad(f"'{path}' must be an array of numbers (flat row-major, or nested as the shape), got {_show(data)}")
+        raise bad(f"'{path}' must be an array of numbers (flat row-major, or nested as the shape), got {_show(data)}")
     if data and isinstance(data[0], list):
         elements = _nested_elements(data, shape, path)
     elif len(data) != count:
-        raise _bad(f"'{path}' does not match the shape: input data holds {len(data)} values; "
+        raise bad(f"'{path}' does not match the shape: input data holds {len(data)} values; "
                    f"shape {list(shape)} needs {count}")
     else:
         elements = data
     if not set(map(type, elements)) <= {int, float}:
         tokens = [i for i, value in enumerate(elements) if isinstance(value, _NotJson)]
         if tokens:
-            raise _bad(f"'{path}' holds {len(tokens)} NaN or infinite values (element {tokens[0]} is "
+            raise bad(f"'{path}' holds {len(tokens)} NaN or infinite values (element {tokens[0]} is "
                        f"{elements[tokens[0]].token}, which JSON has no number for); send finite FP32 numbers")
         index = next(i for i, value in enumerate(elements) if type(value) not in (int, float))
-        raise _bad(f"'{path}' element {index} (row-major) is {_show(elements[index])}; FP32 data must be JSON numbers")
+        raise bad(f"'{path}' element {index} (row-major) is {_show(elements[index])}; FP32 data must be JSON numbers")
     try:
         with np.errstate(over="ignore"):
             values = np.array(elements, dtype=np.float32)
@@ -252,39 +257,39 @@ def _json_data(data: Any, shape: tuple[int, ...], path: str) -> np.ndarray:
         fits = False
     if not fits:
         index = next(i for i, value in enumerate(elements) if not abs(value) < FP32_OVERFLOW)
-        raise _bad(f"'{path}' element {index} (row-major) is {_show(elements[index])}, outside the FP32 range "
+        raise bad(f"'{path}' element {index} (row-major) is {_show(elements[index])}, outside the FP32 range "
                    "(±3.4028235e+38)")
     return values.reshape(shape)
 
 
 def _input_tensor(spec: dict[str, Any], binary: memoryview | None, manifest: Manifest) -> tuple[np.ndarray, int]:
     """The input batch and how many bytes of the binary section it took (``binary`` None: no header was sent)."""
-    shape = _check_shape(spec.get("shape"), manifest)
+    shape = check_shape(spec.get("shape"), manifest)
     if spec.get("datatype") != DATATYPE:
-        raise _bad(f"'inputs[0].datatype' is {_show(spec.get('datatype'))}, which is not supported; send {DATATYPE}")
+        raise bad(f"'inputs[0].datatype' is {_show(spec.get('datatype'))}, which is not supported; send {DATATYPE}")
     count = math.prod(shape)
     parameters = _parameters(spec.get("parameters"), "inputs[0].parameters")
     if "binary_data_size" not in parameters:
         if spec.get("data") is None:
-            raise _bad("'inputs[0].data' is missing: send the tensor as JSON data, or as binary data with a "
+            raise bad("'inputs[0].data' is missing: send the tensor as JSON data, or as binary data with a "
                        "binary_data_size parameter")
         return _json_data(spec["data"], shape, "inputs[0].data"), 0
     field, size = "'inputs[0].parameters.binary_data_size'", parameters["binary_data_size"]
     if spec.get("data") is not None:
-        raise _bad(f"'inputs[0].data' and {field} are both given; send the tensor either as JSON data or as binary")
+        raise bad(f"'inputs[0].data' and {field} are both given; send the tensor either as JSON data or as binary")
     if type(size) is not int or size < 0:
-        raise _bad(f"{field} must be a byte count (a non-negative integer), got {_show(size)}")
+        raise bad(f"{field} must be a byte count (a non-negative integer), got {_show(size)}")
     if size != count * FP32_BYTES:
-        raise _bad(f"{field} does not match the tensor: binary_data_size {size}, but shape {list(shape)} of FP32 is "
+        raise bad(f"{field} does not match the tensor: binary_data_size {size}, but shape {list(shape)} of FP32 is "
                    f"{count * FP32_BYTES} bytes")
     if binary is None:
-        raise _bad(f"{field} is {size} but the request has no Inference-Header-Content-Length header, so no binary "
+        raise bad(f"{field} is {size} but the request has no Inference-Header-Content-Length header, so no binary "
                    "data follows its JSON")
     if size > len(binary):
-        raise _bad(f"{field} is {size} but only {len(binary)} bytes follow the JSON header")
+        raise bad(f"{field} is {size} but only {len(binary)} bytes follow the JSON header")
     images = np.frombuffer(binary, dtype="<f4", count=count).reshape(shape)
     if not np.isfinite(images).all():
-        raise _bad(f"the binary data of 'inputs[0]' holds {int(np.count_nonzero(~np.isfinite(images)))} NaN or "
+        raise bad(f"the binary data of 'inputs[0]' holds {int(np.count_nonzero(~np.isfinite(images)))} NaN or "
                    "infinite values; send finite FP32 numbers")
     return images, size
 
@@ -294,19 +299,19 @@ def _binary_output(outputs: Any, manifest: Manifest, default: bool) -> bool:
     if outputs is None:
         return default
     if not isinstance(outputs, list):
-        raise _bad(f"'outputs' must be an array of objects with a 'name', got {_show(outputs)}")
+        raise bad(f"'outputs' must be an array of objects with a 'name', got {_show(outputs)}")
     binary_output, name = default, manifest.output.name
     for index, requested in enumerate(outputs):
         path = f"outputs[{index}]"
         if not isinstance(requested, dict):
-            raise _bad(f"'{path}' must be a JSON object with a 'name', got {_show(requested)}")
+            raise bad(f"'{path}' must be a JSON object with a 'name', got {_show(requested)}")
         if requested.get("name") != name:
-            raise _unknown(f"{path}.name", "output", requested.get("name"), name)
+            raise unknown_name(f"{path}.name", "output", requested.get("name"), name)
         if index > 0:
-            raise _bad(f"'{path}.name' asks for output {name!r} again; request each output once")
+            raise bad(f"'{path}.name' asks for output {name!r} again; request each output once")
         parameters = _parameters(requested.get("parameters"), f"{path}.parameters")
         if parameters.get("classification"):
-            raise _bad(f"'{path}.parameters.classification': the classification extension is not supported; "
+            raise bad(f"'{path}.parameters.classification': the classification extension is not supported; "
                        "read the logits output")
         binary_output = _flag(parameters, "binary_data", f"{path}.parameters", binary_output)
     return binary_output
@@ -317,24 +322,24 @@ def parse_infer_request(body: bytes, header_length: str | None, manifest: Manife
     json_part, binary = _split_body(body, header_length)
     header, tokens = _read_json(json_part)
     if not isinstance(header, dict):
-        raise _bad("the request must be a JSON object with an 'inputs' list")
+        raise bad("the request must be a JSON object with an 'inputs' list")
     request_id = _request_id(header.get("id"))
     binary_output = _flag(_parameters(header.get("parameters"), "parameters"), "binary_data_output", "parameters",
                           False)
     inputs = header.get("inputs")
     name = manifest.input.name
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
-        raise _bad(f"'inputs' must be a list with exactly one tensor named {name!r}")
+        raise bad(f"'inputs' must be a list with exactly one tensor named {name!r}")
     if inputs[0].get("name") != name:
-        raise _unknown("inputs[0].name", "input", inputs[0].get("name"), name)
+        raise unknown_name("inputs[0].name", "input", inputs[0].get("name"), name)
     images, used = _input_tensor(inputs[0], None if header_length is None else binary, manifest)
     if used != len(binary):
-        raise _bad(f"{len(binary)} bytes follow the JSON header (Inference-Header-Content-Length {len(json_part)}) "
+        raise bad(f"{len(binary)} bytes follow the JSON header (Inference-Header-Content-Length {len(json_part)}) "
                    f"but the inputs' binary_data_size parameters add up to {used}; the body must end with the last "
                    "binary tensor")
     binary_output = _binary_output(header.get("outputs"), manifest, binary_output)
     if tokens:  # in a field this server does not read
-        raise _bad(f"'{_path_of(header, tokens[0])}' is {tokens[0].token}, which is not a JSON number (JSON has no NaN "
+        raise bad(f"'{_path_of(header, tokens[0])}' is {tokens[0].token}, which is not a JSON number (JSON has no NaN "
                    "or Infinity); send finite numbers")
     return InferRequest(np.ascontiguousarray(images, dtype=np.float32), request_id, binary_output)
 

@@ -15,6 +15,7 @@ from model_store.manifest import Manifest
 from server.banner import banner
 from server.dependencies import ServerContext
 from server.errors import register_error_handlers
+from server.grpc_server import start_grpc, stop_grpc
 from server.metrics import ServerMetrics
 from server.middleware import RequestLimitsMiddleware, RequestLogMiddleware
 from server.registry import ModelRegistry, read_store
@@ -50,10 +51,13 @@ def create_app(settings: Settings, manifests: dict[str, Manifest] | None = None,
                 providers = {name: r.backend.provider for name, r in registry.runners.items()}
                 print(banner(settings, registry.manifests, providers), flush=True)
 
+        grpc_server = await start_grpc(app.state.context) if settings.grpc_port else None
         loading = asyncio.create_task(load(), name="load-models")
         try:
             yield
         finally:
+            if grpc_server is not None:
+                await stop_grpc(grpc_server)
             loading.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await loading

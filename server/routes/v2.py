@@ -9,6 +9,8 @@ from server.dependencies import ContextDep, RegistryDep, SettingsDep, require_ap
 from server.errors import ApiError
 from server.kserve import (
     HEADER_LENGTH,
+    PLATFORMS,
+    SERVER_METADATA,
     check_limits,
     infer_response,
     model_metadata,
@@ -21,8 +23,6 @@ from server.responses import JSONResponse
 from server.routes.examples import V2_INFER_REQUEST, V2_INFER_REQUEST_SCHEMA, V2_INFER_RESPONSE, V2_METADATA
 from server.routes.status import readiness
 
-PROTOCOL_VERSION = "2"
-PLATFORMS = {"onnx": "onnxruntime_onnx", "torchscript": "pytorch_libtorch"}
 router = APIRouter(prefix="/v2", tags=["kserve-v2"])
 models = APIRouter(prefix="/v2", tags=["kserve-v2"], dependencies=[Depends(require_api_key)])
 ModelName = Path(..., description="model name from /v2/models/... or /models", examples=["r18"])
@@ -43,7 +43,7 @@ async def ready(registry: RegistryDep) -> JSONResponse:
 @router.get("", summary="v2 server metadata")
 async def server_metadata() -> JSONResponse:
     """Server name, version and supported extensions."""
-    return JSONResponse({"name": "occlusion-serve", "version": PROTOCOL_VERSION, "extensions": ["binary_tensor_data"]})
+    return JSONResponse(SERVER_METADATA)
 
 
 def _check_version(registry: ModelRegistry, model: str, request: Request) -> None:
@@ -97,7 +97,7 @@ async def infer(request: Request, ctx: ContextDep, model: str = ModelName) -> Re
     manifest, settings, header_length = pipeline.manifest, ctx.settings, request.headers.get(HEADER_LENGTH)
     pipeline.reserve_memory(request, parse_bytes(len(body), header_length))
     # JSON parsing and encoding of large tensors would stall every other request on the event loop.
-    parsed = await pipeline.off_loop(request, parse_infer_request, body, header_length, manifest)
+    parsed = await pipeline.off_loop(request, parse_infer_request, body, header_length, manifest, stage="decode")
     del body
     pipeline.ticket(request).release_pixels()  # the parser's Python objects are gone; the tensor is counted next
     check_limits(manifest, parsed, settings.max_pixels, settings.max_response_bytes)

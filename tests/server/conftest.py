@@ -14,7 +14,7 @@ import torch
 
 from export.pipeline import export_entry
 from export.source import ExportSource
-from loadtests.processes import ServerProcess
+from loadtests.processes import ServerProcess, free_port
 from models.presets import get_preset
 from models.pretrained import load_pretrained, weights_path
 from models.registry import build_model
@@ -72,6 +72,12 @@ class LiveServer:
         """Everything the server wrote so far."""
         return self.server.logs()
 
+    @property
+    def grpc_target(self) -> str:
+        """``127.0.0.1:PORT`` of its KServe v2 gRPC service (started with --grpc-port)."""
+        args = self.server.extra_args
+        return f"127.0.0.1:{args[args.index('--grpc-port') + 1]}"
+
 
 def launch_server(store: Path, log: Path, *flags: str) -> LiveServer:
     """Start `python -m server` on a free port, without SERVER_* variables from the environment (no waiting)."""
@@ -112,8 +118,10 @@ def servers(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
     """Both servers, started together (their start-up overlaps) and stopped at the end of the session."""
     logs = tmp_path_factory.mktemp("server-logs")
     no_data = ("--data-dir", str(tmp_path_factory.mktemp("no-datasets")))  # fuzzed /evaluations find nothing to run
-    with running({"main": launch_server(store, logs / "main.log", *MAIN_FLAGS, *no_data),
-                  "strict": launch_server(store, logs / "strict.log", *STRICT_FLAGS)}) as started:
+    grpc = ("--grpc-port", str(free_port()))
+    with running({"main": launch_server(store, logs / "main.log", *MAIN_FLAGS, *no_data, *grpc),
+                  "strict": launch_server(store, logs / "strict.log", *STRICT_FLAGS, "--grpc-port",
+                                          str(free_port()))}) as started:
         yield started
 
 
