@@ -8,6 +8,7 @@ import logging
 import sys
 from typing import Any
 
+from opentelemetry import trace
 from starlette.requests import Request
 
 ACCESS_LOGGER = "server.access"
@@ -29,9 +30,23 @@ class JsonFormatter(logging.Formatter):
             line.update(fields)
         else:
             line["msg"] = record.getMessage()
+        trace_id = getattr(record, "trace_id", None)
+        if trace_id is not None and "trace_id" not in line:
+            line["trace_id"], line["span_id"] = trace_id, getattr(record, "span_id", None)
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str)
+
+
+class TraceContextFilter(logging.Filter):
+    """Adds ``trace_id`` and ``span_id`` to records logged inside a request's span (``server.tracing``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Tag the record with the current span's ids, if any; never drops it."""
+        ctx = trace.get_current_span().get_span_context()
+        if ctx.is_valid:
+            record.trace_id, record.span_id = f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"
+        return True
 
 
 def configure_logging(level: str = "info") -> None:
@@ -41,6 +56,7 @@ def configure_logging(level: str = "info") -> None:
         raise ValueError(f"log level {level!r} must be one of debug, info, warning, error")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(TraceContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)

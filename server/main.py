@@ -22,6 +22,7 @@ from server.registry import ModelRegistry, read_store
 from server.responses import JSONResponse
 from server.routes import evaluations, page, predict, robustness, segment, status, v2
 from server.settings import Settings
+from server.tracing import Tracing
 
 log = logging.getLogger("server")
 DOCS_STATIC_PATH = "/docs-static"  # Swagger UI's and ReDoc's own files, served here instead of from a CDN
@@ -33,10 +34,12 @@ KServe v2 protocol under `/v2`, and Prometheus metrics at `/metrics`. Every erro
 
 
 def create_app(settings: Settings, manifests: dict[str, Manifest] | None = None,
-               show_banner: bool = False, registry: ModelRegistry | None = None) -> FastAPI:
+               show_banner: bool = False, registry: ModelRegistry | None = None,
+               tracing: Tracing | None = None) -> FastAPI:
     """The app for these settings and manifests (default: the store's, read and verified now); models load and
     warm after start-up. ``registry`` replaces the one built here (an HTTP worker's, whose models run in the
-    inference process)."""
+    inference process); ``tracing`` the tracer built from the settings (shut down with the app)."""
+    tracing = tracing or Tracing.from_settings(settings)
     metrics = ServerMetrics()
     manifests, failures = read_store(settings) if manifests is None else (manifests, {})
     registry = registry or ModelRegistry(manifests, settings, metrics, failures)
@@ -64,11 +67,13 @@ def create_app(settings: Settings, manifests: dict[str, Manifest] | None = None,
             app.state.context.evaluations.close()
             await registry.close()
             decode_pool.shutdown(wait=False, cancel_futures=True)
+            tracing.shutdown()  # flushes the spans still buffered
 
     app = FastAPIOffline(title="occlusion-serve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
                          default_response_class=JSONResponse, static_url=DOCS_STATIC_PATH)
     decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
     app.state.context = ServerContext(settings, registry, metrics, decode_pool)
+    app.state.tracing = tracing
     register_error_handlers(app)
     for router in (page.router, status.router, status.protected, predict.router, segment.router, robustness.router,
                    evaluations.router, v2.router, v2.models):
@@ -78,5 +83,6 @@ def create_app(settings: Settings, manifests: dict[str, Manifest] | None = None,
                        max_concurrent=settings.max_concurrent, api_key=settings.api_key,
                        budget=app.state.context.budget, read_timeout_s=settings.read_timeout_s,
                        hosts=settings.host_patterns)
-    app.add_middleware(RequestLogMiddleware, metrics=metrics)  # outermost: sees every response, 413s included
+    # outermost: sees every response, 413s included
+    app.add_middleware(RequestLogMiddleware, metrics=metrics, tracing=tracing)
     return app

@@ -4,20 +4,22 @@ plus metrics per request."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
+import json
 import logging
 import time
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server import tracing
 from server.admission import InflightBudget, OverloadedError, close_request_ticket, request_ticket
 from server.errors import ApiError, api_key_error, error_response
 from server.logs import ACCESS_LOGGER, SCOPE_KEY
 from server.metrics import ServerMetrics
+from server.tracing import START_KEY, Tracing, format_traceparent, http_carrier
 
 access_log = logging.getLogger(ACCESS_LOGGER)
-START_KEY = "server.start"  # time.monotonic() at arrival; deadlines count from it
 
 # Request limits. uvicorn's httptools parser buffers a request line of any length, so the URI limit is ours.
 MAX_URI_BYTES = 8192  # path plus query string, as sent (percent-encoded)
@@ -185,24 +187,36 @@ CSP = (b"content-security-policy", b"default-src 'self'; script-src 'self' 'unsa
 
 class RequestLogMiddleware:
     """One JSON access line and the request metrics for every HTTP request, errors included; every answer carries
-    ``X-Content-Type-Options: nosniff``, and every HTML page a Content-Security-Policy."""
+    ``X-Content-Type-Options: nosniff``, and every HTML page a Content-Security-Policy.
 
-    def __init__(self, app: ASGIApp, metrics: ServerMetrics) -> None:
-        self.app, self.metrics = app, metrics
+    With ``tracing``, each request to a route that costs work (``keyed``) runs in a SERVER span that continues the
+    client's W3C ``traceparent`` (``server.tracing``); the answer echoes the span's own ``traceparent`` and the
+    access line carries its ``trace_id`` and ``span_id``."""
+
+    def __init__(self, app: ASGIApp, metrics: ServerMetrics, tracing: Tracing | None = None) -> None:
+        self.app, self.metrics, self.tracing = app, metrics, tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Time the request, remember its status, then log and count it."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        start = time.monotonic()
-        scope[START_KEY] = start
-        fields: dict[str, Any] = {}
-        scope[SCOPE_KEY] = fields
+        scope[START_KEY] = time.monotonic()
+        scope[SCOPE_KEY] = {}
+        if self.tracing is None or not keyed(scope["path"]):
+            await self._logged(scope, receive, send)
+            return
+        attributes = {"http.request.method": scope["method"], "url.path": scope["path"]}
+        with self.tracing.request_span(scope, scope["method"], http_carrier(scope["headers"]), attributes) as span:
+            await self._logged(scope, receive, send, format_traceparent(span).encode())
+
+    async def _logged(self, scope: Scope, receive: Receive, send: Send, traceparent: bytes | None = None) -> None:
+        start, fields = scope[START_KEY], scope[SCOPE_KEY]
         status = 500
+        error: str | None = None
 
         async def status_send(message: Message) -> None:
-            nonlocal status
+            nonlocal status, error
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = list(message.get("headers", ()))
@@ -212,8 +226,13 @@ class RequestLogMiddleware:
                            for name, value in headers)
                 if html and CSP[0] not in names:
                     added.append(CSP)
+                if traceparent is not None:
+                    added.append((b"traceparent", traceparent))
+                    tracing.postprocess(scope, time.monotonic())  # routes without a timing() call (v2)
                 if added:
                     message = {**message, "headers": [*headers, *added]}
+            elif traceparent is not None and status >= 400 and error is None:
+                error = error_code(message.get("body", b""))
             await send(message)
 
         try:
@@ -222,7 +241,20 @@ class RequestLogMiddleware:
             duration = time.monotonic() - start
             route = route_template(scope)
             self.metrics.observe_request(route, status, duration)
+            if traceparent is not None:
+                tracing.finish(scope, status, error, f"{scope['method']} {route}",
+                               {"http.route": route, "http.response.status_code": status})
             if access_log.isEnabledFor(logging.INFO):
                 line = {"method": scope["method"], "path": scope["path"], "route": route, "status": status,
                         "duration_ms": round(duration * 1000, 2), **fields}
                 access_log.info("request", extra={"fields": line})
+
+
+def error_code(body: bytes) -> str | None:
+    """The ``error`` code of a JSON error answer's body (``{"error": code, ...}``), None for any other body."""
+    if not body.startswith(b"{") or len(body) > 65536:
+        return None
+    with contextlib.suppress(ValueError):
+        code = json.loads(body).get("error")
+        return code if isinstance(code, str) else None
+    return None

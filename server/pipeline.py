@@ -28,7 +28,7 @@ import numpy as np
 from fastapi import Request
 
 from model_store.manifest import Manifest
-from server import costs
+from server import costs, tracing
 from server.admission import InflightBudget, OverBudgetError, OverloadedError, Ticket, request_ticket
 from server.batching import BatchResult, DeadlineExceededError, QueueFullError
 from server.errors import ApiError, new_error_id
@@ -152,30 +152,50 @@ class RequestPipeline:
         self.metrics.count_rejection(self.name, "deadline")
         return ApiError(504, "deadline_exceeded", f"no answer within {self.settings.timeout_ms:g} ms (--timeout-ms)")
 
-    async def off_loop(self, request: Request, fn: Callable[..., T], *args: Any) -> T:
+    async def off_loop(self, request: Request, fn: Callable[..., T], *args: Any, stage: str | None = None) -> T:
         """Run a blocking function in the decode pool within the request's deadline: decoding, mask drawing
-        and rendering count against it like the queue and the model do (504 past it)."""
-        remaining = self.deadline(request) - time.monotonic()
+        and rendering count against it like the queue and the model do (504 past it). ``stage`` names the span
+        the call makes in the request's trace (none without it)."""
+        start = time.monotonic()
+        remaining = self.deadline(request) - start
         if remaining <= 0:
             raise self.deadline_exceeded()
         try:
-            return await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(self.decode_pool, fn, *args),
-                                          remaining)
+            result = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(self.decode_pool, fn, *args),
+                                            remaining)
         except TimeoutError:
             raise self.deadline_exceeded() from None
+        if stage is not None:
+            tracing.stage(request.scope, stage, start, time.monotonic())
+        return result
 
     def _admit_upload(self, request: Request) -> Ticket:
         """Admit the request if its Content-Length would fit the in-flight budget now (nothing is read for a body
         that would be refused half-way); the bytes themselves are reserved chunk by chunk as they arrive
         (``RequestLimitsMiddleware``), so a client that declares much and sends little holds little."""
-        self.admit()
-        declared = declared_length(request)
-        if declared:
-            try:
-                self.budget.check(nbytes=declared)
-            except OverloadedError as exc:
-                raise self.overloaded(exc) from None
+        scope = request.scope
+        try:
+            self.admit()
+            declared = declared_length(request)
+            if declared:
+                try:
+                    self.budget.check(nbytes=declared)
+                except OverloadedError as exc:
+                    raise self.overloaded(exc) from None
+        except ApiError as refused:
+            tracing.stage(scope, "admission", scope.get(START_KEY, time.monotonic()), time.monotonic(),
+                          error=refused.code)
+            raise
+        tracing.stage(scope, "admission", scope.get(START_KEY, time.monotonic()), time.monotonic())
         return self.ticket(request)
+
+    async def _receive_stage(self, request: Request, reader: Awaitable[T]) -> T:
+        """``_read``, recorded as the request's receive stage (the upload's arrival)."""
+        start = time.monotonic()
+        try:
+            return await self._read(reader)
+        finally:
+            tracing.stage(request.scope, "receive", start, time.monotonic())
 
     async def _read(self, reader: Awaitable[T]) -> T:
         """Await a body reader, mapping a chunk over the in-flight budget to the 503 answer."""
@@ -187,7 +207,7 @@ class RequestPipeline:
     async def read_body(self, request: Request) -> bytes:
         """Admit the request and read its whole body (v2), its bytes reserved until the request ends."""
         self._admit_upload(request)
-        return await self._read(read_body(request))
+        return await self._receive_stage(request, read_body(request))
 
     async def receive(self, request: Request, extra_files: tuple[str, ...] = (), draft: bool = True,
                       on_device: bool = False, render_bytes: float = 0.0) -> Received:
@@ -204,7 +224,7 @@ class RequestPipeline:
         as is the full-resolution image when kept.
         """
         ticket = self._admit_upload(request)
-        data, extras = await self._read(read_upload(request, extra_files))
+        data, extras = await self._receive_stage(request, read_upload(request, extra_files))
         extra_bytes = sum(len(part) for part in extras.values())
         keep_original = not draft
         after = render_bytes + (costs.HELD_RGB_BYTES if keep_original else 0.0)
@@ -215,6 +235,7 @@ class RequestPipeline:
             elif on_device and draft and self.runner.takes_encoded:
                 prepared = await self._keep_encoded(request, data, ticket, after)
                 if prepared is not None:  # decoded later, by the inference process: bytes and pixels stay reserved
+                    self._decode_stage(request, prepared)
                     return Received(prepared, extras)
             if prepared is None:
                 prepared = await self.off_loop(request, prepare_image, data, self.runner.input_size,
@@ -222,11 +243,20 @@ class RequestPipeline:
                                                ticket.reserve_pixels, after)
         except OverloadedError as exc:
             raise self.overloaded(exc) from None
+        self._decode_stage(request, prepared)
         del data  # the body's last reference: the image's bytes are free
         ticket.release_bytes(keep=extra_bytes)
         width, height = prepared.decoded.original_size
         ticket.release_pixels(keep=costs.units(width * height * after))  # the decode's peak is over
         return Received(prepared, extras)
+
+    @staticmethod
+    def _decode_stage(request: Request, prepared: PreparedImage) -> None:
+        """The decode span: ``prepared.seconds`` (the answer's ``decode_ms``), ending now."""
+        end = time.monotonic()
+        tracing.stage(request.scope, "decode", end - prepared.seconds, end,
+                      {"image.format": prepared.decoded.format or "", "image.width": prepared.decoded.original_size[0],
+                       "image.height": prepared.decoded.original_size[1]})
 
     async def _keep_encoded(self, request: Request, data: bytes, ticket: Ticket,
                             after: float) -> PreparedImage | None:
@@ -290,10 +320,15 @@ class RequestPipeline:
             result = dataclasses.replace(result, outputs=row[None])
         annotate(request, batch_size=result.batch_size, queue_ms=round(result.queue_seconds * 1000, 2),
                  inference_ms=round(result.inference_seconds * 1000, 2))
+        tracing.set_attributes(request.scope, **{"inference.model": self.name,
+                                                 "inference.precision": getattr(self.runner, "precision", ""),
+                                                 "inference.batch_size": result.batch_size})
         return result
 
     async def _run(self, request: Request, images: Any, exclusive: bool) -> BatchResult:
-        """The runner's answer, with every way of failing mapped to its HTTP answer."""
+        """The runner's answer, with every way of failing mapped to its HTTP answer; its queue and inference
+        stages in the trace, from its submission."""
+        submitted = time.monotonic()
         try:
             result = await until_disconnect(request, self.runner(images, self.deadline(request), exclusive))
         except QueueFullError:
@@ -308,6 +343,12 @@ class RequestPipeline:
             log.error("model %s failed on a batch (error id %s)", self.name, error_id, exc_info=exc)
             raise ApiError(503, "inference_failed", f"model {self.name!r} failed on this request; it has been "
                            f"logged (error id {error_id})") from None
+        scope = request.scope
+        started = submitted + result.queue_seconds
+        tracing.stage(scope, "queue", submitted, started)
+        tracing.stage(scope, "inference", started, started + result.inference_seconds,
+                      {"inference.batch_size": result.batch_size})
+        tracing.inference_done(scope, time.monotonic())
         return result
 
 
@@ -329,8 +370,11 @@ def device_header(data: bytes, max_pixels: int, reserve_pixels: PixelReservation
 
 
 def timing(request: Request, prepared: PreparedImage | None, result: BatchResult) -> dict[str, float]:
-    """Milliseconds spent decoding, queued, in inference and in total, plus the batch size."""
-    total = time.monotonic() - request.scope.get(START_KEY, time.monotonic())
+    """Milliseconds spent decoding, queued, in inference and in total, plus the batch size; the trace's
+    postprocess stage ends now, where ``total_ms`` does."""
+    now = time.monotonic()
+    total = now - request.scope.get(START_KEY, now)
+    tracing.postprocess(request.scope, now)
     return {
         "decode_ms": round(prepared.seconds * 1000, 2) if prepared else 0.0,
         "queue_ms": round(result.queue_seconds * 1000, 2),
