@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from robustness.corruption_library import gaussian_compat, imagecorruptions
-from robustness.fast_corruptions import frost, zoom_blur
+from robustness.fast_corruptions import brightness, elastic_transform, frost, zoom_blur
 from robustness.glass_blur import glass_blur
 
 CORRUPTIONS: tuple[str, ...] = tuple(imagecorruptions.get_corruption_names("common"))
@@ -37,6 +37,8 @@ FAST_CORRUPTIONS: dict[str, Callable[[Any, int], Any]] = {
     "glass_blur": partial(glass_blur, gaussian=gaussian_compat),
     "zoom_blur": zoom_blur,
     "frost": frost,
+    "brightness": brightness,
+    "elastic_transform": elastic_transform,
 }
 
 

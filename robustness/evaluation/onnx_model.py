@@ -6,6 +6,7 @@ manifest (input size, normalisation, task, classes, threshold) and ``predict`` o
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -13,6 +14,7 @@ import numpy as np
 import onnxruntime as ort
 
 from model_store.manifest import MANIFEST, Manifest, ManifestError, entry_dir, load_manifest, verified_artifact
+from robustness.evaluation.reference import on_reference_path
 
 MODEL_FILE = "model.onnx"
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
@@ -47,16 +49,37 @@ def onnx_providers() -> list[str]:
     return [p for p in PREFERRED_PROVIDERS if p in available] + [CPU_PROVIDER]
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def evaluation_threads() -> int:
+    """ONNX Runtime's intra-op threads in an evaluation: every usable CPU but one, which the thread that perturbs
+    the next inputs keeps busy (on two CPUs: one thread, so inference and perturbation each hold one core)."""
+    return max(1, usable_cpus() - 1)
+
+
+def session_options(threads: int | None) -> ort.SessionOptions:
+    """ONNX Runtime's defaults (``threads`` None), or ``threads`` intra-op threads that sleep instead of spinning
+    between operators, so they leave the CPU to the perturbing thread."""
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 class OnnxModel:
     """A store entry's ``model.onnx`` (or another ONNX file it lists, e.g. a variant) run by ONNX Runtime (an
-    ``EvalModel``)."""
+    ``EvalModel``); ``threads`` None keeps ONNX Runtime's own thread settings."""
 
     def __init__(self, manifest: Manifest, name: str | None = None, filename: str = MODEL_FILE,
-                 precision: str = "fp32") -> None:
+                 precision: str = "fp32", threads: int | None = None) -> None:
         self.manifest, self.precision = manifest, precision
         self.name = name or manifest.name
         artifact = verified_artifact(manifest, filename)
-        self.session = ort.InferenceSession(str(artifact), providers=onnx_providers())
+        self.session = ort.InferenceSession(str(artifact), session_options(threads), providers=onnx_providers())
         self.input_name = self.session.get_inputs()[0].name
         self.providers = self.session.get_providers()
 
@@ -72,14 +95,18 @@ def open_model(path: str | Path, precision: str = FP32) -> OnnxModel:
     """Load a store entry (entry folder = newest version, or a version folder) as an ``OnnxModel``, at fp32 or one
     of its exported variants (``int8``, ``fp16``: named ``<model>@<precision>``, so both can be compared).
 
-    Only the ONNX artifact is verified (size and sha256): it is the one file the evaluation reads.
+    Only the ONNX artifact is verified (size and sha256): it is the one file the evaluation reads. The session runs
+    ``evaluation_threads()`` intra-op threads, or ONNX Runtime's defaults when opened inside
+    ``reference.reference_path()`` (as the lab ran before); the outputs are the same either way.
     """
     manifest = load_manifest(resolve_entry(path), verify=False)
+    threads = None if on_reference_path() else evaluation_threads()
     if precision == FP32:
-        return OnnxModel(manifest)
+        return OnnxModel(manifest, threads=threads)
     variant = manifest.variant(precision)
     if variant is None:
         listed = ", ".join([FP32, *(v.precision for v in manifest.variants)])
         raise ValueError(f"{manifest.name} has no {precision} variant (it has: {listed}); export one with "
                          f"python -m export ... --variants {precision}")
-    return OnnxModel(manifest, name=f"{manifest.name}@{precision}", filename=variant.file, precision=precision)
+    return OnnxModel(manifest, name=f"{manifest.name}@{precision}", filename=variant.file, precision=precision,
+                     threads=threads)

@@ -1,4 +1,5 @@
-"""The project's faster glass blur, zoom blur and frost give imagecorruptions' own pixels for the same seed."""
+"""The project's faster glass blur, zoom blur, frost, brightness and elastic transform give imagecorruptions' own
+pixels for the same seed."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from PIL import Image
 
 from robustness.corruption_library import gaussian_compat, library
 from robustness.corruptions import FAST_CORRUPTIONS, corrupt
-from robustness.fast_corruptions import ZOOM_FACTORS, frost, zoom_blur
+from robustness.fast_corruptions import ZOOM_FACTORS, brightness, elastic_transform, frost, zoom_blur
 from robustness.glass_blur import glass_blur, shuffle_pixels, shuffle_sources
 
 
@@ -126,3 +127,28 @@ def test_frost_equals_the_library_for_every_picture_it_can_draw() -> None:
             np.random.seed(seed)
             assert np.array_equal(frost(image, severity), expected), (seed, severity)
     assert pictures == {0, 1, 2, 3, 4}
+
+
+def test_brightness_equals_the_library_and_converts_each_image_to_hsv_once_per_image() -> None:
+    a, b = IMAGES[1], IMAGES[1].copy()
+    b[5, 7] ^= 0x55  # one pixel differs: the HSV of a must not be used for b
+    for image in (a, b, a, IMAGES[0], IMAGES[2]):
+        for severity in (1, 5, 3):
+            got = brightness(Image.fromarray(image), severity)
+            expected = library.brightness(Image.fromarray(image), severity)
+            assert got.dtype == expected.dtype == np.float64
+            assert np.array_equal(got, expected), (image.shape, severity)
+
+
+@pytest.mark.parametrize("severity", [1, 2, 3, 4, 5])
+def test_elastic_transform_equals_the_library_float_for_float(severity: int) -> None:
+    for image in IMAGES:
+        for seed in (0, 9):
+            np.random.seed(seed)
+            expected = library.elastic_transform(Image.fromarray(image), severity)
+            after_library = np.random.get_state()[1].copy()
+            np.random.seed(seed)
+            got = elastic_transform(Image.fromarray(image), severity)
+            assert got.dtype == expected.dtype == np.float32
+            assert np.array_equal(got, expected), (image.shape, seed)
+            assert np.array_equal(np.random.get_state()[1], after_library)

@@ -6,9 +6,11 @@ from __future__ import annotations
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from robustness.evaluation import EvaluationConfig, evaluate, open_model
+from robustness.evaluation.onnx_model import usable_cpus
 from robustness.evaluation.prefetch import Prefetched
 from robustness.evaluation.reference import on_reference_path, reference_path
 from tests.robustness.evaluation.conftest import CLASSIFIER
@@ -17,19 +19,30 @@ VARYING = ("created", "timings")
 
 
 def test_the_fast_and_the_reference_path_give_the_same_report(classifier_set):
-    config = EvaluationConfig(("b2", "b5"), ("glass_blur", "zoom_blur", "frost", "shot_noise"), (1, 4), seed=5,
+    config = EvaluationConfig(("b2", "b5"), ("glass_blur", "zoom_blur", "frost", "brightness", "elastic_transform",
+                                             "shot_noise"), (1, 4), seed=5,
                               batch_size=7, bootstrap=150, limit=5)
     fast = evaluate([open_model(CLASSIFIER)], classifier_set, config)
     with reference_path():
         assert on_reference_path()
         reference = evaluate([open_model(CLASSIFIER)], classifier_set, config)
     assert not on_reference_path()
-    assert len(fast["conditions"]) == 1 + 2 + 4 * 2
+    assert len(fast["conditions"]) == 1 + 2 + 6 * 2
     assert fast["checks"]["demo-classifier"]["direction"]["tested"] > 0
     for key in fast:
         if key not in VARYING:
             assert fast[key] == reference[key], key
     assert fast["timings"]["model_inputs"] == reference["timings"]["model_inputs"]
+
+
+def test_the_lab_gives_onnx_runtime_every_cpu_but_one_and_the_reference_its_defaults_with_the_same_logits():
+    fast = open_model(CLASSIFIER)
+    with reference_path():
+        reference = open_model(CLASSIFIER)
+    assert fast.session.get_session_options().intra_op_num_threads == max(1, usable_cpus() - 1)
+    assert reference.session.get_session_options().intra_op_num_threads == 0  # ONNX Runtime decides
+    batch = np.random.default_rng(2).normal(size=(9, 3, *fast.manifest.input_size)).astype(np.float32)
+    assert np.array_equal(fast.predict(batch), reference.predict(batch))
 
 
 def test_prefetched_items_arrive_in_order_and_inline_without_depth():
