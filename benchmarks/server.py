@@ -25,6 +25,7 @@ import re
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,14 +109,21 @@ async def _socket_worker(url: str, payload: bytes) -> tuple:
 
 async def saturate(url: str, payload: bytes, concurrency: int, warmup: float, seconds: float,
                    client: str, server_pid: int) -> Throughput:
-    """Keep ``concurrency`` requests in flight; count answers completed inside the timed window."""
-    counts = {"ok": 0, "errors": 0}
+    """Keep ``concurrency`` /predict requests in flight; count answers completed inside the timed window."""
     if client == "httpx":
         call, close = await _httpx_worker(url, payload, concurrency)
         calls, closers = [call] * concurrency, [close]
     else:
         pairs = [await _socket_worker(url, payload) for _ in range(concurrency)]
         calls, closers = [c for c, _ in pairs], [c for _, c in pairs]
+    return await closed_loop(calls, closers, warmup, seconds, server_pid)
+
+
+async def closed_loop(calls: list[Callable[[], Awaitable[int]]], closers: list[Callable[[], Awaitable[None]]],
+                      warmup: float, seconds: float, server_pid: int) -> Throughput:
+    """Run each call again as soon as it answers (one per client in flight); count the 200s and the others that
+    finish inside the timed window, and the CPU both sides spent in it; then close the clients."""
+    counts = {"ok": 0, "errors": 0}
     start = time.perf_counter()
     window_start, window_end = start + warmup, start + warmup + seconds
     cpu = {"client": 0.0, "server": 0.0}
