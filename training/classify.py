@@ -27,14 +27,18 @@ from training.common import (
     add_initialisation_arguments,
     add_run_arguments,
     append_log,
+    autocast,
+    batch_to,
     initialise_trunk,
     lr_factor,
     make_sgd,
     normalise,
+    resolve_device,
     save_checkpoint,
     set_lr,
     start_run,
     streaming_sets,
+    to_device,
 )
 from training.data import classification_datasets
 from training.objectives import msl_loss
@@ -45,23 +49,25 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
                     epoch: int, steps_per_epoch: int) -> dict[str, float]:
     """One pass over the training set; returns mean loss terms."""
     model.train()
+    device = next(model.parameters()).device
     totals: dict[str, float] = {}
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs} [{args.method}]", leave=False)
     for i, (images, targets) in enumerate(bar):
         step = epoch * steps_per_epoch + i
         set_lr(optimizer, lr_factor(step, args.warmup_epochs * steps_per_epoch,
                                     [e * steps_per_epoch for e in args.decay_epochs]))
-        images = normalise(images, model.preset)
-        targets = targets.float().clamp_min(0)  # training targets are 0/1
-        if args.method == "msl":
-            holes = args.train_masks.draw(len(images), seed=args.seed * 1_000_003 + step)
-            parts = msl_loss(model, images, targets, holes)
-            loss = parts.total
-            terms = {"loss": loss.item(), "bce_clean": parts.clean_bce.item(), "bce_masked": parts.masked_bce.item(),
-                     "mse": parts.consistency.item()}
-        else:
-            loss = F.binary_cross_entropy_with_logits(model(images), targets)
-            terms = {"loss": loss.item()}
+        images = normalise(batch_to(images, device), model.preset)
+        targets = targets.to(device).float().clamp_min(0)  # training targets are 0/1
+        with autocast(device):
+            if args.method == "msl":
+                holes = args.train_masks.draw(len(images), seed=args.seed * 1_000_003 + step).to(device)
+                parts = msl_loss(model, images, targets, holes, masked_bn=args.masked_bn)
+                loss = parts.total
+                terms = {"loss": loss.item(), "bce_clean": parts.clean_bce.item(),
+                         "bce_masked": parts.masked_bce.item(), "mse": parts.consistency.item()}
+            else:
+                loss = F.binary_cross_entropy_with_logits(model(images).float(), targets)
+                terms = {"loss": loss.item()}
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -76,12 +82,15 @@ def predict_scores(model: nn.Module, loader: DataLoader, holes: MaskSource | Non
                    mask_seed: int = 12345) -> tuple[np.ndarray, np.ndarray]:
     """Sigmoid scores and targets over a loader; with ``holes`` image k gets the mask of seed ``mask_seed + k``."""
     model.eval()
+    device = next(model.parameters()).device
     scores, targets, seen = [], [], 0
     for images, target in loader:
-        images = normalise(images, model.preset)
+        images = normalise(batch_to(images, device), model.preset)
         if holes is not None:
-            images = apply_mask(images, holes.one_each(len(images), mask_seed + seen))
-        scores.append(torch.sigmoid(model(images)).numpy())
+            images = apply_mask(images, holes.one_each(len(images), mask_seed + seen).to(device))
+        with autocast(device):
+            logits = model(images)
+        scores.append(torch.sigmoid(logits.float()).cpu().numpy())
         targets.append(target.numpy())
         seen += len(images)
     return np.concatenate(scores), np.concatenate(targets)
@@ -112,20 +121,22 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     train_set, val_set = data.train, data.val
     if args.stream:
         train_set, val_set = streaming_sets(args.data, args.seed, args.stream, args.val_size, "classification",
-                                            size)
-    model = build_model(args, data.class_names)
+                                            size, pool=args.pool, epochs=args.epochs)
+    device = resolve_device(args.device)
+    model = to_device(build_model(args, data.class_names), device)
     args.train_masks = MaskSource(args.mask_ratio, size, args.mask_dir)
     eval_masks = MaskSource(args.eval_mask_ratio, size, args.mask_dir) if args.eval_mask_ratio else None
     generator = torch.Generator().manual_seed(args.seed)
     train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=True,
-                              num_workers=args.workers, generator=generator, persistent_workers=False)
+                              num_workers=args.workers, generator=generator, persistent_workers=False,
+                              pin_memory=device.type == "cuda")
     val_loader = DataLoader(val_set, batch_size=32)
     test_loader = DataLoader(data.test, batch_size=32, num_workers=args.workers)
     optimizer = make_sgd(model, args.lr)
     start_epoch, best = 0, {"mAP": -1.0, "epoch": -1}
     last = out / "last.pth"
     if args.resume and last.exists():
-        state = torch.load(last, map_location="cpu", weights_only=True)
+        state = torch.load(last, map_location=device, weights_only=True)
         model.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, best = state["epoch"] + 1, state["best"]
@@ -162,7 +173,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="embedded folder, reference JSON lists, a VOC2007/2012 folder or a COCO instances JSON")
     parser.add_argument("--preset", default="mobilenetv2-csra", help="model preset (default mobilenetv2-csra)")
     parser.add_argument("--method", choices=("baseline", "msl"), default="msl", help="BCE only, or MSL")
-    parser.add_argument("--mask-ratio", default="high", help="MSL training masks: low|medium|high|b1..b6|a-b")
+    parser.add_argument("--mask-ratio", default="high",
+                        help="MSL training masks: low|medium|high|b1..b6|a-b, or 'buckets' (each mask's bucket drawn "
+                             "uniformly from b1..b6 at every step)")
+    parser.add_argument("--masked-bn", choices=("update", "clean"), default="update",
+                        help="BatchNorm running statistics from both passes (update) or the clean pass only (clean)")
     parser.add_argument("--eval-mask-ratio", default="high", help="extra masked evaluation ('' to skip)")
     parser.add_argument("--mask-dir", help="folder of real Irregular-Mask PNGs (white = hole) for training and "
                                            "evaluation masks, instead of generated ones")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,10 +99,67 @@ def add_initialisation_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--workers``, ``--threads`` and ``--seed``, which both trainers take (``start_run`` reads the last two)."""
+    """``--workers``, ``--threads``, ``--seed``, ``--device`` and ``--pool``, which both trainers take."""
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--threads", type=int, help="torch intra-op threads")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu",
+                        help="cpu, cuda, cuda:N or auto (CUDA when present); on CUDA: bf16 autocast, channels_last")
+    parser.add_argument("--pool", metavar="DIR",
+                        help="with --stream: read the streamed scenes from a pre-rendered uint8 pool under DIR "
+                             "(rendered once, shared by runs with the same seed and stream)")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; a CUDA device asked for but absent is a ValueError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"--device {name!r}: {error}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def to_device(model: nn.Module, device: torch.device) -> nn.Module:
+    """The model on ``device``; channels_last on CUDA (faster convolutions under bf16)."""
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def batch_to(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch of images on ``device`` (channels_last on CUDA)."""
+    if device.type == "cuda":
+        return images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    return images.to(device)
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA, nothing elsewhere (CPU runs stay float32)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def step_batches(n: int, batch: int, seed: int, first_step: int = 0) -> Iterator[list[tuple[int, int]]]:
+    """Batches of ``(epoch, index)`` as a function of the step alone: any run reaching step s sees batch s.
+
+    Epoch e is a permutation of ``range(n)`` seeded by ``(seed, e)``, cut into ``n // batch`` batches;
+    a run started at ``first_step`` continues exactly where another run would be at that step.
+    """
+    per_epoch = n // batch
+    if per_epoch < 1:
+        raise ValueError(f"a batch of {batch} needs at least {batch} scenes per pass, got {n}")
+    step = first_step
+    while True:
+        epoch, i = divmod(step, per_epoch)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        yield [(epoch, int(k)) for k in order[i * batch:(i + 1) * batch]]
+        step += 1
 
 
 def initialise_trunk(model: nn.Module, init: str | None, pretrained: bool = True) -> str:
@@ -116,9 +175,12 @@ def initialise_trunk(model: nn.Module, init: str | None, pretrained: bool = True
 
 
 def streaming_sets(data_dir: str | Path, seed: int, per_epoch: int, val_size: int, task: str,
-                   image_size: int) -> tuple[Any, list]:
-    """Fresh training scenes per epoch plus a fixed in-memory validation set, of the kind ``data_dir`` holds."""
-    from training.datasets.streaming import StreamingScenes, validation_scenes
+                   image_size: int, pool: str | Path | None = None, epochs: int = 1) -> tuple[Any, list]:
+    """Fresh training scenes per epoch plus a fixed in-memory validation set, of the kind ``data_dir`` holds.
+
+    With ``pool`` the first ``epochs`` epochs of the stream come from a pre-rendered pool under that folder.
+    """
+    from training.datasets.streaming import ScenePool, StreamingScenes, validation_scenes
     from training.datasets.synthetic import config_from_description
 
     path = Path(data_dir) / "dataset.json"
@@ -126,5 +188,6 @@ def streaming_sets(data_dir: str | Path, seed: int, per_epoch: int, val_size: in
         raise ValueError(f"--stream needs an embedded dataset folder (with dataset.json); {path} not found")
     config = config_from_description(json.loads(path.read_text()))
     tqdm.write(f"streaming {per_epoch} fresh scenes per epoch (seed {seed}); rendering {val_size} validation scenes")
-    return (StreamingScenes(config, seed, per_epoch, task, image_size),
+    scenes = ScenePool(pool, config, seed, per_epoch, max(1, epochs)) if pool else None
+    return (StreamingScenes(config, seed, per_epoch, task, image_size, pool=scenes),
             validation_scenes(config, seed, val_size, task, image_size))

@@ -1,7 +1,9 @@
-"""Training objectives from the seeds: MSL (SPEC §1), the size-weighted CE L_sw and EWC (SPEC §2)."""
+"""Training objectives from the seeds: MSL (MSL supplement), the size-weighted CE L_sw and EWC (L_sb supplement §4)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,15 +29,42 @@ class MSLLoss:
     consistency: torch.Tensor
 
 
+@contextmanager
+def frozen_batchnorm_statistics(model: nn.Module) -> Iterator[None]:
+    """BatchNorm layers normalise with their batch as usual but leave their running statistics untouched.
+
+    Momentum 0 makes ``running = (1 - 0) * running + 0 * batch``; the batch counter is put back too.
+    """
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in layers]
+    for m in layers:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, count) in zip(layers, saved, strict=True):
+            m.momentum = momentum
+            if count is not None:
+                m.num_batches_tracked.copy_(count)
+
+
 def msl_loss(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, holes: torch.Tensor,
-             weights: tuple[float, float, float] = MSL_WEIGHTS) -> MSLLoss:
-    """The same network on the clean and the masked image; nothing detached (SPEC §1).
+             weights: tuple[float, float, float] = MSL_WEIGHTS, masked_bn: str = "update") -> MSLLoss:
+    """The same network on the clean and the masked image; nothing detached (MSL supplement §3).
 
     ``images`` are already normalised; ``holes`` (B, H, W) is 1 where the image is hidden, so the
     masked copy is ``images * (1 - holes)``. Targets are 0/1 (a VOC 0 "ignored" is not used in training).
+    ``masked_bn="clean"`` keeps the BatchNorm running statistics those of the clean pass (the exported model
+    sees clean images); ``"update"`` lets the masked pass fold its statistics in as well.
     """
+    if masked_bn not in ("update", "clean"):
+        raise ValueError(f"masked_bn must be 'update' or 'clean', got {masked_bn!r}")
     clean = model(images)
-    masked = model(apply_mask(images, holes))
+    if masked_bn == "clean":
+        with frozen_batchnorm_statistics(model):
+            masked = model(apply_mask(images, holes))
+    else:
+        masked = model(apply_mask(images, holes))
     l1 = F.binary_cross_entropy_with_logits(clean, targets)
     l2 = F.binary_cross_entropy_with_logits(masked, targets)
     l3 = F.mse_loss(torch.sigmoid(clean), torch.sigmoid(masked))
@@ -81,11 +110,11 @@ def size_balanced_ce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.
 
 
 class EWC:
-    """Elastic weight consolidation: ``lam * sum F_i (theta_i - theta*_i)^2`` (SPEC §2).
+    """EWC as the L_sb supplement's eq. 1 writes it: ``sum_i lam/2 F_i (theta_i - theta*_i)^2``.
 
-    During the CE phase, call ``accumulate(model)`` after each backward to keep a running mean of
-    squared gradients; ``consolidate(model)`` at the switch freezes theta* and F (each tensor of F
-    normalised to [0, 1] by its maximum). ``penalty(model)`` is then added to the loss.
+    F is the diagonal Fisher estimate, unnormalised: during the CE phase ``accumulate(model)`` after each
+    backward keeps a running mean of squared gradients; ``consolidate(model)`` at the switch freezes theta*
+    and F. ``penalty(model)`` is then added to the loss; its gradient is ``lam * F * (theta - theta*)``.
     """
 
     def __init__(self, lam: float = 500.0) -> None:
@@ -101,23 +130,28 @@ class EWC:
         for name, p in model.named_parameters():
             if p.grad is None:
                 continue
-            g2 = p.grad.detach() ** 2
+            g2 = p.grad.detach().float() ** 2
             if name not in self.squared_grads:
                 self.squared_grads[name] = g2.clone()
             else:
                 self.squared_grads[name] += (g2 - self.squared_grads[name]) / self.steps
 
     def consolidate(self, model: nn.Module) -> None:
-        """Freeze theta* = current parameters and F = per-tensor max-normalised squared-gradient mean."""
+        """Freeze theta* = current parameters and F = the mean squared gradient, as accumulated."""
         if not self.squared_grads:
             raise ValueError("EWC.consolidate: no gradients accumulated before the switch")
-        self.fisher = {n: g / g.max() if g.max() > 0 else torch.zeros_like(g) for n, g in self.squared_grads.items()}
+        self.fisher = {n: g.clone() for n, g in self.squared_grads.items()}
         self.anchor = {n: p.detach().clone() for n, p in model.named_parameters() if n in self.fisher}
 
     @property
     def active(self) -> bool:
         """True once consolidated."""
         return bool(self.fisher)
+
+    def max_curvature(self, names: set[str] | None = None) -> float:
+        """Largest ``lam * F_i`` (over ``names`` if given): SGD with momentum m is stable for lr * this < 2 (1 + m)."""
+        values = [float(f.max()) for n, f in self.fisher.items() if names is None or n in names]
+        return self.lam * max(values, default=0.0)
 
     def penalty(self, model: nn.Module) -> torch.Tensor:
         """The EWC term for the model's current parameters (zero before ``consolidate``)."""
@@ -126,4 +160,4 @@ class EWC:
         total = torch.zeros((), device=device)
         for name, fisher in self.fisher.items():
             total = total + (fisher * (params[name] - self.anchor[name]) ** 2).sum()
-        return self.lam * total
+        return 0.5 * self.lam * total

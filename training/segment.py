@@ -1,17 +1,16 @@
-"""Train a segmenter with plain CE (``--loss ce``) or CE then L_sw + EWC (``--loss sb``), SPEC §2.
+"""Train a segmenter with plain CE (``--loss ce``) or CE then L_sw + EWC (``--loss sb``), L_sb supplement §3-4.
 
     python -m training segment --data data/segmentation --preset deeplab-mobilenetv2 --loss sb --stream 2000 \
         --out runs/sb
 
 Evaluation during training runs on the validation split; the weights kept are those of the best
-validation mIoU after the switch (the same rule for both losses), and the test split is evaluated once
-with them at the end.
+validation IA-mIoU after the switch (``--keep ia-miou``, the metric L_sb aims at) or the last iterate
+(``--keep last``), the same rule for both losses, and the test split is evaluated once with them at the end.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 import models
@@ -30,14 +29,19 @@ from training.common import (
     add_initialisation_arguments,
     add_run_arguments,
     append_log,
+    autocast,
+    batch_to,
     initialise_trunk,
     lr_factor,
     make_sgd,
     normalise,
+    resolve_device,
     save_checkpoint,
     set_lr,
     start_run,
+    step_batches,
     streaming_sets,
+    to_device,
 )
 from training.data import segmentation_datasets
 from training.objectives import EWC, batch_size_weights, size_balanced_ce
@@ -47,12 +51,14 @@ from training.objectives import EWC, batch_size_weights, size_balanced_ce
 def evaluate(model: nn.Module, dataset, num_classes: int) -> dict[str, Any]:
     """mIoU and IA-mIoU (S/M/L) at the label maps' original resolution."""
     model.eval()
+    device = next(model.parameters()).device
     metrics = SegmentationMetrics(num_classes)
     for image, class_map, instance_map in dataset:
-        logits = model(normalise(image[None], model.preset))
+        with autocast(device):
+            logits = model(normalise(batch_to(image[None], device), model.preset)).float()
         if logits.shape[-2:] != class_map.shape[-2:]:
             logits = F.interpolate(logits, size=tuple(class_map.shape[-2:]), mode="bilinear", align_corners=False)
-        metrics.update(logits.argmax(1)[0].numpy(), np.asarray(class_map), np.asarray(instance_map))
+        metrics.update(logits.argmax(1)[0].cpu().numpy(), np.asarray(class_map), np.asarray(instance_map))
     result = metrics.compute()
     return {k: float(result[k]) for k in ("mIoU", "IA-mIoU", "IA_S", "IA_M", "IA_L")}
 
@@ -60,7 +66,8 @@ def evaluate(model: nn.Module, dataset, num_classes: int) -> dict[str, Any]:
 def segmentation_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, use_sb: bool,
                       tau: float, ewc: EWC | None) -> tuple[torch.Tensor, dict[str, float]]:
     """CE, or (after the switch) size-weighted CE plus the EWC penalty."""
-    logits = model(images)
+    with autocast(images.device):
+        logits = model(images).float()
     if not use_sb:
         loss = F.cross_entropy(logits, labels, ignore_index=VOID)
         return loss, {"ce": loss.item()}
@@ -73,12 +80,39 @@ def segmentation_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tens
     return loss, terms
 
 
-def endless_batches(loader: DataLoader):
-    """Batches for ever; a streaming dataset draws new scenes on every pass."""
-    for epoch in itertools.count():
-        if hasattr(loader.dataset, "set_epoch"):
-            loader.dataset.set_epoch(epoch)
-        yield from loader
+class StepIndexed(Dataset):
+    """A dataset read by ``(epoch, index)`` keys: a streaming set moves to that epoch's scenes first."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, index = key
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        return self.dataset[index]
+
+
+class StepBatches:
+    """The batch sampler of ``step_batches``: batch s depends on the seed and s only."""
+
+    def __init__(self, n: int, batch: int, seed: int, first_step: int) -> None:
+        self.n, self.batch, self.seed, self.first_step = n, batch, seed, first_step
+
+    def __iter__(self):
+        return step_batches(self.n, self.batch, self.seed, self.first_step)
+
+
+def ewc_stability(optimizer: torch.optim.Optimizer, model: nn.Module, ewc: EWC, momentum: float = 0.9
+                  ) -> dict[str, float]:
+    """Per parameter group: ``lr * max(lam * F)`` against SGD-with-momentum's bound ``2 * (1 + m)``."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    worst = max((group["lr"] * ewc.max_curvature({names[id(p)] for p in group["params"]})
+                 for group in optimizer.param_groups), default=0.0)
+    return {"lr_times_curvature": worst, "bound": 2 * (1 + momentum), "stable": worst < 2 * (1 + momentum)}
 
 
 def save_switch_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int,
@@ -101,10 +135,14 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     data = segmentation_datasets(args.data, size, limit=args.limit, seed=args.seed)
     train_set, val_set, class_names = data.train, data.val, data.class_names
     if args.stream:
-        train_set, val_set = streaming_sets(args.data, args.seed, args.stream, args.val_size, "segmentation", size)
+        passes = -(-args.iters * args.batch_size // args.stream)
+        train_set, val_set = streaming_sets(args.data, args.seed, args.stream, args.val_size, "segmentation", size,
+                                            pool=args.pool, epochs=passes)
+    device = resolve_device(args.device)
     model = models.create_model(args.preset, class_names=class_names, image_size=args.image_size)
     if not args.start_from:
         initialise_trunk(model, args.init, args.pretrained)
+    to_device(model, device)
     optimizer = make_sgd(model, args.lr)
     switch = args.switch_iter if args.switch_iter is not None else args.iters // 2
     if not 0 < switch <= args.iters:
@@ -112,33 +150,41 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     ewc = EWC(args.ewc_lambda)
     first = 0
     if args.start_from:
-        state = torch.load(args.start_from, map_location="cpu", weights_only=True)
+        state = torch.load(args.start_from, map_location=device, weights_only=True)
         model.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         ewc.steps, ewc.squared_grads = state["ewc"]["steps"], state["ewc"]["squared_grads"]
         first = state["step"]
-    loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=True,
-                        num_workers=args.workers, generator=torch.Generator().manual_seed(args.seed + first))
-    batches = endless_batches(loader)
+    # Batch s is a function of (seed, s): a run continuing from the switch sees the scenes the other arm saw.
+    loader = DataLoader(StepIndexed(train_set), batch_sampler=StepBatches(len(train_set), args.batch_size,
+                                                                          args.seed, first),
+                        num_workers=args.workers, pin_memory=device.type == "cuda")
+    batches = iter(loader)
     started = time.perf_counter()
     model.train()
     metrics: dict[str, Any] = {}
-    best: dict[str, Any] = {"mIoU": -1.0, "iter": None}
+    key = {"ia-miou": "IA-mIoU", "last": None}[args.keep]
+    best: dict[str, Any] = {"score": -1.0, "iter": None}
+    stability: dict[str, float] = {}
     bar = tqdm(range(first, args.iters), desc=f"segment [{args.loss}]", initial=first, total=args.iters)
     for step in bar:
         if step == switch:
             save_switch_state(out / "switch.pth", model, optimizer, step, ewc)
             if args.loss == "sb" and args.ewc_lambda > 0:
                 ewc.consolidate(model)
-        if step >= switch:
-            for group in optimizer.param_groups:  # uniform rate: the 10x head would break EWC stability
-                group["lr"] = args.lr * args.finetune_lr_factor
-        else:
-            set_lr(optimizer, lr_factor(step, args.warmup_iters, []))
+        # After the switch both losses keep the CE phase's rates (10x head included), times the factor.
+        set_lr(optimizer, lr_factor(step, args.warmup_iters, []) * (args.finetune_lr_factor if step >= switch else 1))
+        if step == switch and ewc.active:
+            stability = ewc_stability(optimizer, model, ewc)
+            tqdm.write(f"EWC at the switch: lr x max(lambda F) = {stability['lr_times_curvature']:.3g} "
+                       f"(SGD momentum 0.9 is stable below {stability['bound']:.1f})")
         images, labels, _ = next(batches)
         use_sb = args.loss == "sb" and step >= switch
-        loss, terms = segmentation_loss(model, normalise(images, model.preset), labels.long(), use_sb, args.tau,
-                                        ewc if use_sb else None)
+        loss, terms = segmentation_loss(model, normalise(batch_to(images, device), model.preset),
+                                        labels.to(device).long(), use_sb, args.tau, ewc if use_sb else None)
+        if not torch.isfinite(loss):
+            raise ValueError(f"iteration {step + 1}: the loss is {loss.item()} (diverged; EWC stability at the "
+                             f"switch: {stability or 'not active'})")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if switch - args.fisher_iters <= step < switch:
@@ -149,14 +195,16 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             metrics = evaluate(model, val_set, len(class_names))
             model.train()
             append_log(out / "log.json", {"iter": step + 1, "loss": args.loss, "phase": "sb" if use_sb else "ce",
-                                          "train": terms, "val": metrics,
+                                          "train": terms, "val": metrics, "lr": optimizer.param_groups[0]["lr"],
+                                          **({"ewc_stability": stability} if stability else {}),
                                           "seconds": round(time.perf_counter() - started, 1)})
             tqdm.write(f"iter {step + 1}: val mIoU {metrics['mIoU']:.3f}, IA-mIoU {metrics['IA-mIoU']:.3f}, "
                        f"IA_S {metrics['IA_S']:.3f}")
-            if step + 1 > switch and metrics["mIoU"] > best["mIoU"]:
-                best = {"mIoU": metrics["mIoU"], "iter": step + 1}
+            if key and step + 1 > switch and metrics[key] > best["score"]:
+                best = {"score": metrics[key], "metric": key, "iter": step + 1}
                 save_checkpoint(out / "best.pth", model, iters=step + 1, loss=args.loss, val=metrics)
-    if best["iter"] is None:  # no evaluation after the switch: keep the last weights
+    if best["iter"] is None:  # --keep last, or no evaluation after the switch: keep the last weights
+        best = {"metric": "last", "iter": args.iters}
         save_checkpoint(out / "best.pth", model, iters=args.iters, loss=args.loss, val=metrics)
     chosen = torch.load(out / "best.pth", map_location="cpu", weights_only=True)
     model.load_state_dict(chosen["state_dict"])
@@ -164,7 +212,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     save_checkpoint(out / "final.pth", model, iters=chosen["iters"], loss=args.loss, val=chosen["val"], test=test)
     tqdm.write(f"test (iter {best['iter'] or args.iters} chosen on val): mIoU {test['mIoU']:.3f}, "
                f"IA-mIoU {test['IA-mIoU']:.3f}, IA_S {test['IA_S']:.3f}")
-    return {"test": test, "best": best, "checkpoint": str(out / "final.pth"), "log": str(out / "log.json")}
+    return {"test": test, "best": best, "checkpoint": str(out / "final.pth"), "log": str(out / "log.json"),
+            "ewc_stability": stability}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -183,9 +232,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=0.01, help="backbone rate; the head gets 10x")
     parser.add_argument("--warmup-iters", type=int, default=50)
-    parser.add_argument("--finetune-lr-factor", type=float, default=0.1,
-                        help="after the switch every group runs at lr * this, for both losses (default 0.1; "
-                             "EWC with lambda=500 needs lr < 0.0038 to stay stable)")
+    parser.add_argument("--finetune-lr-factor", type=float, default=1.0,
+                        help="after the switch every group runs at its CE-phase rate times this, for both losses "
+                             "(default 1: the baseline's rate; the run logs lr x max(lambda F) against SGD's bound)")
+    parser.add_argument("--keep", choices=("ia-miou", "last"), default="ia-miou",
+                        help="weights kept: best validation IA-mIoU after the switch, or the last iterate")
     parser.add_argument("--start-from", help="continue from a switch.pth written by a run with the same settings")
     parser.add_argument("--eval-every", type=int, default=300)
     parser.add_argument("--limit", type=int, help="use only the first N training images")

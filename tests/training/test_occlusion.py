@@ -38,3 +38,27 @@ def test_generated_masks_without_a_folder_fall_in_the_range() -> None:
     holes = MaskSource("b3", 64).draw(4, seed=0).numpy()
     ratios = holes.reshape(4, -1).mean(axis=1)
     assert ((ratios > 0.2) & (ratios <= 0.3)).all()
+
+
+def test_bucket_mix_draws_every_bucket_and_each_mask_lies_in_its_own() -> None:
+    source = MaskSource("buckets", 48)
+    holes = source.draw(60, seed=5).numpy()
+    ratios = holes.reshape(60, -1).mean(axis=1)
+    which = source.buckets(60, seed=5)
+    bounds = [(0.01, 0.1), (0.1, 0.2), (0.2, 0.3), (0.3, 0.4), (0.4, 0.5), (0.5, 0.6)]
+    for ratio, b in zip(ratios, which, strict=True):
+        low, high = bounds[b]
+        assert low < ratio <= high, (ratio, b)
+    counts = np.bincount(which, minlength=6)
+    assert (counts > 0).all() and counts.max() <= 20, counts  # uniform over 6: each expected 10 of 60 (numpy's
+    # seeded integers are the same on every platform; here 11, 11, 15, 11, 9, 3)
+    assert np.array_equal(holes, source.draw(60, seed=5).numpy())
+    assert not np.array_equal(which, source.buckets(60, seed=6))  # a new step draws new buckets
+
+
+def test_bucket_mix_from_a_folder_uses_each_buckets_own_masks(tmp_path: Path) -> None:
+    for rows in (1, 3, 5, 7, 9, 11):  # ratios 0.05, 0.15, ..., 0.55: one mask per bucket
+        write_mask(tmp_path / f"m{rows}.png", rows)
+    source = MaskSource("buckets", 20, tmp_path)
+    holes, which = source.draw(30, seed=1).numpy(), source.buckets(30, seed=1)
+    assert [round(float(m.mean()), 2) for m in holes] == [round(0.05 + 0.1 * b, 2) for b in which]

@@ -49,3 +49,28 @@ def test_classification_items_follow_the_label_rule() -> None:
                 clear = o.visible_area >= 400 and o.visible_area >= 0.4 * o.drawn_area
                 expected[o.class_index] = max(expected[o.class_index], 1 if clear else 0)
         assert target.tolist() == expected
+
+
+def test_scene_pool_holds_exactly_the_streamed_scenes_and_is_rendered_once(tmp_path) -> None:
+    from training.datasets.streaming import ScenePool
+
+    config = SCENE_CONFIGS["segmentation"]
+    pool = ScenePool(tmp_path, config, seed=4, length=3, epochs=2)
+    stamp = (pool.folder / "images.npy").stat().st_mtime_ns
+    assert ScenePool(tmp_path, config, seed=4, length=3, epochs=2).folder == pool.folder
+    assert (pool.folder / "images.npy").stat().st_mtime_ns == stamp  # a second run reuses the files
+    streamed = StreamingScenes(config, seed=4, length=3, task="segmentation", image_size=64, train=False)
+    pooled = StreamingScenes(config, seed=4, length=3, task="segmentation", image_size=64, train=False, pool=pool)
+    for epoch in (0, 1):
+        streamed.set_epoch(epoch)
+        pooled.set_epoch(epoch)
+        for index in range(3):
+            for a, b in zip(streamed[index], pooled[index], strict=True):
+                assert torch.equal(a, b)
+    assert pool.array("images").dtype == np.uint8 and pool.array("images").shape == (6, 224, 224, 3)
+    cls = SCENE_CONFIGS["classification"]
+    cls_pool = ScenePool(tmp_path, cls, seed=4, length=3, epochs=1)
+    target = StreamingScenes(cls, seed=4, length=3, task="classification", image_size=64, train=False,
+                             pool=cls_pool)[(0, 2)][1]
+    assert target.tolist() == cls_pool.item(0, 2)[3].tolist() == StreamingScenes(
+        cls, seed=4, length=3, task="classification", image_size=64, train=False)[2][1].tolist()

@@ -115,3 +115,18 @@ def test_short_fine_tuning_from_the_imagenet_trunk_is_well_above_chance(fine_tun
     # 173 training images seen 3 times: measured 38.0 with AVX-512 kernels, 38.2 with AVX2 ones forced, 42.4 and
     # 41.6 with seeds 1 and 2, against a chance level of 20.2.
     assert chance < 25 and test_map > 1.6 * chance, (chance, test_map)
+
+
+def test_a_run_continuing_from_the_switch_sees_the_batches_the_other_arm_saw() -> None:
+    from itertools import islice
+
+    from training.common import step_batches
+
+    whole = list(islice(step_batches(10, 3, seed=7), 9))  # 3 batches per pass: passes 0, 1, 2
+    resumed = list(islice(step_batches(10, 3, seed=7, first_step=4), 5))
+    assert resumed == whole[4:]
+    assert [b[0][0] for b in whole] == [0, 0, 0, 1, 1, 1, 2, 2, 2]  # the pass (streamed epoch) of each batch
+    for p in range(3):  # each pass: 9 distinct scenes of 10
+        indices = [i for batch in whole[3 * p:3 * p + 3] for _, i in batch]
+        assert len(set(indices)) == 9 and set(indices) <= set(range(10))
+    assert whole[:3] != list(islice(step_batches(10, 3, seed=8), 3))

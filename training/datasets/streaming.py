@@ -8,15 +8,20 @@ A fixed validation set comes from its own code (``VAL_CODE``) and never overlaps
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
+from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
 from training.datasets.classification import eval_transform, train_transform
-from training.datasets.scenes import Scene, SceneConfig, render_scene
+from training.datasets.scenes import EMBEDDED_CLASSES, Scene, SceneConfig, render_scene
 from training.datasets.segmentation import JointAugment, segmentation_item
 from training.datasets.synthetic import JPEG_QUALITY, SPLIT_CODES
 
@@ -33,22 +38,85 @@ def jpeg_round_trip(image: np.ndarray) -> Image.Image:
     return Image.open(buffer).convert("RGB")
 
 
+class ScenePool:
+    """The first ``epochs`` epochs of a stream, rendered once and kept on disk as uint8 arrays.
+
+    Scene ``(e, i)`` of the pool is exactly scene ``i`` of epoch ``e`` of the stream (same generator, same JPEG
+    round trip), so a pooled run sees what a streamed run sees, without rendering on every pass. Runs that
+    share the seed and the stream (epochs, arms, the CE and L_sb runs of a seed) share one folder:
+    ``images.npy`` (N, H, W, 3), ``labels.npy`` (N, C) int8 and ``class_maps.npy``/``instance_maps.npy``
+    (N, H, W) uint8, opened read-only as memory maps.
+    """
+
+    def __init__(self, root: str | Path, config: SceneConfig, seed: int, length: int, epochs: int,
+                 code: int = STREAM_CODE) -> None:
+        key = json.dumps({"config": asdict(config), "seed": seed, "length": length, "code": code}, sort_keys=True)
+        digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+        self.folder = Path(root) / f"pool-s{seed}-n{length}-e{epochs}-{digest}"
+        self.config, self.seed, self.length, self.epochs, self.code = config, seed, length, epochs, code
+        if not (self.folder / "done").is_file():
+            self._render()
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def _render(self) -> None:
+        """Render every scene of the pool into a temporary folder, then move it in place."""
+        size, total = self.config.image_size, self.length * self.epochs
+        tmp = self.folder.with_name(self.folder.name + ".tmp")
+        tmp.mkdir(parents=True, exist_ok=True)
+        arrays = {"images": (total, size, size, 3), "class_maps": (total, size, size),
+                  "instance_maps": (total, size, size)}
+        out = {name: np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+", dtype=np.uint8, shape=shape)
+               for name, shape in arrays.items()}
+        labels = np.zeros((total, len(EMBEDDED_CLASSES)), dtype=np.int8)
+        for k in tqdm(range(total), desc=f"rendering scene pool ({total} scenes)", leave=False):
+            epoch, index = divmod(k, self.length)
+            scene = render_scene(np.random.default_rng([self.seed, self.code, epoch, index]), self.config)
+            out["images"][k] = np.asarray(jpeg_round_trip(scene.image))
+            out["class_maps"][k], out["instance_maps"][k] = scene.class_map, scene.instance_map
+            labels[k] = scene.labels(self.config)
+        for array in out.values():
+            array.flush()
+        np.save(tmp / "labels.npy", labels)
+        (tmp / "done").write_text(f"{total}\n")
+        if self.folder.exists():  # another run finished the same pool first
+            return
+        tmp.rename(self.folder)
+
+    def array(self, name: str) -> np.ndarray:
+        """One of the pool's arrays, memory-mapped on first use (in each DataLoader worker)."""
+        if name not in self._arrays:
+            self._arrays[name] = np.load(self.folder / f"{name}.npy", mmap_mode="r")
+        return self._arrays[name]
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_arrays": {}}  # workers open their own maps
+
+    def item(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(image, class map, instance map, labels) of scene ``index`` of ``epoch``; epochs past the pool wrap."""
+        k = (epoch % self.epochs) * self.length + index
+        return (np.asarray(self.array("images")[k]), np.asarray(self.array("class_maps")[k]),
+                np.asarray(self.array("instance_maps")[k]), np.asarray(self.array("labels")[k]))
+
+
 class StreamingScenes(Dataset):
     """``length`` scenes per epoch; ``set_epoch`` moves to a new, disjoint draw.
 
     ``task="classification"`` yields ``(image, target)`` with the ternary label rule of the config (training
     treats difficult as negative, as the trainer clamps); ``task="segmentation"`` yields
     ``(image, class_map, instance_map)``. ``train=False`` gives the evaluation form (stretch resize only).
+    With a ``pool`` the scenes are read from its pre-rendered arrays instead of being rendered.
     """
 
     def __init__(self, config: SceneConfig, seed: int, length: int, task: str, image_size: int,
-                 train: bool = True, code: int = STREAM_CODE) -> None:
+                 train: bool = True, code: int = STREAM_CODE, pool: ScenePool | None = None) -> None:
         if task not in ("classification", "segmentation"):
             raise ValueError(f"task must be classification or segmentation, got {task!r}")
         if length < 1:
             raise ValueError(f"a stream needs at least one scene per epoch, got {length}")
+        if pool is not None and (pool.seed, pool.length, pool.code) != (seed, length, code):
+            raise ValueError("the scene pool was rendered for another stream")
         self.config, self.seed, self.length, self.task = config, seed, length, task
-        self.image_size, self.train, self.code = image_size, train, code
+        self.image_size, self.train, self.code, self.pool = image_size, train, code, pool
         self.epoch = 0
         self.transform = train_transform(image_size) if train else eval_transform(image_size)
         self.augment = JointAugment(image_size) if train else None
@@ -65,8 +133,15 @@ class StreamingScenes(Dataset):
         return render_scene(np.random.default_rng([self.seed, self.code, self.epoch, index]), self.config)
 
     def __getitem__(self, index: int):
+        if isinstance(index, tuple):  # (epoch, index) from a step-indexed sampler
+            self.epoch, index = index
         if not 0 <= index < self.length:
             raise IndexError(index)
+        if self.pool is not None:
+            image, class_map, instance_map, labels = self.pool.item(self.epoch, index)
+            if self.task == "classification":
+                return self.transform(Image.fromarray(image)), torch.tensor(labels, dtype=torch.float32)
+            return segmentation_item(Image.fromarray(image), class_map, instance_map, self.augment, self.image_size)
         scene = self.scene(index)
         image = jpeg_round_trip(scene.image)
         if self.task == "classification":
