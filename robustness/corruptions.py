@@ -25,6 +25,7 @@ from PIL import Image
 from robustness.corruption_library import gaussian_compat, imagecorruptions
 from robustness.fast_corruptions import brightness, elastic_transform, frost, zoom_blur
 from robustness.glass_blur import glass_blur
+from robustness.snow import snow
 
 CORRUPTIONS: tuple[str, ...] = tuple(imagecorruptions.get_corruption_names("common"))
 SEVERITIES = (1, 2, 3, 4, 5)
@@ -39,6 +40,7 @@ FAST_CORRUPTIONS: dict[str, Callable[[Any, int], Any]] = {
     "frost": frost,
     "brightness": brightness,
     "elastic_transform": elastic_transform,
+    "snow": snow,
 }
 
 

@@ -1,4 +1,4 @@
-"""``scipy.ndimage.zoom(image, (f, f, 1), order=1)`` of an (H, W, C) image, the same float32 values in numpy.
+"""``scipy.ndimage.zoom(image, (f, f, 1), order=1)`` of a float (H, W, C) image, the same values in numpy.
 
 scipy's order-1 zoom (``mode="constant"``, ``grid_mode=False``; scipy/ndimage/src/ni_interpolation.c,
 ``NI_ZoomShift``, and ni_splines.c for the weights) maps output index k of an axis to the input coordinate
@@ -23,7 +23,7 @@ import numpy as np
 from scipy.ndimage import zoom as scipy_zoom
 
 _LOCK = threading.Lock()
-_VERIFIED: dict[tuple[tuple[int, ...], float, tuple[int, int]], bool] = {}
+_VERIFIED: dict[tuple[tuple[int, ...], float, tuple[int, int], type], bool] = {}
 
 
 @lru_cache(maxsize=256)
@@ -62,26 +62,26 @@ def _numpy_zoom(image: np.ndarray, factor: float, keep: tuple[int, int]) -> np.n
         np.take(source, column, axis=1, out=term)
         term *= weight
         total += term
-    return total.astype(np.float32)
+    return total.astype(image.dtype)
 
 
 def _scipy_zoom(image: np.ndarray, factor: float, keep: tuple[int, int]) -> np.ndarray:
     return scipy_zoom(image, (factor, factor, 1), order=1)[: keep[0], : keep[1]]
 
 
-def _matches_scipy(shape: tuple[int, ...], factor: float, keep: tuple[int, int]) -> bool:
-    probe = np.random.default_rng(len(shape) + shape[0] * 7919 + shape[1]).random(shape, dtype=np.float32)
+def _matches_scipy(shape: tuple[int, ...], factor: float, keep: tuple[int, int], dtype: type = np.float32) -> bool:
+    probe = np.random.default_rng(len(shape) + shape[0] * 7919 + shape[1]).random(shape).astype(dtype)
     return bool(np.array_equal(_numpy_zoom(probe, factor, keep), _scipy_zoom(probe, factor, keep)))
 
 
 def zoom_rows_cols(image: np.ndarray, factor: float, keep: tuple[int, int]) -> np.ndarray:
-    """``scipy.ndimage.zoom(image, (factor, factor, 1), order=1)[:keep[0], :keep[1]]`` for a float32 (H, W, C)
-    image, bit for bit (another dtype goes to scipy)."""
-    if image.dtype != np.float32 or image.ndim != 3:
+    """``scipy.ndimage.zoom(image, (factor, factor, 1), order=1)[:keep[0], :keep[1]]`` for a float32 or float64
+    (H, W, C) image, bit for bit, in its dtype (other dtypes go to scipy)."""
+    if image.dtype not in (np.float32, np.float64) or image.ndim != 3:
         return _scipy_zoom(image, factor, keep)
-    key = (image.shape, float(factor), keep)
+    key = (image.shape, float(factor), keep, image.dtype.type)
     with _LOCK:
         same = _VERIFIED.get(key)
         if same is None:
-            same = _VERIFIED[key] = _matches_scipy(image.shape, factor, keep)
+            same = _VERIFIED[key] = _matches_scipy(image.shape, factor, keep, image.dtype.type)
     return _numpy_zoom(image, factor, keep) if same else _scipy_zoom(image, factor, keep)

@@ -1,5 +1,5 @@
-"""The project's faster glass blur, zoom blur, frost, brightness and elastic transform give imagecorruptions' own
-pixels for the same seed."""
+"""The project's faster glass blur, zoom blur, frost, brightness, elastic transform and snow give imagecorruptions'
+own pixels for the same seed."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from robustness.corruption_library import gaussian_compat, library
 from robustness.corruptions import FAST_CORRUPTIONS, corrupt
 from robustness.fast_corruptions import ZOOM_FACTORS, brightness, elastic_transform, frost, zoom_blur
 from robustness.glass_blur import glass_blur, shuffle_pixels, shuffle_sources
+from robustness.snow import snow
 
 
 def _images() -> list[np.ndarray]:
@@ -150,5 +151,19 @@ def test_elastic_transform_equals_the_library_float_for_float(severity: int) -> 
             np.random.seed(seed)
             got = elastic_transform(Image.fromarray(image), severity)
             assert got.dtype == expected.dtype == np.float32
+            assert np.array_equal(got, expected), (image.shape, seed)
+            assert np.array_equal(np.random.get_state()[1], after_library)
+
+
+@pytest.mark.parametrize("severity", [1, 2, 3, 4, 5])
+def test_snow_equals_the_library_float_for_float(severity: int) -> None:
+    for image in IMAGES:
+        for seed in (0, 21):
+            np.random.seed(seed)
+            expected = library.snow(Image.fromarray(image), severity)
+            after_library = np.random.get_state()[1].copy()
+            np.random.seed(seed)
+            got = snow(Image.fromarray(image), severity)
+            assert got.dtype == expected.dtype == np.float64
             assert np.array_equal(got, expected), (image.shape, seed)
             assert np.array_equal(np.random.get_state()[1], after_library)
