@@ -15,14 +15,21 @@ fast path in the same process:
    reference path for ``--reference-conditions`` of them, scaled to all by the number of conditions.
 
 The full-split estimate for each path is its stream seconds per image (2.) times ``--full-images`` plus its
-figures time (3.); the before/after ratio of the estimates is printed last. A full reference run of 300 images
-takes about half an hour on a two-core machine, hence the estimate.
+figures time (3.); the before/after ratio of the estimates is printed.
+
+4. ``--full``: the fast path's default evaluation of the first ``--full-images`` test images, measured;
+5. ``--full-reference``: the reference path's too, after it (a quarter of an hour or more on two CPUs), and
+   whether the two full reports hold the same figures; the measured ratio is printed last.
+
+Each measurement notes the load average before and after it, and ``--json`` is rewritten after each one, so
+an interrupted run keeps what it measured.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -37,6 +44,7 @@ from robustness.datasets import evaluation_set
 from robustness.evaluation import EvaluationConfig, evaluate, open_model
 from robustness.evaluation.accumulators import ClassificationScores
 from robustness.evaluation.conditions import condition_grid
+from robustness.evaluation.onnx_model import evaluation_threads
 from robustness.evaluation.reference import reference_path
 from robustness.evaluation.report import build_results
 from robustness.evaluation.statistics import bootstrap_indices
@@ -79,19 +87,34 @@ class _OneImage:
         return self.sample
 
 
+def evaluation(model_path: Path, eval_set: Any, config: EvaluationConfig, path: str) -> dict[str, Any]:
+    """One path's evaluation (``reference`` or ``fast``) of the set's first ``config.limit`` images: the report."""
+    with tqdm(total=config.limit, desc=f"evaluate ({path})", unit="img", file=sys.stderr) as bar:
+        def progress(done: int, _: int) -> None:
+            bar.update(done - bar.n)
+
+        with reference_path() if path == "reference" else contextlib.nullcontext():
+            return evaluate([open_model(model_path)], eval_set, config, progress=progress)
+
+
+def same_figures(reference: dict[str, Any], fast: dict[str, Any]) -> dict[str, Any]:
+    """Whether two reports agree in everything but ``created`` and ``timings``, and the keys where they do not."""
+    differing = [key for key in fast if key not in VARYING and reference.get(key) != fast[key]]
+    return {"identical_figures": not differing, "differing_keys": differing}
+
+
 def evaluations(model_path: Path, eval_set: Any, config: EvaluationConfig) -> dict[str, Any]:
     """Both paths' default evaluation of the subset: timings, and whether the reports' figures are equal."""
-    reports = {}
-    for path in ("reference", "fast"):
-        with tqdm(total=config.limit, desc=f"evaluate ({path})", unit="img", file=sys.stderr) as bar:
-            def progress(done: int, _: int, bar: tqdm = bar) -> None:
-                bar.update(done - bar.n)
-
-            with reference_path() if path == "reference" else contextlib.nullcontext():
-                reports[path] = evaluate([open_model(model_path)], eval_set, config, progress=progress)
-    same = {key: reports["reference"][key] == reports["fast"][key] for key in reports["fast"] if key not in VARYING}
+    reports = {path: evaluation(model_path, eval_set, config, path) for path in ("reference", "fast")}
     return {"images": config.limit, "timings": {path: report["timings"] for path, report in reports.items()},
-            "identical_figures": all(same.values()), "differing_keys": [k for k, v in same.items() if not v]}
+            **same_figures(reports["reference"], reports["fast"])}
+
+
+def loaded(measure: Any, *args: Any) -> dict[str, Any]:
+    """``measure(*args)`` with the 1-minute load average before and after it."""
+    before = os.getloadavg()[0]
+    result = measure(*args)
+    return {**result, "load_average": [before, os.getloadavg()[0]]}
 
 
 def figures(classes: int, config: EvaluationConfig, images: int, reference_conditions: int,
@@ -135,7 +158,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks lab-sp
                         help="conditions whose reference figures are timed for --full-images")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default as evaluate)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, help="also write the measurements here")
+    parser.add_argument("--full", action="store_true", help="also measure the fast path's full evaluation")
+    parser.add_argument("--full-reference", action="store_true",
+                        help="also measure the reference path's full evaluation (implies --full)")
+    parser.add_argument("--json", type=Path, help="also write the measurements here (after each one)")
     args = parser.parse_args(argv)
     try:
         if min(args.images, args.perturb_images, args.full_images, args.reference_conditions) < 1:
@@ -149,22 +175,42 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks lab-sp
     except (ValueError, OSError) as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
-    load = os.getloadavg()
-    perturbed = perturbation(model, eval_set, config, min(args.perturb_images, len(eval_set)))
-    evaluated = evaluations(args.model, eval_set, config)
-    figured = figures(len(model.manifest.class_names), config, args.full_images, args.reference_conditions,
-                      model.manifest.threshold)
+    m: dict[str, Any] = {"model": str(args.model), "data": str(args.data), "cpus": os.cpu_count(),
+                         "onnx_threads": {"fast": evaluation_threads(), "reference": "ONNX Runtime default"},
+                         "load_average_at_start": list(os.getloadavg())}
+
+    def save() -> None:
+        if args.json:
+            args.json.write_text(json.dumps({**m, "load_average_at_end": list(os.getloadavg())}, indent=1) + "\n")
+
+    m["perturbation"] = loaded(perturbation, model, eval_set, config, min(args.perturb_images, len(eval_set)))
+    save()
+    m["evaluation"] = loaded(evaluations, args.model, eval_set, config)
+    save()
+    m["figures"] = loaded(figures, len(model.manifest.class_names), config, args.full_images,
+                          args.reference_conditions, model.manifest.threshold)
     estimate = {}
-    for path, figures_s in (("reference", figured["reference_s_scaled"]), ("fast", figured["fast_s"])):
-        timings = evaluated["timings"][path]
-        estimate[path] = timings["stream_s"] / evaluated["images"] * args.full_images + figures_s
-    measurements = {"model": str(args.model), "data": str(args.data), "cpus": os.cpu_count(),
-                    "load_average_at_start": list(load), "load_average_at_end": list(os.getloadavg()),
-                    "perturbation": perturbed, "evaluation": evaluated, "figures": figured,
-                    "estimate_full_s": estimate, "estimate_ratio": estimate["reference"] / estimate["fast"]}
-    print(report_text(measurements, args.full_images))
-    if args.json:
-        args.json.write_text(json.dumps(measurements, indent=1) + "\n")
+    for path, figures_s in (("reference", m["figures"]["reference_s_scaled"]), ("fast", m["figures"]["fast_s"])):
+        timings = m["evaluation"]["timings"][path]
+        estimate[path] = timings["stream_s"] / m["evaluation"]["images"] * args.full_images + figures_s
+    m |= {"estimate_full_s": estimate, "estimate_ratio": estimate["reference"] / estimate["fast"]}
+    save()
+    if args.full or args.full_reference:
+        full_config = dataclasses.replace(config, limit=args.full_images)
+        full_set = evaluation_set(args.data, model.manifest.task, args.full_images)
+        m["full"] = {"images": len(full_set)}
+        reports = {}
+        for path in ("fast", "reference") if args.full_reference else ("fast",):
+            before = os.getloadavg()[0]
+            reports[path] = evaluation(args.model, full_set, full_config, path)
+            m["full"][path] = {"timings": reports[path]["timings"], "load_average": [before, os.getloadavg()[0]]}
+            save()
+        if args.full_reference:
+            m["full"] |= same_figures(reports["reference"], reports["fast"])
+            m["full"]["ratio"] = m["full"]["reference"]["timings"]["total_s"] / m["full"]["fast"]["timings"]["total_s"]
+    m["load_average_at_end"] = list(os.getloadavg())
+    save()
+    print(report_text(m, args.full_images))
     return 0
 
 
@@ -202,6 +248,21 @@ def report_text(m: dict[str, Any], full: int) -> str:
         f"{m['estimate_full_s']['reference'] / 60:.1f} min, fast {m['estimate_full_s']['fast'] / 60:.1f} min, "
         f"ratio {m['estimate_ratio']:.1f}x",
     ]
+    if "full" in m:
+        lines += ["", f"measured full default evaluation of {m['full']['images']} images (wall seconds):",
+                  "| path | total | stream | figures | perturb | inference | load average before, after |",
+                  "|---|---|---|---|---|---|---|"]
+        for path in ("reference", "fast"):
+            if path in m["full"]:
+                t, load = m["full"][path]["timings"], m["full"][path]["load_average"]
+                lines.append(f"| {path} | {t['total_s']:.1f} | {t['stream_s']:.1f} | {t['figures_s']:.1f} | "
+                             f"{t['perturb_s']:.1f} | {t['inference_s']:.1f} | {load[0]:.1f}, {load[1]:.1f} |")
+        if "ratio" in m["full"]:
+            same = "yes" if m["full"]["identical_figures"] else "NO: " + ", ".join(m["full"]["differing_keys"])
+            lines.append(f"measured ratio: {m['full']['ratio']:.1f}x; identical figures: {same}")
+        else:
+            fast_s = m["full"]["fast"]["timings"]["total_s"]
+            lines.append(f"reference estimate / fast measured: {m['estimate_full_s']['reference'] / fast_s:.1f}x")
     return "\n".join(lines)
 
 

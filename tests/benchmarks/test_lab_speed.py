@@ -25,20 +25,27 @@ def scenes(tmp_path_factory) -> Path:
 def test_lab_speed_measures_both_paths_and_finds_the_same_inputs_and_figures(store, scenes, tmp_path, capsys):
     out = tmp_path / "lab.json"
     argv = ["--model", str(store / CLASSIFIER), "--data", str(scenes), "--images", "2", "--perturb-images", "1",
-            "--full-images", "40", "--reference-conditions", "1", "--bootstrap", "20", "--json", str(out)]
+            "--full-images", "40", "--reference-conditions", "1", "--bootstrap", "20", "--full-reference",
+            "--json", str(out)]
     assert bench_main(argv) == 0
     text = capsys.readouterr().out
     assert "identical inputs: yes" in text
     assert "identical figures (report.json less created/timings): yes" in text
     assert re.search(r"reference .* s \(timed on 1 conditions, scaled\); identical: yes", text)
     assert [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| reference |")
-            or line.startswith("| fast |")] == ["reference", "fast", "reference", "fast"]
+            or line.startswith("| fast |")] == ["reference", "fast"] * 3
     measured = json.loads(out.read_text())
     assert measured["perturbation"]["conditions"] == 1 + 6 + 15 * 5
     assert measured["evaluation"]["differing_keys"] == []
     estimate = measured["estimate_full_s"]
     assert measured["estimate_ratio"] == pytest.approx(estimate["reference"] / estimate["fast"])
-    assert text.splitlines()[-1].startswith("estimated full default evaluation of 40 images ")
+    assert "estimated full default evaluation of 40 images " in text
+    full = measured["full"]  # the set has 2 test images: the full runs evaluate both, one path after the other
+    assert full["images"] == 2 and full["identical_figures"] and full["differing_keys"] == []
+    assert full["fast"]["timings"]["model_inputs"] == full["reference"]["timings"]["model_inputs"] > 2 * 82
+    assert full["ratio"] == pytest.approx(full["reference"]["timings"]["total_s"] / full["fast"]["timings"]["total_s"])
+    assert len(full["fast"]["load_average"]) == 2 and measured["onnx_threads"]["reference"] == "ONNX Runtime default"
+    assert re.fullmatch(r"measured ratio: \d+\.\dx; identical figures: yes", text.splitlines()[-1])
 
 
 def test_lab_speed_refuses_bad_flags_and_segmenters_in_one_line(store, scenes, capsys):
