@@ -97,7 +97,8 @@ def open_model(path: str | Path, precision: str = FP32) -> OnnxModel:
 
     Only the ONNX artifact is verified (size and sha256): it is the one file the evaluation reads. The session runs
     ``evaluation_threads()`` intra-op threads, or ONNX Runtime's defaults when opened inside
-    ``reference.reference_path()`` (as the lab ran before); the outputs are the same either way.
+    ``reference.reference_path()`` (as the lab ran before); the logits are the same bit for bit either way
+    (tests/robustness/evaluation/test_fast_path.py).
     """
     manifest = load_manifest(resolve_entry(path), verify=False)
     threads = None if on_reference_path() else evaluation_threads()
