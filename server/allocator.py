@@ -29,3 +29,12 @@ def limit_malloc_arenas(arenas: int = ARENAS) -> bool:
     except (OSError, AttributeError):  # musl, macOS: no mallopt arenas
         return False
     return bool(mallopt(M_ARENA_MAX, arenas))
+
+
+def trim_malloc() -> bool:
+    """Return the free memory at the top of glibc's heaps to the system (after a model's session is freed); False
+    where the C library has no malloc_trim."""
+    try:
+        return bool(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False

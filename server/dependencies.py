@@ -59,6 +59,11 @@ class ServerContext:
             return pipeline
         return self._pipeline_of(await self.registry.runner_at(pipeline.name, precision))
 
+    def forget(self, model: str) -> None:
+        """Drop the pipelines of a model that is no longer served (unloaded)."""
+        for key in [key for key in self.pipelines if key[0] == model]:
+            del self.pipelines[key]
+
     def _pipeline_of(self, runner: ModelRunner) -> RequestPipeline:
         key = (runner.name, runner.precision)
         pipeline = self.pipelines.get(key)

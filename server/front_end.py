@@ -227,6 +227,8 @@ def worker_settings(settings: Settings) -> Settings:
 class RemoteRegistry(ModelRegistry):
     """The worker's registry: the inference process's states and runtime, with runners that call it."""
 
+    reloadable = False  # the inference process owns the models
+
     def __init__(self, manifests: dict[str, Manifest], settings: Settings, clients: ThreadClients, address: str,
                  failures: dict[str, str] | None = None) -> None:
         super().__init__(manifests, worker_settings(settings), None, failures)

@@ -29,6 +29,7 @@ from server.kserve_grpc import grpc_metadata, grpc_response, grpc_status, parse_
 from server.logs import ACCESS_LOGGER, SCOPE_KEY
 from server.middleware import START_KEY
 from server.registry import READY
+from server.repository import ModelRepository, load_parameters
 
 log = logging.getLogger("server.grpc")
 access_log = logging.getLogger(ACCESS_LOGGER)
@@ -61,8 +62,8 @@ class GrpcCall:
 class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     """Health, metadata and inference for the served models, as the HTTP v2 routes answer them."""
 
-    def __init__(self, ctx: ServerContext) -> None:
-        self.ctx = ctx
+    def __init__(self, ctx: ServerContext, repository: ModelRepository) -> None:
+        self.ctx, self.repository = ctx, repository
 
     async def _call(self, method: str, context: grpc.aio.ServicerContext, work: Any, keyed: bool = True) -> Any:
         """Run one call: check the API key, map errors to statuses, count and log it like an HTTP request."""
@@ -154,6 +155,40 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         return grpc_response(manifest, result.outputs, parsed.request_id)
 
 
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest,
+                              context: Any) -> pb.RepositoryIndexResponse:
+        """Every model in the store with its state, as ``POST /v2/repository/index``."""
+        async def work(_: GrpcCall) -> pb.RepositoryIndexResponse:
+            rows = self.repository.index(request.ready)
+            return pb.RepositoryIndexResponse(models=[pb.RepositoryIndexResponse.ModelIndex(**row) for row in rows])
+        return await self._call("RepositoryIndex", context, work)
+
+    async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest,
+                                  context: Any) -> pb.RepositoryModelLoadResponse:
+        """Load or reload a model from the store (parameter ``version`` pins one), as the HTTP route does."""
+        async def work(_: GrpcCall) -> pb.RepositoryModelLoadResponse:
+            parameters = {key: _parameter(value) for key, value in request.parameters.items()}
+            version = load_parameters({"parameters": parameters}).get("version")
+            await self.repository.load(request.model_name, version)
+            return pb.RepositoryModelLoadResponse()
+        return await self._call("RepositoryModelLoad", context, work)
+
+    async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest,
+                                    context: Any) -> pb.RepositoryModelUnloadResponse:
+        """Stop serving a model and free its memory."""
+        async def work(_: GrpcCall) -> pb.RepositoryModelUnloadResponse:
+            await self.repository.unload(request.model_name)
+            self.ctx.forget(request.model_name)
+            return pb.RepositoryModelUnloadResponse()
+        return await self._call("RepositoryModelUnload", context, work)
+
+
+def _parameter(value: pb.ModelRepositoryParameter) -> Any:
+    """The Python value of a repository parameter (its set ``oneof`` field)."""
+    kind = value.WhichOneof("parameter_choice")
+    return None if kind is None else getattr(value, kind)
+
+
 async def _done(value: Any) -> Any:
     return value
 
@@ -174,7 +209,7 @@ def check_grpc_port(host: str, port: int) -> None:
             raise OSError(f"--grpc-port {port}: cannot listen on {host} ({exc.strerror or exc})") from None
 
 
-async def start_grpc(ctx: ServerContext) -> grpc.aio.Server:
+async def start_grpc(ctx: ServerContext, repository: ModelRepository) -> grpc.aio.Server:
     """Start the gRPC server on --host:--grpc-port; OSError when the port cannot be bound. Behind several HTTP
     workers each binds the port with SO_REUSEPORT and the kernel spreads the connections."""
     settings = ctx.settings
@@ -184,7 +219,7 @@ async def start_grpc(ctx: ServerContext) -> grpc.aio.Server:
         ("grpc.so_reuseport", 1 if settings.http_workers > 1 else 0),
     ]
     server = grpc.aio.server(options=options, maximum_concurrent_rpcs=settings.max_concurrent)
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(ctx), server)
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(ctx, repository), server)
     address = grpc_address(settings.host, settings.grpc_port)
     try:
         server.add_insecure_port(address)

@@ -19,8 +19,10 @@ from server.grpc_server import start_grpc, stop_grpc
 from server.metrics import ServerMetrics
 from server.middleware import RequestLimitsMiddleware, RequestLogMiddleware
 from server.registry import ModelRegistry, read_store
+from server.repository import ModelRepository
 from server.responses import JSONResponse
 from server.routes import evaluations, page, predict, robustness, segment, status, v2
+from server.routes import repository as model_repository
 from server.settings import Settings
 from server.tracing import Tracing
 
@@ -54,16 +56,19 @@ def create_app(settings: Settings, manifests: dict[str, Manifest] | None = None,
                 providers = {name: r.backend.provider for name, r in registry.runners.items()}
                 print(banner(settings, registry.manifests, providers), flush=True)
 
-        grpc_server = await start_grpc(app.state.context) if settings.grpc_port else None
+        grpc_server = await start_grpc(app.state.context, repository) if settings.grpc_port else None
         loading = asyncio.create_task(load(), name="load-models")
+        watching = asyncio.create_task(repository.watch(), name="watch-store") if settings.watch else None
         try:
             yield
         finally:
             if grpc_server is not None:
                 await stop_grpc(grpc_server)
-            loading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await loading
+            for task in (loading, watching):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             app.state.context.evaluations.close()
             await registry.close()
             decode_pool.shutdown(wait=False, cancel_futures=True)
@@ -74,9 +79,10 @@ def create_app(settings: Settings, manifests: dict[str, Manifest] | None = None,
     decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
     app.state.context = ServerContext(settings, registry, metrics, decode_pool)
     app.state.tracing = tracing
+    app.state.repository = repository = ModelRepository(registry, settings, registry.reloadable)
     register_error_handlers(app)
     for router in (page.router, status.router, status.protected, predict.router, segment.router, robustness.router,
-                   evaluations.router, v2.router, v2.models):
+                   evaluations.router, v2.router, v2.models, model_repository.router):
         app.include_router(router)
     app.mount(page.STATIC_PATH, page.static_files(), name="static")  # the web page's files
     app.add_middleware(RequestLimitsMiddleware, max_bytes=settings.max_body_bytes,

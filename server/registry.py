@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections import OrderedDict
 from typing import Any
 
 from model_store.manifest import Manifest, ManifestError, list_entries, load_manifest
+from server.allocator import trim_malloc
 from server.errors import ApiError
 from server.metrics import ServerMetrics
 from server.precision import FP32_FILE, PrecisionError, Selection, settle
@@ -19,7 +21,8 @@ from server.settings import Settings
 
 log = logging.getLogger("server.registry")
 
-LOADING, READY, FAILED, UNHEALTHY = "loading", "ready", "failed", "unhealthy"
+LOADING, READY, FAILED, UNHEALTHY, UNLOADED = "loading", "ready", "failed", "unhealthy", "unloaded"
+LATEST = {"latest": {"num_versions": 1}}  # the default version policy: serve the store's highest version
 PROBE_SECONDS = 5  # an unhealthy model lets one request through this often, to find out whether it recovered
 RETIRE_GRACE_S = 0.5  # an evicted alternate keeps answering what it was given this long, and while it is busy
 
@@ -52,6 +55,8 @@ def read_store(settings: Settings) -> tuple[dict[str, Manifest], dict[str, str]]
 class ModelRegistry:
     """Name -> manifest and runner, with per-model state: loading, ready or failed."""
 
+    reloadable = True  # models may be loaded and unloaded while serving (server.repository)
+
     def __init__(self, manifests: dict[str, Manifest], settings: Settings,
                  metrics: ServerMetrics | None = None, failures: dict[str, str] | None = None) -> None:
         self.manifests, self.settings, self.metrics = manifests, settings, metrics
@@ -63,11 +68,14 @@ class ModelRegistry:
         self.states = {**dict.fromkeys(manifests, LOADING), **dict.fromkeys(failures or {}, FAILED)}
         self.errors: dict[str, str] = dict(failures or {})
         self.probe_at: dict[str, float] = {}
+        self.policies: dict[str, dict[str, Any]] = {}  # a model's version policy when not LATEST
+        self.load_errors: dict[str, str] = {}  # why the last load of a model still served failed
+        self.loaded_at: dict[str, float] = {}  # wall-clock time each served version started serving
 
     @property
     def ready(self) -> bool:
-        """True when every model is loaded and warm."""
-        return all(state == READY for state in self.states.values())
+        """True when every model is loaded and warm (those unloaded on purpose do not count)."""
+        return all(state in (READY, UNLOADED) for state in self.states.values())
 
     def _build(self, manifest: Manifest) -> ModelRunner:
         selection, backend = self._select(manifest)
@@ -112,7 +120,55 @@ class ModelRegistry:
             runner.start()
             self.runners[name] = runner
             self.states[name] = READY
+            self.loaded_at[name] = time.time()
             log.info("model %s ready on %s", name, runner.backend.provider)
+
+    async def replace(self, manifest: Manifest) -> None:
+        """Serve ``manifest`` (a new version of a model, or a model not served yet): build and warm its runner off
+        the event loop while the current one keeps answering, then switch at once. Requests that already hold the
+        old runner finish on it; it is stopped and freed after them. Raises what the build raised, serving nothing
+        new (the old version stays)."""
+        name = manifest.name
+        if name not in self.runners:
+            self.states[name] = LOADING
+        try:
+            runner = await asyncio.get_running_loop().run_in_executor(None, self._build, manifest)
+        except Exception:
+            if name not in self.runners:
+                self.states[name] = FAILED
+            raise
+        runner.start()
+        old = self.runners.get(name)
+        self.manifests[name], self.runners[name], self.states[name] = manifest, runner, READY
+        self.loaded_at[name] = time.time()
+        for key in (self.errors, self.load_errors, self.probe_at):
+            key.pop(name, None)
+        self._retire_model(name, old)
+        log.info("model %s version %s ready on %s%s", name, manifest.version, runner.backend.provider,
+                 f" (version {old.manifest.version} retired)" if old is not None else "")
+
+    def remove(self, name: str) -> None:
+        """Stop serving ``name``: new requests get 404 at once, those in flight finish, then its memory is freed."""
+        old = self.runners.pop(name, None)
+        self.manifests.pop(name, None)
+        self.states[name] = UNLOADED
+        for key in (self.errors, self.load_errors, self.probe_at, self.loaded_at):
+            key.pop(name, None)
+        self._retire_model(name, old)
+        log.info("model %s unloaded", name)
+
+    def _retire_model(self, name: str, served: ModelRunner | None) -> None:
+        """Retire a model's served runner and every alternate loaded from it (they run the old files)."""
+        old = [served] if served is not None else []
+        for key in [key for key in self.alternates if key[0] == name]:
+            old.append(self.alternates.pop(key))
+        for runner in old:
+            self._retire_later(runner)
+
+    def _retire_later(self, runner: ModelRunner) -> None:
+        task = asyncio.get_running_loop().create_task(self._retire(runner))
+        self.retiring.add(task)
+        task.add_done_callback(self.retiring.discard)
 
     def _health(self, name: str, reason: str | None) -> None:
         """A runner's health changed: unhealthy with a reason, or healthy again."""
@@ -157,9 +213,7 @@ class ModelRegistry:
                 (old_name, old_precision), old = self.alternates.popitem(last=False)
                 log.info("model %s at %s evicted (--max-alternates %d)", old_name, old_precision,
                          self.settings.max_alternates)
-                task = loop.create_task(self._retire(old))
-                self.retiring.add(task)
-                task.add_done_callback(self.retiring.discard)
+                self._retire_later(old)
             return runner
 
     def holds(self, runner: ModelRunner) -> bool:
@@ -176,6 +230,8 @@ class ModelRegistry:
             await asyncio.sleep(0.05)
         await runner.stop()
         runner.backend = None  # the session and its arena go with the last reference
+        gc.collect()  # the runner's batcher and its callbacks form cycles that would keep the session until then
+        trim_malloc()  # give the freed session's pages back to the system
 
     def _build_alternate(self, manifest: Manifest, precision: str) -> ModelRunner:
         runner = ModelRunner(manifest, self.settings, self.metrics, precision=precision)
@@ -196,6 +252,9 @@ class ModelRegistry:
         """The manifest of a served model, or 404 listing the served ones (500 for an entry that failed)."""
         if name not in self.manifests and self.states.get(name) == FAILED:  # its manifest could not be read
             raise self._failed(name)
+        if self.states.get(name) == UNLOADED:
+            raise ApiError(404, "model_unloaded", f"model {name!r} was unloaded; POST "
+                           f"/v2/repository/models/{name}/load serves it again")
         if name not in self.manifests:
             raise ApiError(404, "unknown_model",
                            f"model {name!r} is not served; available: {', '.join(self.manifests)}")
@@ -240,7 +299,8 @@ class ModelRegistry:
     def describe(self, name: str) -> dict[str, Any]:
         """One model's manifest facts, state and runtime, for /models."""
         if name not in self.manifests:
-            return {"name": name, "state": self.states[name], "error": self.errors[name]}
+            out = {"name": name, "state": self.states[name]}
+            return {**out, "error": self.errors[name]} if name in self.errors else out
         m = self.manifests[name]
         document = m.to_json()
         out: dict[str, Any] = {
@@ -253,7 +313,12 @@ class ModelRegistry:
             "variants": [{"precision": v.precision, "file": v.file, "status": v.status, "reason": v.reason,
                           "measures": dict(v.measures), "measured_on": dict(v.machine)} for v in m.variants],
             "alternates": [precision for (model, precision) in self.alternates if model == name],
+            "version_policy": self.policies.get(name, LATEST),
         }
+        if name in self.loaded_at:
+            out["loaded_at"] = self.loaded_at[name]
+        if name in self.load_errors:
+            out["last_load_error"] = self.load_errors[name]
         if name in self.runners:
             out.update(self.runners[name].describe())
         else:

@@ -104,6 +104,8 @@ class Settings:
             (0 <= self.grpc_port <= 65535 and self.grpc_port != self.port,
              f"gRPC port {self.grpc_port} must be 0 (off) or lie in 1..65535 and differ from --port {self.port}"),
             (self.watch_interval_s > 0, f"watch interval {self.watch_interval_s} s must be > 0"),
+            (not self.watch or self.http_workers == 1,
+             "--watch reloads models in the process that serves them; it needs --http-workers 1"),
             (0.0 <= self.trace_sample_ratio <= 1.0,
              f"trace sample ratio {self.trace_sample_ratio} must lie in 0..1"),
             (self.max_batch >= 1, f"max batch {self.max_batch} must be >= 1"),

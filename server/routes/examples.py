@@ -165,6 +165,11 @@ V2_METADATA: dict[str, Any] = {
     "parameters": {"task": "classification", "activation": "sigmoid", "output_kind": "class_logits"},
 }
 
+REPOSITORY_INDEX: list[dict[str, str]] = [
+    {"name": "r18", "version": "2", "state": "READY", "reason": ""},
+    {"name": "seg", "version": "", "state": "UNAVAILABLE", "reason": "unloaded"},
+]
+
 V2_INFER_REQUEST: dict[str, Any] = {
     "id": "42",
     "inputs": [{"name": "images", "shape": [1, 3, 128, 128], "datatype": "FP32",

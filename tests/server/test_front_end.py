@@ -112,6 +112,14 @@ def test_evaluations_are_refused_behind_several_workers(front_ends):
     assert answer.status_code == 409 and answer.json()["error"] == "evaluations_need_one_process"
 
 
+def test_models_cannot_be_loaded_or_unloaded_through_a_worker(front_ends):
+    for action in ("load", "unload"):
+        answer = httpx.post(f"{front_ends['plain'].url}/v2/repository/models/{CLASSIFIER}/{action}")
+        assert answer.status_code == 409 and "--http-workers" in answer.json()["detail"]
+    index = httpx.post(f"{front_ends['plain'].url}/v2/repository/index").json()
+    assert {row["name"]: row["state"] for row in index}[CLASSIFIER] == "READY"
+
+
 def children(pid: int) -> list[int]:
     """The supervisor's children (their own sessions, so not in its process group)."""
     found = []

@@ -31,6 +31,11 @@ def test_flags_win_over_env_and_env_over_defaults():
     ([], {"SERVER_PORT": "eighty"}, "SERVER_PORT='eighty' is not a valid int"),
     (["--queue-size", "-1"], {}, "queue size -1"),
     (["--api-key", ""], {}, "api key must not be empty"),
+    (["--grpc-port", "8000"], {}, "differ from --port 8000"),
+    (["--grpc-port", "70000"], {}, "gRPC port 70000 must be 0 (off) or lie in 1..65535"),
+    (["--watch", "true", "--http-workers", "2"], {}, "it needs --http-workers 1"),
+    (["--watch-interval-s", "0"], {}, "watch interval 0.0 s must be > 0"),
+    (["--trace-sample-ratio", "1.5"], {}, "must lie in 0..1"),
 ])
 def test_bad_values_name_the_setting(argv, env, fragment):
     with pytest.raises(ValueError, match=None) as info:
