@@ -78,6 +78,9 @@ OPERATIONS = (
     "GET /v2/models/{model}",
     "GET /v2/models/{model}/ready",
     "POST /v2/models/{model}/infer",
+    "POST /v2/repository/index",
+    "POST /v2/repository/models/{model}/load",
+    "POST /v2/repository/models/{model}/unload",
 )
 
 # 5xx answers that are the server's limits doing their job, by status and error code.
@@ -202,6 +205,10 @@ def test_no_server_errors(api_schema, server, label):
     _run(label, fuzz, settings(run, max_examples=FUZZ_MAX_EXAMPLES), lambda case: findings.send("fuzzing", case))
 
     print(f"{label}: sent {findings.sent}, {len(findings.failures)} failing")
+    if "/v2/repository/" in label:  # the fuzzer's names must not have unloaded a model the other tests use
+        with server.client() as client:
+            assert client.get("/ready").json()["models"] == dict.fromkeys(client.get("/ready").json()["models"],
+                                                                          "ready")
     if findings.failures:
         pytest.fail(f"{len(findings.failures)} failing requests to {label} (sent {findings.sent}, seed {FUZZ_SEED}), "
                     f"the first {MAX_REPORTED}:\n\n" + "\n\n".join(findings.failures[:MAX_REPORTED]), pytrace=False)
@@ -308,7 +315,7 @@ def test_v2_inference_bodies_drawn_to_fit_the_model(api_schema, server, model):
 # ---- the same run against a server that wants an API key ---------------------------------------------------------
 
 KEYED_OPERATIONS = tuple(label for label in OPERATIONS if label.split()[1].startswith(
-    ("/models", "/predict", "/segment", "/robustness", "/evaluations", "/v2/models")))
+    ("/models", "/predict", "/segment", "/robustness", "/evaluations", "/v2/models", "/v2/repository")))
 KEYED_MAX_EXAMPLES = 10
 
 
