@@ -69,7 +69,7 @@ def test_scene_pool_holds_exactly_the_streamed_scenes_and_is_rendered_once(tmp_p
                 assert torch.equal(a, b)
     assert pool.array("images").dtype == np.uint8 and pool.array("images").shape == (6, 224, 224, 3)
     cls = SCENE_CONFIGS["classification"]
-    cls_pool = ScenePool(tmp_path, cls, seed=4, length=3, epochs=1)
+    cls_pool = ScenePool(tmp_path, cls, seed=4, length=3, epochs=1, maps=False)
     target = StreamingScenes(cls, seed=4, length=3, task="classification", image_size=64, train=False,
                              pool=cls_pool)[(0, 2)][1]
     assert target.tolist() == cls_pool.item(0, 2)[3].tolist() == StreamingScenes(

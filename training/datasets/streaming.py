@@ -45,15 +45,17 @@ class ScenePool:
     round trip), so a pooled run sees what a streamed run sees, without rendering on every pass. Runs that
     share the seed and the stream (epochs, arms, the CE and L_sb runs of a seed) share one folder:
     ``images.npy`` (N, H, W, 3), ``labels.npy`` (N, C) int8 and ``class_maps.npy``/``instance_maps.npy``
-    (N, H, W) uint8, opened read-only as memory maps.
+    (N, H, W) uint8 (``maps=False``, for classification: (N, 1, 1) placeholders), opened read-only as memory maps.
     """
 
     def __init__(self, root: str | Path, config: SceneConfig, seed: int, length: int, epochs: int,
-                 code: int = STREAM_CODE) -> None:
-        key = json.dumps({"config": asdict(config), "seed": seed, "length": length, "code": code}, sort_keys=True)
+                 code: int = STREAM_CODE, maps: bool = True) -> None:
+        key = json.dumps({"config": asdict(config), "seed": seed, "length": length, "code": code, "maps": maps},
+                         sort_keys=True)
         digest = hashlib.sha256(key.encode()).hexdigest()[:12]
         self.folder = Path(root) / f"pool-s{seed}-n{length}-e{epochs}-{digest}"
         self.config, self.seed, self.length, self.epochs, self.code = config, seed, length, epochs, code
+        self.maps = maps  # False: classification only, no class/instance maps kept
         if not (self.folder / "done").is_file():
             self._render()
         self._arrays: dict[str, np.ndarray] = {}
@@ -63,8 +65,9 @@ class ScenePool:
         size, total = self.config.image_size, self.length * self.epochs
         tmp = self.folder.with_name(self.folder.name + ".tmp")
         tmp.mkdir(parents=True, exist_ok=True)
-        arrays = {"images": (total, size, size, 3), "class_maps": (total, size, size),
-                  "instance_maps": (total, size, size)}
+        map_size = size if self.maps else 1
+        arrays = {"images": (total, size, size, 3), "class_maps": (total, map_size, map_size),
+                  "instance_maps": (total, map_size, map_size)}
         out = {name: np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+", dtype=np.uint8, shape=shape)
                for name, shape in arrays.items()}
         labels = np.zeros((total, len(EMBEDDED_CLASSES)), dtype=np.int8)
@@ -72,7 +75,8 @@ class ScenePool:
             epoch, index = divmod(k, self.length)
             scene = render_scene(np.random.default_rng([self.seed, self.code, epoch, index]), self.config)
             out["images"][k] = np.asarray(jpeg_round_trip(scene.image))
-            out["class_maps"][k], out["instance_maps"][k] = scene.class_map, scene.instance_map
+            if self.maps:
+                out["class_maps"][k], out["instance_maps"][k] = scene.class_map, scene.instance_map
             labels[k] = scene.labels(self.config)
         for array in out.values():
             array.flush()
