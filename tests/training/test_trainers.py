@@ -130,3 +130,12 @@ def test_a_run_continuing_from_the_switch_sees_the_batches_the_other_arm_saw() -
         indices = [i for batch in whole[3 * p:3 * p + 3] for _, i in batch]
         assert len(set(indices)) == 9 and set(indices) <= set(range(10))
     assert whole[:3] != list(islice(step_batches(10, 3, seed=8), 3))
+
+
+def test_device_names_resolve_or_fail_with_a_clear_message() -> None:
+    from training.common import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="--device 'tpu9'"):
+        resolve_device("tpu9")
