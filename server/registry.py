@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import time
 from collections import OrderedDict
@@ -230,8 +229,7 @@ class ModelRegistry:
             await asyncio.sleep(0.05)
         await runner.stop()
         runner.backend = None  # the session and its arena go with the last reference
-        gc.collect()  # the runner's batcher and its callbacks form cycles that would keep the session until then
-        trim_malloc()  # give the freed session's pages back to the system
+        await asyncio.get_running_loop().run_in_executor(None, trim_malloc)  # its pages back to the system
 
     def _build_alternate(self, manifest: Manifest, precision: str) -> ModelRunner:
         runner = ModelRunner(manifest, self.settings, self.metrics, precision=precision)
