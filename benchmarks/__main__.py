@@ -19,6 +19,7 @@ COMMANDS = {
     "gpu": "raw vs served, first batch per size, /robustness vs one batch, on the GPU; docs/benchmarks-gpu.md",
     "lab-speed": "python -m robustness evaluate before and after its speed-up: perturbation, figures, one run",
     "grpc": "KServe v2 ModelInfer over gRPC against the HTTP v2 binary route: requests/s and CPU, one run",
+    "reload": "latency and errors while a model is reloaded under load, against steady load, one run",
     "tracing": "/predict requests/s and CPU per request before tracing, with it, and exporting every span",
 }
 # command -> module under benchmarks/, where the names differ
