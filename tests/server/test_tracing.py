@@ -3,6 +3,7 @@ SDK's in-memory exporter: the span tree of one request, and its timings against 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import json
@@ -12,11 +13,14 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any, ClassVar
 
 import httpx
 import pytest
 import uvicorn
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
@@ -77,17 +81,13 @@ class Traced:
         raise AssertionError(f"no access line carries trace id {trace_id}")
 
 
-@pytest.fixture(scope="module")
-def traced(store: Path) -> Iterator[Traced]:
-    exporter = InMemorySpanExporter()
-    settings = Settings(store=store, models=(CLASSIFIER,), intra_op_threads=1, decode_threads=2)
-    app = create_app(settings, tracing=Tracing(1.0, exporter))
+@contextlib.contextmanager
+def serving(store: Path, tracing: Tracing | None = None, **settings: Any) -> Iterator[httpx.Client]:
+    """The app on a real uvicorn in a thread of this process, its model ready; stopped (lifespan end) on exit."""
+    app = create_app(Settings(store=store, models=(CLASSIFIER,), intra_op_threads=1, decode_threads=2, **settings),
+                     tracing=tracing)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False))
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    access = logging.getLogger(ACCESS_LOGGER)
-    records, level = Records(), access.level
-    access.addHandler(records)
-    access.setLevel(logging.INFO)
     thread.start()
     try:
         deadline = time.monotonic() + 120
@@ -99,10 +99,24 @@ def traced(store: Path) -> Iterator[Traced]:
             while client.get("/ready").status_code != 200:
                 assert time.monotonic() < deadline, "model not ready"
                 time.sleep(0.1)
-            yield Traced(client, exporter, records)
+            yield client
     finally:
         server.should_exit = True
         thread.join(30)
+        assert not thread.is_alive(), "uvicorn did not stop"
+
+
+@pytest.fixture(scope="module")
+def traced(store: Path) -> Iterator[Traced]:
+    exporter = InMemorySpanExporter()
+    access = logging.getLogger(ACCESS_LOGGER)
+    records, level = Records(), access.level
+    access.addHandler(records)
+    access.setLevel(logging.INFO)
+    try:
+        with serving(store, Tracing(1.0, exporter)) as client:
+            yield Traced(client, exporter, records)
+    finally:
         access.removeHandler(records)
         access.setLevel(level)
 
@@ -229,3 +243,66 @@ def test_v2_infer_is_traced_through_the_same_stages(traced, store):
 def test_probes_are_not_traced(traced):
     response = traced.client.get("/health")
     assert response.status_code == 200 and "traceparent" not in response.headers
+
+
+def test_the_sample_ratio_applies_to_new_traces_and_a_sampled_parent_is_obeyed(store):
+    exporter = InMemorySpanExporter()
+    with serving(store, Tracing(0.0, exporter)) as client:
+        fresh = client.post("/predict", content=image(), headers={"content-type": "image/jpeg"})
+        parented = client.post("/predict", content=image(), headers={"content-type": "image/jpeg",
+                                                                     "traceparent": TRACEPARENT})
+    assert fresh.status_code == parented.status_code == 200
+    unsampled = re.match(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-0[02]$", fresh.headers["traceparent"])
+    assert unsampled and int(unsampled[1], 16) != 0  # a trace id all the same, for the logs and the client
+    assert TRACEPARENT_PATTERN.match(parented.headers["traceparent"])[1] == TRACE_ID
+    names = sorted(s.name for s in exporter.get_finished_spans())  # the app has stopped: every span has ended
+    assert names == sorted(["POST /predict", *STAGES])
+    assert {f"{s.context.trace_id:032x}" for s in exporter.get_finished_spans()} == {TRACE_ID}
+
+
+class Collector(BaseHTTPRequestHandler):
+    """A stand-in OTLP/HTTP collector: keeps every span it receives (class-level, one test at a time)."""
+
+    spans: ClassVar[list] = []
+    posts: ClassVar[set[tuple[str, str]]] = set()
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        Collector.posts.add((self.path, self.headers["Content-Type"]))
+        request = ExportTraceServiceRequest.FromString(body)
+        for resource in request.resource_spans:
+            service = {a.key: a.value.string_value for a in resource.resource.attributes}["service.name"]
+            Collector.spans += [(service, span) for scope in resource.scope_spans for span in scope.spans]
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_otlp_endpoint_exports_over_http_and_flushes_at_shutdown(store):
+    collector = ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=collector.serve_forever, daemon=True).start()
+    Collector.spans, Collector.posts = [], set()
+    endpoint = f"http://127.0.0.1:{collector.server_address[1]}/v1/traces"
+    try:
+        with serving(store, otlp_endpoint=endpoint) as client:  # the tracer create_app builds from the settings
+            response = client.post("/predict", content=image(), headers={"content-type": "image/jpeg",
+                                                                         "traceparent": TRACEPARENT})
+            assert response.status_code == 200
+        # The batch processor waits up to 5 s between exports; stopping the app flushed it.
+        received = [(service, span) for service, span in Collector.spans if span.trace_id.hex() == TRACE_ID]
+    finally:
+        collector.shutdown()
+    assert Collector.posts == {("/v1/traces", "application/x-protobuf")}
+    assert {service for service, _ in received} == {"occlusion-serve"}
+    spans = {span.name: span for _, span in received}
+    assert sorted(spans) == sorted(["POST /predict", *STAGES])
+    root = spans["POST /predict"]
+    assert root.parent_span_id.hex() == PARENT_ID
+    assert all(spans[name].parent_span_id == root.span_id for name in STAGES)
+    timing = response.json()["timing"]
+    inference = spans["inference"]
+    assert abs((inference.end_time_unix_nano - inference.start_time_unix_nano) / 1e6 - timing["inference_ms"]) \
+        <= TOLERANCE_MS
