@@ -30,6 +30,7 @@ from server.logs import ACCESS_LOGGER, SCOPE_KEY
 from server.middleware import START_KEY
 from server.registry import READY
 from server.repository import ModelRepository, load_parameters
+from server.tracing import CARRIER_KEYS, Tracing, finish, format_traceparent, postprocess
 
 log = logging.getLogger("server.grpc")
 access_log = logging.getLogger(ACCESS_LOGGER)
@@ -62,43 +63,61 @@ class GrpcCall:
 class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     """Health, metadata and inference for the served models, as the HTTP v2 routes answer them."""
 
-    def __init__(self, ctx: ServerContext, repository: ModelRepository) -> None:
-        self.ctx, self.repository = ctx, repository
+    def __init__(self, ctx: ServerContext, repository: ModelRepository, tracing: Tracing | None = None) -> None:
+        self.ctx, self.repository, self.tracing = ctx, repository, tracing
 
     async def _call(self, method: str, context: grpc.aio.ServicerContext, work: Any, keyed: bool = True) -> Any:
-        """Run one call: check the API key, map errors to statuses, count and log it like an HTTP request."""
+        """Run one call: its SERVER span (model calls, with tracing), the API key, errors mapped to statuses, and
+        the metrics and access line of an HTTP request."""
         call = GrpcCall(context)
+        if self.tracing is None or not keyed:
+            return await self._answer(method, context, work, keyed, call)
+        metadata = dict(context.invocation_metadata() or ())
+        carrier = {key: metadata[key] for key in CARRIER_KEYS if isinstance(metadata.get(key), str)}
+        attributes = {"rpc.system": "grpc", "rpc.service": SERVICE.strip("/"), "rpc.method": method}
+        with self.tracing.request_span(call.scope, f"gRPC {method}", carrier, attributes) as span:
+            return await self._answer(method, context, work, keyed, call, format_traceparent(span))
+
+    async def _answer(self, method: str, context: grpc.aio.ServicerContext, work: Any, keyed: bool, call: GrpcCall,
+                      traceparent: str | None = None) -> Any:
         status, code = 200, None
+        trailing: list[tuple[str, str]] = [("traceparent", traceparent)] if traceparent else []
         try:
             if keyed:
                 metadata = dict(context.invocation_metadata() or ())
                 error = api_key_error(self.ctx.settings.api_key, metadata.get("authorization", ""))
                 if error is not None:
                     raise error
-            return await work(call)
+            answer = await work(call)
+            if trailing:
+                context.set_trailing_metadata(trailing)
+            return answer
         except ApiError as exc:
             status, code = exc.status_code, exc.code
-            await context.abort(grpc_status(exc), str(exc.detail), (("error-code", exc.code),))
+            _fail(context, grpc_status(exc), str(exc.detail), [*trailing, ("error-code", exc.code)])
         except asyncio.CancelledError:
             status, code = 499, "client_closed_request"
             raise
         except Exception as exc:
-            if isinstance(exc, grpc.aio.AbortError):
-                raise
             status, code, error_id = 500, "internal_error", new_error_id()
             log.error("unhandled error %s on gRPC %s", error_id, method, exc_info=exc)
-            await context.abort(grpc.StatusCode.INTERNAL, "the server hit an unexpected error; it has been logged "
-                                f"as error id {error_id}", (("error-code", code),))
+            _fail(context, grpc.StatusCode.INTERNAL, "the server hit an unexpected error; it has been logged as "
+                  f"error id {error_id}", [*trailing, ("error-code", code)])
         finally:
             close_request_ticket(call.scope)
             duration = time.monotonic() - call.scope[START_KEY]
             self.ctx.metrics.observe_request(SERVICE + method, status, duration)
+            if traceparent is not None:
+                postprocess(call.scope, time.monotonic())
+                finish(call.scope, status, code, f"gRPC {method}",
+                               {"rpc.grpc.status_code": _status_number(status, code)})
             if access_log.isEnabledFor(logging.INFO):
                 line = {"method": "gRPC", "path": SERVICE + method, "route": SERVICE + method, "status": status,
                         "duration_ms": round(duration * 1000, 2), **call.scope[SCOPE_KEY]}
                 if code is not None:
                     line["error"] = code
                 access_log.info("request", extra={"fields": line})
+        return None
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
         """Live while the process serves."""
@@ -183,6 +202,21 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         return await self._call("RepositoryModelUnload", context, work)
 
 
+def _fail(context: grpc.aio.ServicerContext, status: grpc.StatusCode, detail: str,
+          trailing: list[tuple[str, str]]) -> None:
+    """End the call with this status (the handler then returns None: nothing is serialised)."""
+    context.set_code(status)
+    context.set_details(detail)
+    context.set_trailing_metadata(trailing)
+
+
+def _status_number(status: int, code: str | None) -> int:
+    """The numeric gRPC status of an answer the HTTP routes would give ``status``."""
+    if status == 200:
+        return grpc.StatusCode.OK.value[0]
+    return grpc_status(ApiError(status, code or "", "")).value[0]
+
+
 def _parameter(value: pb.ModelRepositoryParameter) -> Any:
     """The Python value of a repository parameter (its set ``oneof`` field)."""
     kind = value.WhichOneof("parameter_choice")
@@ -209,7 +243,8 @@ def check_grpc_port(host: str, port: int) -> None:
             raise OSError(f"--grpc-port {port}: cannot listen on {host} ({exc.strerror or exc})") from None
 
 
-async def start_grpc(ctx: ServerContext, repository: ModelRepository) -> grpc.aio.Server:
+async def start_grpc(ctx: ServerContext, repository: ModelRepository,
+                     tracing: Tracing | None = None) -> grpc.aio.Server:
     """Start the gRPC server on --host:--grpc-port; OSError when the port cannot be bound. Behind several HTTP
     workers each binds the port with SO_REUSEPORT and the kernel spreads the connections."""
     settings = ctx.settings
@@ -219,7 +254,7 @@ async def start_grpc(ctx: ServerContext, repository: ModelRepository) -> grpc.ai
         ("grpc.so_reuseport", 1 if settings.http_workers > 1 else 0),
     ]
     server = grpc.aio.server(options=options, maximum_concurrent_rpcs=settings.max_concurrent)
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(ctx, repository), server)
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(ctx, repository, tracing), server)
     address = grpc_address(settings.host, settings.grpc_port)
     try:
         server.add_insecure_port(address)

@@ -56,7 +56,7 @@ def create_app(settings: Settings, manifests: dict[str, Manifest] | None = None,
                 providers = {name: r.backend.provider for name, r in registry.runners.items()}
                 print(banner(settings, registry.manifests, providers), flush=True)
 
-        grpc_server = await start_grpc(app.state.context, repository) if settings.grpc_port else None
+        grpc_server = await start_grpc(app.state.context, repository, tracing) if settings.grpc_port else None
         loading = asyncio.create_task(load(), name="load-models")
         watching = asyncio.create_task(repository.watch(), name="watch-store") if settings.watch else None
         try:

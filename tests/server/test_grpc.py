@@ -254,3 +254,19 @@ def test_a_taken_grpc_port_is_a_one_line_error(store):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [f"error: --grpc-port {port}: cannot listen on 127.0.0.1 (Address "
                                                 "already in use)"]
+
+
+def test_a_traced_call_continues_the_clients_trace_and_logs_its_id(server, stub, client):
+    images, name, _ = batch(client, CLASSIFIER, 1, seed=4)
+    trace_id = "5af92f3577b34da6a3ce929d0e0e4736"
+    call = stub.ModelInfer.with_call(infer_request(CLASSIFIER, list(images.shape), images.tobytes(), input_name=name),
+                                     metadata=(("traceparent", f"00-{trace_id}-00f067aa0ba902b7-01"),))
+    trailing = dict(call[1].trailing_metadata())
+    assert trailing["traceparent"].split("-")[1] == trace_id
+    deadline = time.monotonic() + 10
+    while f'"trace_id": "{trace_id}"' not in server.logs():
+        assert time.monotonic() < deadline, "no access line with the trace id"
+        time.sleep(0.05)
+    code, _, trailing = status_of(lambda: stub.ModelInfer(infer_request("nope", [1], b""), metadata=(
+        ("traceparent", "not-a-traceparent"),)))
+    assert code == grpc.StatusCode.NOT_FOUND and len(trailing["traceparent"].split("-")[1]) == 32  # a new trace
