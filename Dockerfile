@@ -52,7 +52,7 @@ COPY models models
 COPY robustness robustness
 COPY training training
 COPY export export
-COPY model_store/__init__.py model_store/manifest.py model_store/
+COPY model_store/__init__.py model_store/manifest.py model_store/machine.py model_store/
 COPY server server
 COPY loadtests loadtests
 COPY benchmarks benchmarks
@@ -92,9 +92,10 @@ ENV PATH=/opt/venv/bin:$PATH PYTHONSAFEPATH=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /app
 USER 10001:10001
 VOLUME /app/model_store
-EXPOSE 8000
+# HTTP, and KServe v2 over gRPC (Triton's ports)
+EXPOSE 8000 8001
 # Ready (200) only once every model is loaded and warm; 503 while loading or when a model failed. The start period
 # covers loading and warm-up (TensorRT engine builds can take minutes on a cold cache).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=300s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('SERVER_PORT', '8000') + '/ready', timeout=4)"]
-CMD ["python", "-m", "server", "--host", "0.0.0.0", "--store", "/app/model_store"]
+CMD ["python", "-m", "server", "--host", "0.0.0.0", "--store", "/app/model_store", "--grpc-port", "8001"]

@@ -7,6 +7,7 @@ against a local HTTP server, so the checks follow what the image would do rather
 
 from __future__ import annotations
 
+import ast
 import http.server
 import json
 import os
@@ -346,6 +347,19 @@ def test_every_copied_path_exists_and_every_package_is_copied() -> None:
     assert "model_store/manifest.py" in paths
 
 
+def test_every_model_store_module_the_image_imports_is_copied() -> None:
+    """The image copies model_store's modules one by one (the folder holds the exported models); each one a copied
+    package imports must be among them, or `python -m server` fails in the image only."""
+    paths = set(copied_paths())
+    imported = set()
+    for file in context_files():
+        if file.endswith(".py"):
+            for node in ast.walk(ast.parse((ROOT / file).read_text())):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("model_store."):
+                    imported.add(node.module.replace(".", "/") + ".py")
+    assert imported and imported <= paths, f"imported but not copied: {sorted(imported - paths)}"
+
+
 def context_files() -> Iterator[str]:
     """The repo files the build needs: every module and every package-data file under the copied paths."""
     data = PYPROJECT["tool"]["setuptools"]["package-data"]
@@ -401,12 +415,12 @@ def test_the_runtime_stage_runs_the_server_unprivileged_from_the_builder_venv() 
 def test_the_runtime_stage_declares_the_store_volume_the_port_and_the_command() -> None:
     volumes = [v.strip('"') for rest in RUNTIME.args("VOLUME") for v in rest.strip("[]").replace(",", " ").split()]
     assert STORE in volumes
-    assert "8000" in " ".join(RUNTIME.args("EXPOSE")).replace("/tcp", "").split()
+    assert {"8000", "8001"} <= set(" ".join(RUNTIME.args("EXPOSE")).replace("/tcp", "").split())
     (cmd,) = RUNTIME.args("CMD")
     argv = json.loads(cmd)
     assert argv[:3] == ["python", "-m", "server"]
     settings = parse_settings(argv[3:], environ={"SERVER_API_KEY": "k"})
-    assert (settings.host, str(settings.store), settings.port) == ("0.0.0.0", STORE, 8000)
+    assert (settings.host, str(settings.store), settings.port, settings.grpc_port) == ("0.0.0.0", STORE, 8000, 8001)
     with pytest.raises(ValueError, match=r"binding 0\.0\.0\.0 without an API key"):  # fails closed without a key
         parse_settings(argv[3:], environ={})
 

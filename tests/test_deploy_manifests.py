@@ -302,9 +302,12 @@ def test_service_selects_the_deployments_pods_on_the_container_port() -> None:
     assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     assert service["spec"]["selector"].items() <= pod_labels.items()
     assert service["spec"]["type"] == "ClusterIP"
-    (port,) = service["spec"]["ports"]
-    assert (port["name"], port["port"]) == ("http", 80)
-    assert resolve_port(port["targetPort"], container(deployment["spec"]["template"]["spec"])) == exposed_port()
+    http, grpc = service["spec"]["ports"]
+    assert (http["name"], http["port"]) == ("http", 80)
+    pod = container(deployment["spec"]["template"]["spec"])
+    assert resolve_port(http["targetPort"], pod) == exposed_port()
+    assert (grpc["name"], grpc["port"], grpc["appProtocol"]) == ("grpc", 8001, "grpc")
+    assert resolve_port(grpc["targetPort"], pod) == effective_settings(pod).grpc_port == 8001
 
 
 def test_hpa_scales_the_deployment() -> None:
@@ -321,7 +324,8 @@ def test_the_container_port_is_the_images_port() -> None:
     expected = exposed_port()
     assert expected == PORT
     for ctr in (container(deployment_pod()), container(isvc_pod())):
-        assert [p["containerPort"] for p in ctr["ports"]] == [expected]
+        assert ctr["ports"][0]["containerPort"] == expected
+        assert [p["containerPort"] for p in ctr["ports"][1:]] in ([], [effective_settings(ctr).grpc_port])
         assert effective_settings(ctr).port == expected
         assert effective_settings(ctr).host == "0.0.0.0"
 
