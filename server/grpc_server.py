@@ -30,7 +30,7 @@ from server.logs import ACCESS_LOGGER, SCOPE_KEY
 from server.middleware import START_KEY
 from server.registry import READY
 from server.repository import ModelRepository, load_parameters
-from server.tracing import CARRIER_KEYS, Tracing, finish, format_traceparent, postprocess
+from server.tracing import CARRIER_KEYS, Tracing, finish, format_traceparent, postprocess, stage
 
 log = logging.getLogger("server.grpc")
 access_log = logging.getLogger(ACCESS_LOGGER)
@@ -161,13 +161,20 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         ctx = self.ctx
         self._manifest(request.model_name, request.model_version)
         pipeline = ctx.pipeline_by_name(request.model_name)
-        pipeline.admit()
-        try:  # the message is held by gRPC until the call ends: its bytes count as an HTTP body's do
+        try:
+            pipeline.admit()
+            # the message is held by gRPC until the call ends: its bytes count as an HTTP body's do
             pipeline.ticket(call).reserve_bytes(request.ByteSize())
         except OverloadedError as exc:
             raise pipeline.overloaded(exc) from None
+        finally:
+            stage(call.scope, "admission", call.scope[START_KEY], time.monotonic())
         manifest, settings = pipeline.manifest, ctx.settings
-        parsed = parse_grpc_request(request, manifest)
+        start = time.monotonic()
+        try:
+            parsed = parse_grpc_request(request, manifest)
+        finally:
+            stage(call.scope, "decode", start, time.monotonic())  # the tensor read, as the HTTP v2 route names it
         check_limits(manifest, parsed, settings.max_pixels, settings.max_response_bytes)
         pipeline.reserve_memory(call, run_bytes(manifest, parsed.images.shape, True, settings.max_batch))
         result = await pipeline.infer(call, parsed.images)

@@ -18,14 +18,18 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
+import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 import uvicorn
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 from PIL import Image
+from tritonclient.utils import InferenceServerException
 
+from loadtests.processes import free_port
 from server.logs import ACCESS_LOGGER, JsonFormatter, TraceContextFilter
 from server.main import create_app
 from server.settings import Settings
@@ -60,6 +64,7 @@ class Traced:
     client: httpx.Client
     exporter: InMemorySpanExporter
     log: Records
+    grpc_target: str
 
     def spans(self, trace_id: str, timeout: float = 10.0) -> list[ReadableSpan]:
         """The finished spans of one trace, once its root (ended after the answer went out) is among them."""
@@ -114,8 +119,9 @@ def traced(store: Path) -> Iterator[Traced]:
     access.addHandler(records)
     access.setLevel(logging.INFO)
     try:
-        with serving(store, Tracing(1.0, exporter)) as client:
-            yield Traced(client, exporter, records)
+        grpc_port = free_port()
+        with serving(store, Tracing(1.0, exporter), grpc_port=grpc_port) as client:
+            yield Traced(client, exporter, records, f"127.0.0.1:{grpc_port}")
     finally:
         access.removeHandler(records)
         access.setLevel(level)
@@ -306,3 +312,33 @@ def test_otlp_endpoint_exports_over_http_and_flushes_at_shutdown(store):
     inference = spans["inference"]
     assert abs((inference.end_time_unix_nano - inference.start_time_unix_nano) / 1e6 - timing["inference_ms"]) \
         <= TOLERANCE_MS
+
+
+def test_a_grpc_call_is_traced_through_the_same_pipeline(traced, store):
+    tensor = model_input(store, CLASSIFIER, Image.open(io.BytesIO(image())))
+    trace_id = "8bf9" + TRACE_ID[4:]
+    with grpcclient.InferenceServerClient(traced.grpc_target) as client:
+        images = grpcclient.InferInput("images", list(tensor[None].shape), "FP32")
+        images.set_data_from_numpy(tensor[None].astype(np.float32))
+        client.infer(CLASSIFIER, [images], headers={"traceparent": TRACEPARENT.replace("4bf9", "8bf9")})
+    spans = by_name(traced.spans(trace_id))
+    root = spans.pop("gRPC ModelInfer")
+    assert root.kind == SpanKind.SERVER and f"{root.parent.span_id:016x}" == PARENT_ID
+    assert set(spans) == {"admission", "decode", "queue", "inference", "postprocess"}
+    assert all(child.parent.span_id == root.context.span_id for child in spans.values())
+    assert root.attributes["rpc.method"] == "ModelInfer" and root.attributes["rpc.grpc.status_code"] == 0
+    assert root.attributes["inference.model"] == CLASSIFIER and root.attributes["inference.batch_size"] == 1
+    order = [spans[name] for name in ("admission", "decode", "queue", "inference", "postprocess")]
+    for before, after in itertools.pairwise(order):
+        assert before.end_time <= after.start_time, (before.name, after.name)
+    assert root.start_time <= order[0].start_time and order[-1].end_time <= root.end_time
+    assert traced.access(trace_id).fields["path"] == "/inference.GRPCInferenceService/ModelInfer"
+
+
+def test_a_failing_grpc_call_has_an_error_span_with_its_code(traced):
+    trace_id = "9bf9" + TRACE_ID[4:]
+    with grpcclient.InferenceServerClient(traced.grpc_target) as client, pytest.raises(InferenceServerException):
+        client.get_model_metadata("no-such-model", headers={"traceparent": TRACEPARENT.replace("4bf9", "9bf9")})
+    (root,) = traced.spans(trace_id)
+    assert root.name == "gRPC ModelMetadata" and root.status.status_code == StatusCode.ERROR
+    assert root.attributes["error.type"] == "unknown_model" and root.attributes["rpc.grpc.status_code"] == 5
