@@ -217,8 +217,10 @@ def test_shedding_is_resource_exhausted_and_late_answers_deadline_exceeded(stric
         waiting = pool.submit(strict_infer, strict_server, images, name)
         wait_for(strict_server, "queue_depth", 1)
         shed = list(pool.map(lambda _: strict_infer(strict_server, images, name), range(4)))
-        results = [running.result(), waiting.result(), *shed]
-    assert sorted(code for code, _ in results) == ["DEADLINE_EXCEEDED", "OK", *["RESOURCE_EXHAUSTED"] * 4]
+    # the running call's 500 ms batch ends 250 ms before its deadline, which a loaded machine can eat up
+    assert running.result()[0] in ("OK", "DEADLINE_EXCEEDED")
+    assert waiting.result()[0] == "DEADLINE_EXCEEDED"  # it cannot finish before 1000 ms
+    assert [code for code, _ in shed] == ["RESOURCE_EXHAUSTED"] * 4
     assert all(seconds < EXTRA_LATENCY_MS / 1000 for code, seconds in shed)
 
 
