@@ -135,7 +135,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     data = segmentation_datasets(args.data, size, limit=args.limit, seed=args.seed)
     train_set, val_set, class_names = data.train, data.val, data.class_names
     if args.stream:
-        passes = -(-args.iters * args.batch_size // args.stream)
+        passes = -(-args.iters // max(1, args.stream // args.batch_size))  # the passes step_batches reaches
         train_set, val_set = streaming_sets(args.data, args.seed, args.stream, args.val_size, "segmentation", size,
                                             pool=args.pool, epochs=passes)
     device = resolve_device(args.device)
