@@ -247,11 +247,15 @@ def run_description(result: dict[str, Any]) -> list[str]:
         "seeds, on the fixed test split.",
         "",
     ]
+    asked = [s for s in str(result.get("seeds_asked", "")).split(",") if s.strip()]
+    stopped = len(asked) > len(result["seeds"])
     if not full:
         lines += [f"**This is a reduced run** (budget `{name}`"
                   + (f" with {', '.join(result['overrides'])}" if result["overrides"] else "")
-                  + f", {len(result['seeds'])} seed(s)), not the 3-seed `--budget cpu` or `--budget gpu` run the "
-                  "targets are judged on; its verdicts below say what this run measured, nothing more.", ""]
+                  + f", {len(result['seeds'])} seed(s)"
+                  + (f" of the {len(asked)} asked: the run was stopped after them" if stopped else "")
+                  + "), not the 3-seed `--budget cpu` or `--budget gpu` run the targets are judged on; its verdicts "
+                  "below say what this run measured, nothing more.", ""]
     lines += [
         f"Every run fine-tunes torchvision's ImageNet MobileNetV2 (the first 4 blocks frozen) at {budget['size']} px "
         f"on streamed scenes, pre-rendered once per seed into a uint8 pool that the epochs and both arms share. "
