@@ -26,6 +26,13 @@ PROBE_SECONDS = 5  # an unhealthy model lets one request through this often, to 
 RETIRE_GRACE_S = 0.5  # an evicted alternate keeps answering what it was given this long, and while it is busy
 
 
+def _release(runner: ModelRunner) -> None:
+    """Drop a stopped runner's session (its destructor runs in this thread, not on the event loop) and give its
+    pages back to the system."""
+    runner.backend = None  # the session and its arena go with the last reference
+    trim_malloc()
+
+
 def read_store(settings: Settings) -> tuple[dict[str, Manifest], dict[str, str]]:
     """The models to serve: their parsed manifests by name, and the selected entries that cannot be read (name ->
     why). Only the selected entries are read; their files are verified when the loader opens them. A missing
@@ -228,8 +235,7 @@ class ModelRegistry:
                 time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         await runner.stop()
-        runner.backend = None  # the session and its arena go with the last reference
-        await asyncio.get_running_loop().run_in_executor(None, trim_malloc)  # its pages back to the system
+        await asyncio.get_running_loop().run_in_executor(None, _release, runner)
 
     def _build_alternate(self, manifest: Manifest, precision: str) -> ModelRunner:
         runner = ModelRunner(manifest, self.settings, self.metrics, precision=precision)

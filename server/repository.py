@@ -124,7 +124,8 @@ class ModelRepository:
             folder = self._entry(name, pinned)
             self.seen[name] = signature(folder)
             try:
-                manifest = load_manifest(folder, verify=True)
+                # hashing every file takes tens of ms: off the event loop, which keeps answering meanwhile
+                manifest = await asyncio.get_running_loop().run_in_executor(None, load_manifest, folder, True)
                 if manifest.name != name:
                     raise ManifestError(f"{folder}: the manifest names model {manifest.name!r}, not {name!r}")
                 await self.registry.replace(manifest)
