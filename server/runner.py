@@ -173,8 +173,10 @@ class ModelRunner:
     def warmup(self, runs: int = 3) -> None:
         """Run every batch size the model will meet a few times before it is ready: each bucket when batches are
         padded (a GPU searches algorithms or builds engines per new shape), else the largest and the smallest
-        (TorchScript optimises over its first calls)."""
+        (TorchScript optimises over its first calls; ONNX Runtime on a CPU needs one run of each)."""
         height, width = self.input_size
+        if not self.buckets and self.backend.kind == "onnx":
+            runs = 1  # ONNX Runtime on a CPU compiles nothing per shape: one run sets up its memory
         for n in sorted(set(self.buckets) or {self.settings.max_batch, 1}, reverse=True):
             for _ in range(runs):
                 self.backend.run(np.zeros((n, 3, height, width), dtype=np.float32))
