@@ -40,6 +40,8 @@ def _axis(n_in: int, n_out: int, keep: int) -> tuple[np.ndarray, np.ndarray, np.
     outside = coordinate > n_in - 1  # a rounding step past the end: constant mode gives cval (0) there
     w0[outside] = w1[outside] = 0.0
     i0[outside] = i1[outside] = 0
+    for shared in (i0, i1, w0, w1):  # cached: every later zoom of this shape reads them
+        shared.setflags(write=False)
     return i0, i1, w0, w1
 
 
