@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
+from server import domain_errors as de
 from server.images import ImageRejectedError
 from server.responses import JSONResponse
 
@@ -30,6 +31,28 @@ STATUS_CODES = {
     503: "unavailable",
     504: "deadline_exceeded",
 }
+
+
+# The HTTP status of each kind of serving error (the first of an error's classes found here).
+HTTP_STATUS: dict[type[de.ServingError], int] = {
+    de.Unauthenticated: 401,
+    de.NotFound: 404,
+    de.InvalidInput: 400,
+    de.InvalidParameter: 422,
+    de.TooLarge: 413,
+    de.Shed: 503,
+    de.Unavailable: 503,
+    de.ModelBroken: 500,
+    de.PastDeadline: 504,
+    de.Conflict: 409,
+    de.LoadFailed: 400,
+    de.ClientGone: 499,  # nginx's code for a client that left; never sent
+}
+
+
+def http_status(error: de.ServingError) -> int:
+    """The HTTP status a serving error is answered with."""
+    return next(HTTP_STATUS[kind] for kind in type(error).__mro__ if kind in HTTP_STATUS)
 
 
 class ApiError(HTTPException):
@@ -76,6 +99,19 @@ async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, str(exc.detail), exc.headers)
 
 
+def http_headers(error: de.ServingError) -> dict[str, str]:
+    """The headers an HTTP answer to a serving error carries: Retry-After, the Bearer challenge of a 401."""
+    headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else {}
+    if isinstance(error, de.Unauthenticated):
+        headers["WWW-Authenticate"] = "Bearer"
+    return headers
+
+
+async def _serving_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, de.ServingError)
+    return error_response(http_status(exc), exc.code, exc.detail, http_headers(exc))
+
+
 async def _rejected_image(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ImageRejectedError)
     return error_response(exc.status, exc.code, exc.detail)
@@ -99,23 +135,23 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def register_error_handlers(app: FastAPI) -> None:
-    """JSON handlers for HTTP errors, rejected images, validation errors (422 with allowed values) and anything
-    else (500)."""
+    """JSON handlers for HTTP errors, serving errors (by HTTP_STATUS), rejected images, validation errors (422
+    with allowed values) and anything else (500)."""
     app.add_exception_handler(HTTPException, _api_error)
+    app.add_exception_handler(de.ServingError, _serving_error)
     app.add_exception_handler(ImageRejectedError, _rejected_image)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)
 
 
-def api_key_error(api_key: str | None, authorization: str) -> ApiError | None:
-    """The 401 for a request whose ``Authorization`` header does not carry ``Bearer <api_key>``; None when it does
-    (or when no key is configured)."""
+def api_key_error(api_key: str | None, authorization: str) -> de.Unauthenticated | None:
+    """The refusal of a request whose ``Authorization`` header (gRPC: metadata) does not carry ``Bearer
+    <api_key>``; None when it does (or when no key is configured)."""
     if api_key is None:
         return None
     scheme, _, token = authorization.partition(" ")
-    challenge = {"WWW-Authenticate": "Bearer"}
     if scheme.lower() != "bearer" or not token:
-        return ApiError(401, "missing_api_key", "this server requires 'Authorization: Bearer <key>'", challenge)
+        return de.Unauthenticated("missing_api_key", "this server requires 'Authorization: Bearer <key>'")
     if not hmac.compare_digest(token.strip().encode(), api_key.encode()):
-        return ApiError(401, "invalid_api_key", "the bearer token does not match the server's API key", challenge)
+        return de.Unauthenticated("invalid_api_key", "the bearer token does not match the server's API key")
     return None

@@ -39,7 +39,7 @@ import numpy as np
 
 from model_store.manifest import Manifest
 from server.batching import DeadlineExceededError, QueueFullError
-from server.errors import ApiError
+from server.domain_errors import InvalidInput, ServingError
 from server.ipc import (
     InferenceClient,
     ThreadClients,
@@ -98,8 +98,8 @@ class InferenceService:
                     return {"error": "bad_request", "detail": f"shape {shape} does not fit the shared segment"}, None
                 images = np.ndarray(shape, np.float32, buffer=buffer)
             result = await runner(images, deadline, bool(message.get("exclusive", False)))
-        except ApiError as exc:
-            return {"error": exc.code, "detail": str(exc.detail)}, None
+        except ServingError as exc:
+            return {"error": exc.code, "detail": exc.detail}, None
         except QueueFullError as exc:
             return {"error": "queue_full", "detail": str(exc)}, None
         except DeadlineExceededError as exc:
@@ -118,7 +118,7 @@ class InferenceService:
         """The uploads decoded together on the model's device: the stack of those it took (None if none) and why
         it refused the others, by index."""
         if runner.decoder is None:
-            raise ApiError(400, "bad_request", f"model {runner.name!r} decodes no uploads on a device")
+            raise InvalidInput("bad_request", f"model {runner.name!r} decodes no uploads on a device")
         encoded = np.empty(len(message["sizes"]), dtype=object)
         offset = 0
         for index, size in enumerate(message["sizes"]):

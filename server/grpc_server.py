@@ -23,7 +23,8 @@ from tritonclient.grpc import service_pb2_grpc
 
 from server.admission import OverloadedError, close_request_ticket
 from server.dependencies import ServerContext
-from server.errors import ApiError, api_key_error, new_error_id
+from server.domain_errors import NotFound, ServingError
+from server.errors import api_key_error, http_status, new_error_id
 from server.kserve import PLATFORMS, SERVER_METADATA, check_limits, model_metadata, run_bytes
 from server.kserve_grpc import grpc_metadata, grpc_response, grpc_status, parse_grpc_request
 from server.logs import ACCESS_LOGGER, SCOPE_KEY
@@ -80,7 +81,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def _answer(self, method: str, context: grpc.aio.ServicerContext, work: Any, keyed: bool, call: GrpcCall,
                       traceparent: str | None = None) -> Any:
-        status, code = 200, None
+        status, code, outcome = 200, None, grpc.StatusCode.OK
         trailing: list[tuple[str, str]] = [("traceparent", traceparent)] if traceparent else []
         try:
             if keyed:
@@ -92,16 +93,16 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             if trailing:
                 context.set_trailing_metadata(trailing)
             return answer
-        except ApiError as exc:
-            status, code = exc.status_code, exc.code
-            _fail(context, grpc_status(exc), str(exc.detail), [*trailing, ("error-code", exc.code)])
+        except ServingError as exc:
+            status, code, outcome = http_status(exc), exc.code, grpc_status(exc)
+            _fail(context, outcome, str(exc.detail), [*trailing, ("error-code", exc.code)])
         except asyncio.CancelledError:
-            status, code = 499, "client_closed_request"
+            status, code, outcome = 499, "client_closed_request", grpc.StatusCode.CANCELLED
             raise
         except Exception as exc:
-            status, code, error_id = 500, "internal_error", new_error_id()
+            status, code, outcome, error_id = 500, "internal_error", grpc.StatusCode.INTERNAL, new_error_id()
             log.error("unhandled error %s on gRPC %s", error_id, method, exc_info=exc)
-            _fail(context, grpc.StatusCode.INTERNAL, "the server hit an unexpected error; it has been logged as "
+            _fail(context, outcome, "the server hit an unexpected error; it has been logged as "
                   f"error id {error_id}", [*trailing, ("error-code", code)])
         finally:
             close_request_ticket(call.scope)
@@ -109,8 +110,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             self.ctx.metrics.observe_request(SERVICE + method, status, duration)
             if traceparent is not None:
                 postprocess(call.scope, time.monotonic())
-                finish(call.scope, status, code, f"gRPC {method}",
-                               {"rpc.grpc.status_code": _status_number(status, code)})
+                finish(call.scope, status, code, f"gRPC {method}", {"rpc.grpc.status_code": outcome.value[0]})
             if access_log.isEnabledFor(logging.INFO):
                 line = {"method": "gRPC", "path": SERVICE + method, "route": SERVICE + method, "status": status,
                         "duration_ms": round(duration * 1000, 2), **call.scope[SCOPE_KEY]}
@@ -136,7 +136,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     def _manifest(self, name: str, version: str) -> Any:
         manifest = self.ctx.registry.manifest(name)
         if version and version != manifest.version:
-            raise ApiError(404, "unknown_version", f"model {name!r} has version {manifest.version!r}, not {version!r}")
+            raise NotFound("unknown_version", f"model {name!r} has version {manifest.version!r}, not {version!r}")
         return manifest
 
     async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
@@ -217,11 +217,7 @@ def _fail(context: grpc.aio.ServicerContext, status: grpc.StatusCode, detail: st
     context.set_trailing_metadata(trailing)
 
 
-def _status_number(status: int, code: str | None) -> int:
-    """The numeric gRPC status of an answer the HTTP routes would give ``status``."""
-    if status == 200:
-        return grpc.StatusCode.OK.value[0]
-    return grpc_status(ApiError(status, code or "", "")).value[0]
+
 
 
 def _parameter(value: pb.ModelRepositoryParameter) -> Any:

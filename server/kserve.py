@@ -21,7 +21,7 @@ import orjson
 
 from model_store.manifest import Manifest
 from server import costs
-from server.errors import ApiError
+from server.domain_errors import InvalidInput, ModelBroken, TooLarge
 from server.responses import OPTIONS, dumps
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -35,9 +35,9 @@ SERVER_METADATA = {"name": "occlusion-serve", "version": "2", "extensions": ["bi
 ANSWER_HEAD_BYTES = 256  # an answer's JSON apart from its data and names: keys, datatype, shape, binary size
 
 
-def bad(detail: str) -> ApiError:
-    """The 400 `invalid_tensor` answer, its detail naming the field that is wrong."""
-    return ApiError(400, "invalid_tensor", detail)
+def bad(detail: str) -> InvalidInput:
+    """The ``invalid_tensor`` refusal, its detail naming the field that is wrong."""
+    return InvalidInput("invalid_tensor", detail)
 
 
 class _NotJson:
@@ -73,7 +73,7 @@ def _show(value: Any) -> str:
     return f"the number {_short(str(value))}"
 
 
-def unknown_name(path: str, kind: str, value: Any, expected: str) -> ApiError:
+def unknown_name(path: str, kind: str, value: Any, expected: str) -> InvalidInput:
     """The 400 for a tensor name other than the model's."""
     if isinstance(value, str):
         return bad(f"'{path}': {kind} {_short(value)!r} is unknown; this model's {kind} is {expected!r}")
@@ -347,8 +347,8 @@ def parse_infer_request(body: bytes, header_length: str | None, manifest: Manife
 def infer_response(manifest: Manifest, outputs: np.ndarray, request: InferRequest) -> tuple[bytes, dict[str, str]]:
     """The response body and headers: JSON data, or a JSON header followed by raw little-endian FP32."""
     if not np.isfinite(outputs).all():
-        raise ApiError(500, "non_finite_output", f"model {manifest.name!r} produced NaN or infinite outputs; "
-                       "they cannot be sent as JSON numbers")
+        raise ModelBroken("non_finite_output", f"model {manifest.name!r} produced NaN or infinite outputs; "
+                          "they cannot be sent as JSON numbers")
     tensor: dict[str, Any] = {"name": manifest.output.name, "datatype": DATATYPE, "shape": list(outputs.shape)}
     document: dict[str, Any] = {"model_name": manifest.name, "model_version": manifest.version}
     if request.request_id is not None:
@@ -405,15 +405,15 @@ def run_bytes(manifest: Manifest, input_shape: tuple[int, ...], binary: bool, ma
 
 
 def check_limits(manifest: Manifest, parsed: InferRequest, max_pixels: int, max_response_bytes: int) -> None:
-    """413 for an input whose images pass the pixel limit, or whose answer would pass the response limit."""
+    """TooLarge for an input whose images pass the pixel limit, or whose answer would pass the response limit."""
     _, _, height, width = parsed.images.shape
     if height * width > max_pixels:
-        raise ApiError(413, "tensor_too_large", f"'inputs[0].shape' {list(parsed.images.shape)} holds images of "
+        raise TooLarge("tensor_too_large", f"'inputs[0].shape' {list(parsed.images.shape)} holds images of "
                        f"{height}x{width} = {height * width:,} pixels; the limit is {max_pixels:,} (--max-pixels)")
     size = answer_bytes(manifest, parsed.images.shape, parsed.binary_output, parsed.request_id)
     if size > max_response_bytes:
         shape = list(output_shape(manifest, parsed.images.shape))
         form = "binary" if parsed.binary_output else "JSON (send binary_data_output to shrink it four times)"
-        raise ApiError(413, "response_too_large", f"the answer, output {shape} as {form}, could take {size:,} "
+        raise TooLarge("response_too_large", f"the answer, output {shape} as {form}, could take {size:,} "
                        f"bytes; the limit is {max_response_bytes:,} (--max-response-bytes): send fewer or smaller "
                        "images")

@@ -16,36 +16,31 @@ import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 
 from model_store.manifest import Manifest
-from server.errors import ApiError
+from server import domain_errors as de
 from server.kserve import DATATYPE, FP32_BYTES, InferRequest, bad, check_shape, unknown_name
 
-# Statuses by HTTP status; a few short codes read differently (shedding can be retried, a bad size cannot).
-GRPC_STATUS = {
-    400: grpc.StatusCode.INVALID_ARGUMENT,
-    401: grpc.StatusCode.UNAUTHENTICATED,
-    404: grpc.StatusCode.NOT_FOUND,
-    408: grpc.StatusCode.DEADLINE_EXCEEDED,
-    409: grpc.StatusCode.FAILED_PRECONDITION,
-    413: grpc.StatusCode.INVALID_ARGUMENT,
-    422: grpc.StatusCode.INVALID_ARGUMENT,
-    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    499: grpc.StatusCode.CANCELLED,
-    500: grpc.StatusCode.INTERNAL,
-    503: grpc.StatusCode.UNAVAILABLE,
-    504: grpc.StatusCode.DEADLINE_EXCEEDED,
-}
-GRPC_STATUS_BY_CODE = {
-    "queue_full": grpc.StatusCode.RESOURCE_EXHAUSTED,
-    "overloaded": grpc.StatusCode.RESOURCE_EXHAUSTED,
-    "too_many_requests": grpc.StatusCode.RESOURCE_EXHAUSTED,
+# The gRPC status of each kind of serving error (the first of an error's classes found here).
+GRPC_STATUS: dict[type[de.ServingError], grpc.StatusCode] = {
+    de.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    de.NotFound: grpc.StatusCode.NOT_FOUND,
+    de.InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+    de.InvalidParameter: grpc.StatusCode.INVALID_ARGUMENT,
+    de.TooLarge: grpc.StatusCode.INVALID_ARGUMENT,  # no wait makes it fit; RESOURCE_EXHAUSTED invites retries
+    de.Shed: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    de.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    de.ModelBroken: grpc.StatusCode.INTERNAL,
+    de.PastDeadline: grpc.StatusCode.DEADLINE_EXCEEDED,
+    de.Conflict: grpc.StatusCode.FAILED_PRECONDITION,
+    de.LoadFailed: grpc.StatusCode.FAILED_PRECONDITION,
+    de.ClientGone: grpc.StatusCode.CANCELLED,
 }
 TYPED_CONTENTS = ("bool_contents", "int_contents", "int64_contents", "uint_contents", "uint64_contents",
                   "fp64_contents", "bytes_contents")
 
 
-def grpc_status(error: ApiError) -> grpc.StatusCode:
-    """The gRPC status for an error the HTTP routes would answer with ``error.status_code``."""
-    return GRPC_STATUS_BY_CODE.get(error.code) or GRPC_STATUS.get(error.status_code, grpc.StatusCode.UNKNOWN)
+def grpc_status(error: de.ServingError) -> grpc.StatusCode:
+    """The gRPC status a serving error is answered with."""
+    return next(GRPC_STATUS[kind] for kind in type(error).__mro__ if kind in GRPC_STATUS)
 
 
 def _requested_outputs(request: pb.ModelInferRequest, manifest: Manifest) -> None:
@@ -107,7 +102,7 @@ def parse_grpc_request(request: pb.ModelInferRequest, manifest: Manifest) -> Inf
 def grpc_response(manifest: Manifest, outputs: np.ndarray, request_id: str | None) -> pb.ModelInferResponse:
     """The infer answer: the output's name, datatype and shape, and its little-endian FP32 bytes."""
     if not np.isfinite(outputs).all():
-        raise ApiError(500, "non_finite_output", f"model {manifest.name!r} produced NaN or infinite outputs")
+        raise de.ModelBroken("non_finite_output", f"model {manifest.name!r} produced NaN or infinite outputs")
     raw = np.ascontiguousarray(outputs, dtype="<f4")
     tensor = pb.ModelInferResponse.InferOutputTensor(name=manifest.output.name, datatype=DATATYPE,
                                                      shape=list(raw.shape))

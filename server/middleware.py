@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server import tracing
 from server.admission import InflightBudget, OverloadedError, close_request_ticket, request_ticket
-from server.errors import ApiError, api_key_error, error_response
+from server.errors import ApiError, api_key_error, error_response, http_headers, http_status
 from server.logs import ACCESS_LOGGER, SCOPE_KEY
 from server.metrics import ServerMetrics
 from server.tracing import START_KEY, Tracing, format_traceparent, http_carrier
@@ -115,8 +115,8 @@ class RequestLimitsMiddleware:
         if self.api_key is not None and keyed(scope["path"]):
             refused = api_key_error(self.api_key, headers.get(b"authorization", b"").decode("latin-1"))
             if refused is not None:  # before the body is read: an unauthenticated client costs no parsing
-                await error_response(refused.status_code, refused.code, str(refused.detail),
-                                     {**(refused.headers or {}), "Connection": "close"})(scope, receive, send)
+                await error_response(http_status(refused), refused.code, refused.detail,
+                                     {**http_headers(refused), "Connection": "close"})(scope, receive, send)
                 return
         limit = JSON_BODY_LIMITS.get(scope["path"], self.max_bytes)
         source = "JSON bodies of this route" if scope["path"] in JSON_BODY_LIMITS else "--max-body-bytes"

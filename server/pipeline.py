@@ -31,7 +31,8 @@ from model_store.manifest import Manifest
 from server import costs, tracing
 from server.admission import InflightBudget, OverBudgetError, OverloadedError, Ticket, request_ticket
 from server.batching import BatchResult, DeadlineExceededError, QueueFullError
-from server.errors import ApiError, new_error_id
+from server.domain_errors import ClientGone, PastDeadline, ServingError, Shed, TooLarge, Unavailable
+from server.errors import new_error_id
 from server.images import (
     DecodedImage,
     ImageRejectedError,
@@ -50,14 +51,6 @@ from server.uploads import declared_length, read_body, read_upload
 
 T = TypeVar("T")
 log = logging.getLogger("server.pipeline")
-CLIENT_CLOSED = 499  # nginx's code for a client that closed the connection before the answer; never sent
-
-
-class ClientDisconnectedError(ApiError):
-    """The client went away while its request waited; nothing is sent."""
-
-    def __init__(self) -> None:
-        super().__init__(CLIENT_CLOSED, "client_closed_request", "the client closed the connection")
 
 
 async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
@@ -72,7 +65,7 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
         await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
         if not task.done():
             task.cancel()
-            raise ClientDisconnectedError()
+            raise ClientGone()
         return task.result()
     finally:
         gone.cancel()
@@ -106,17 +99,17 @@ class RequestPipeline:
         """The served model's name."""
         return self.runner.name
 
-    def retry_after(self) -> str:
+    def retry_after(self) -> int:
         """A Retry-After hint in whole seconds: about one queue's worth of batches."""
         settings = self.settings
         batches = settings.queue_size / settings.max_batch
-        return str(max(1, math.ceil(batches * max(settings.max_delay_ms, 50.0) / 1000.0)))
+        return max(1, math.ceil(batches * max(settings.max_delay_ms, 50.0) / 1000.0))
 
-    def queue_full(self) -> ApiError:
-        """The 503 answer for a full queue (counted), with a Retry-After estimate."""
+    def queue_full(self) -> Shed:
+        """The refusal for a full queue (counted), with a Retry-After estimate."""
         self.metrics.count_rejection(self.name, "queue_full")
-        return ApiError(503, "queue_full", f"model {self.name!r} has {self.settings.queue_size} requests waiting; "
-                        "retry later", headers={"Retry-After": self.retry_after()})
+        return Shed("queue_full", f"model {self.name!r} has {self.settings.queue_size} requests waiting; retry later",
+                    retry_after=self.retry_after())
 
     def admit(self) -> None:
         """Shed at once, before the body is read or decoded, when the model's queue is already full.
@@ -127,13 +120,13 @@ class RequestPipeline:
         if self.runner.depth >= self.settings.queue_size:
             raise self.queue_full()
 
-    def overloaded(self, exc: OverloadedError) -> ApiError:
-        """The 503 answer for a request over an in-flight limit (counted), with a Retry-After estimate; 413 for one
+    def overloaded(self, exc: OverloadedError) -> Shed | TooLarge:
+        """The refusal of a request over an in-flight limit (counted), with a Retry-After estimate; too large for one
         that needs more than the whole limit, which no wait would admit."""
         self.metrics.count_rejection(self.name, f"inflight_{exc.resource}")
         if isinstance(exc, OverBudgetError):
-            return ApiError(413, "over_memory_budget", str(exc))
-        return ApiError(503, "overloaded", f"{exc}; retry later", headers={"Retry-After": self.retry_after()})
+            return TooLarge("over_memory_budget", str(exc))
+        return Shed("overloaded", f"{exc}; retry later", retry_after=self.retry_after())
 
     def reserve_memory(self, request: Request, nbytes: float) -> None:
         """Reserve ``nbytes`` of working memory for a step of this request, before it runs (503 or 413 if it
@@ -147,10 +140,10 @@ class RequestPipeline:
         """This request's share of the in-flight budget (given back when the request ends)."""
         return request_ticket(request.scope, self.budget)
 
-    def deadline_exceeded(self) -> ApiError:
-        """The 504 answer for a request past its deadline (counted)."""
+    def deadline_exceeded(self) -> PastDeadline:
+        """The refusal of a request past its deadline (counted)."""
         self.metrics.count_rejection(self.name, "deadline")
-        return ApiError(504, "deadline_exceeded", f"no answer within {self.settings.timeout_ms:g} ms (--timeout-ms)")
+        return PastDeadline("deadline_exceeded", f"no answer within {self.settings.timeout_ms:g} ms (--timeout-ms)")
 
     async def off_loop(self, request: Request, fn: Callable[..., T], *args: Any, stage: str | None = None) -> T:
         """Run a blocking function in the decode pool within the request's deadline: decoding, mask drawing
@@ -182,7 +175,7 @@ class RequestPipeline:
                     self.budget.check(nbytes=declared)
                 except OverloadedError as exc:
                     raise self.overloaded(exc) from None
-        except ApiError as refused:
+        except ServingError as refused:
             tracing.stage(scope, "admission", scope.get(START_KEY, time.monotonic()), time.monotonic(),
                           error=refused.code)
             raise
@@ -335,14 +328,14 @@ class RequestPipeline:
             raise self.queue_full() from None
         except DeadlineExceededError:
             raise self.deadline_exceeded() from None
-        except ClientDisconnectedError:
+        except ClientGone:
             self.metrics.count_rejection(self.name, "client_gone")
             raise
         except Exception as exc:  # the runtime failed on this batch: log the text, give the client an id
             error_id = new_error_id()
             log.error("model %s failed on a batch (error id %s)", self.name, error_id, exc_info=exc)
-            raise ApiError(503, "inference_failed", f"model {self.name!r} failed on this request; it has been "
-                           f"logged (error id {error_id})") from None
+            raise Unavailable("inference_failed", f"model {self.name!r} failed on this request; it has been "
+                              f"logged (error id {error_id})") from None
         scope = request.scope
         started = submitted + result.queue_seconds
         tracing.stage(scope, "queue", submitted, started)

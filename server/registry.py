@@ -10,7 +10,7 @@ from typing import Any
 
 from model_store.manifest import Manifest, ManifestError, list_entries, load_manifest
 from server.allocator import trim_malloc
-from server.errors import ApiError
+from server.domain_errors import InvalidInput, InvalidParameter, ModelBroken, NotFound, Unavailable
 from server.metrics import ServerMetrics
 from server.precision import FP32_FILE, PrecisionError, Selection, settle
 from server.recheck import recheck
@@ -211,7 +211,7 @@ class ModelRegistry:
             try:
                 runner = await loop.run_in_executor(None, self._build_alternate, manifest, precision)
             except PrecisionError as exc:
-                raise ApiError(422, "invalid_parameter", f"precision: {exc}") from None
+                raise InvalidParameter("invalid_parameter", f"precision: {exc}") from None
             runner.start()
             self.alternates[key] = runner
             log.info("model %s also loaded at %s for comparisons", name, precision)
@@ -249,18 +249,18 @@ class ModelRegistry:
             return default
         return next((name for name, m in self.manifests.items() if m.task in tasks), None)
 
-    def _failed(self, name: str) -> ApiError:
-        return ApiError(500, "model_failed", f"model {name!r} failed to load: {self.errors[name]}")
+    def _failed(self, name: str) -> ModelBroken:
+        return ModelBroken("model_failed", f"model {name!r} failed to load: {self.errors[name]}")
 
     def manifest(self, name: str) -> Manifest:
         """The manifest of a served model, or 404 listing the served ones (500 for an entry that failed)."""
         if name not in self.manifests and self.states.get(name) == FAILED:  # its manifest could not be read
             raise self._failed(name)
         if self.states.get(name) == UNLOADED:
-            raise ApiError(404, "model_unloaded", f"model {name!r} was unloaded; POST "
+            raise NotFound("model_unloaded", f"model {name!r} was unloaded; POST "
                            f"/v2/repository/models/{name}/load serves it again")
         if name not in self.manifests:
-            raise ApiError(404, "unknown_model",
+            raise NotFound("unknown_model",
                            f"model {name!r} is not served; available: {', '.join(self.manifests)}")
         return self.manifests[name]
 
@@ -269,15 +269,15 @@ class ModelRegistry:
         self.manifest(name)
         state = self.states[name]
         if state == LOADING:
-            raise ApiError(503, "model_loading", f"model {name!r} is still loading; retry shortly",
-                           headers={"Retry-After": "1"})
+            raise Unavailable("model_loading", f"model {name!r} is still loading; retry shortly",
+                           retry_after=1)
         if state == FAILED:
             raise self._failed(name)
         if state == UNHEALTHY:
             now = time.monotonic()
             if now < self.probe_at.get(name, 0.0):
-                raise ApiError(503, "model_unhealthy", f"model {name!r} is unhealthy: {self.errors[name]}; retry "
-                               "later", headers={"Retry-After": str(PROBE_SECONDS)})
+                raise Unavailable("model_unhealthy", f"model {name!r} is unhealthy: {self.errors[name]}; retry "
+                               "later", retry_after=PROBE_SECONDS)
             self.probe_at[name] = now + PROBE_SECONDS  # this request is the probe
         return self.runners[name]
 
@@ -286,12 +286,12 @@ class ModelRegistry:
         if name is None:
             name = self.default_for(tasks)
             if name is None:
-                raise ApiError(404, "no_model_for_task", f"{endpoint} serves {' or '.join(tasks)} models; "
+                raise NotFound("no_model_for_task", f"{endpoint} serves {' or '.join(tasks)} models; "
                                f"none is served (available: {', '.join(self.manifests)})")
         task = self.manifest(name).task
         if task not in tasks:
             fitting = [n for n, m in self.manifests.items() if m.task in tasks]
-            raise ApiError(400, "wrong_task", f"model {name!r} is a {task} model; {endpoint} serves "
+            raise InvalidInput("wrong_task", f"model {name!r} is a {task} model; {endpoint} serves "
                            f"{' or '.join(tasks)} models ({', '.join(fitting) or 'none served'})")
         return self.runner(name)
 

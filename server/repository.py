@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from model_store.manifest import Manifest, ManifestError, entry_dir, list_entries, load_manifest, validate_name
-from server.errors import ApiError
+from server.domain_errors import Conflict, InvalidInput, LoadFailed, NotFound
 from server.registry import FAILED, LATEST, LOADING, READY, UNHEALTHY, UNLOADED, ModelRegistry
 from server.settings import Settings
 
@@ -48,18 +48,18 @@ def load_parameters(body: Any) -> dict[str, Any]:
     if body is None:
         return {}
     if not isinstance(body, dict):
-        raise ApiError(400, "bad_request", "the body must be a JSON object such as {\"parameters\": {\"version\": "
+        raise InvalidInput("bad_request", "the body must be a JSON object such as {\"parameters\": {\"version\": "
                        "\"2\"}}, or empty")
     parameters = body.get("parameters") or {}
     if not isinstance(parameters, dict):
-        raise ApiError(400, "bad_request", "'parameters' must be a JSON object")
+        raise InvalidInput("bad_request", "'parameters' must be a JSON object")
     unknown = sorted(key for key in parameters if key not in PARAMETERS and key != "unload_dependents")
     if unknown:
-        raise ApiError(400, "bad_request", f"parameter {unknown[0][:40]!r} is not supported: models load only from "
+        raise InvalidInput("bad_request", f"parameter {unknown[0][:40]!r} is not supported: models load only from "
                        f"the store (parameters: {', '.join(PARAMETERS)})")
     version = parameters.get("version")
     if version is not None and not isinstance(version, str | int):
-        raise ApiError(400, "bad_request", "'parameters.version' must be a version name such as \"2\"")
+        raise InvalidInput("bad_request", "'parameters.version' must be a version name such as \"2\"")
     return {"version": None if version is None else str(version)}
 
 
@@ -96,7 +96,7 @@ class ModelRepository:
 
     def _refuse_behind_workers(self) -> None:
         if not self.reloadable:
-            raise ApiError(409, "not_supported", "models load and unload in the inference process; behind more than "
+            raise Conflict("not_supported", "models load and unload in the inference process; behind more than "
                            "one HTTP worker (--http-workers) restart the server to change them")
 
     def _entry(self, name: str, version: str | None) -> Path:
@@ -107,7 +107,7 @@ class ModelRepository:
             folder = None
         if folder is None or not (folder / "manifest.json").is_file():
             wanted = f"version {version!r} of {name!r}" if version else repr(name)
-            raise ApiError(404, "unknown_model", f"the store {self.settings.store} holds no {wanted}; versions there: "
+            raise NotFound("unknown_model", f"the store {self.settings.store} holds no {wanted}; versions there: "
                            f"{', '.join(self._store_versions(name)) or 'none'}")
         return folder
 
@@ -139,7 +139,7 @@ class ModelRepository:
                     self.registry.errors[name] = reason
                     detail = reason
                 log.error("model %s: loading %s failed: %s", name, folder, reason)
-                raise ApiError(400, "load_failed", f"model {name!r} failed to load from {folder.name}/: {detail}") \
+                raise LoadFailed("load_failed", f"model {name!r} failed to load from {folder.name}/: {detail}") \
                     from None
             return manifest
 
@@ -154,7 +154,7 @@ class ModelRepository:
         self._refuse_behind_workers()
         async with self.locks.setdefault(name, asyncio.Lock()):
             if name not in self.registry.runners and self.registry.states.get(name) not in (FAILED, LOADING):
-                raise ApiError(404, "unknown_model", f"model {name!r} is not loaded; loaded: "
+                raise NotFound("unknown_model", f"model {name!r} is not loaded; loaded: "
                                f"{', '.join(self.registry.runners) or 'none'}")
             self.registry.remove(name)
             self.seen.pop(name, None)
@@ -189,7 +189,7 @@ class ModelRepository:
             current = signature(folder)
             if current and current != self.seen.get(name):
                 log.info("model %s: %s changed in the store; loading it", name, folder)
-                with contextlib.suppress(ApiError):  # logged, and kept in /models; the next change tries again
+                with contextlib.suppress(LoadFailed, NotFound):  # logged and kept in /models; a change tries again
                     await self.load(name)
                 acted.append(name)
         return acted

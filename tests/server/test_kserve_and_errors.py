@@ -10,7 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from model_store.manifest import Manifest
-from server.errors import ApiError
+from server.domain_errors import ServingError
+from server.errors import http_status
 from server.kserve import infer_response, parse_infer_request
 from server.main import create_app
 from server.settings import Settings
@@ -62,25 +63,25 @@ def test_binary_extension_request_and_response():
      "1 NaN or infinite values"),
 ])
 def test_bad_requests_say_what_is_wrong(request_body, fragment):
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(ServingError) as info:
         parse_infer_request(json.dumps(request_body).encode(), None, MANIFEST)
-    assert info.value.status_code == 400 and info.value.code == "invalid_tensor"
+    assert http_status(info.value) == 400 and info.value.code == "invalid_tensor"
     assert fragment in str(info.value.detail)
 
 
 def test_deeply_nested_json_is_a_400_not_a_crash():
     body = b"[" * 100_000 + b"]" * 100_000
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(ServingError) as info:
         parse_infer_request(body, None, MANIFEST)
-    assert info.value.status_code == 400 and "nested too deeply" in str(info.value.detail)
+    assert http_status(info.value) == 400 and "nested too deeply" in str(info.value.detail)
 
 
 def test_non_finite_outputs_are_never_sent_as_json():
     parsed = parse_infer_request(json.dumps({"inputs": [{"name": "images", "shape": [1, 3, 2, 2], "datatype": "FP32",
                                                          "data": [0] * 12}]}).encode(), None, MANIFEST)
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(ServingError) as info:
         infer_response(MANIFEST, np.array([[np.nan, 1.0]], dtype=np.float32), parsed)
-    assert info.value.status_code == 500 and info.value.code == "non_finite_output"
+    assert http_status(info.value) == 500 and info.value.code == "non_finite_output"
 
 
 def test_unexpected_errors_are_a_json_500_without_traceback(caplog):

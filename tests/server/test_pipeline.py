@@ -10,7 +10,8 @@ from types import SimpleNamespace
 import pytest
 from starlette.requests import Request
 
-from server.errors import ApiError
+from server.domain_errors import ServingError
+from server.errors import http_status
 from server.metrics import ServerMetrics
 from server.middleware import START_KEY
 from server.pipeline import RequestPipeline
@@ -30,13 +31,13 @@ def test_slow_work_off_the_loop_is_a_504_at_the_deadline_not_after_it():
     with ThreadPoolExecutor(2) as pool:  # the abandoned sleep keeps its thread busy
         pipe = pipeline(200, pool)
         start = time.monotonic()
-        with pytest.raises(ApiError) as info:
+        with pytest.raises(ServingError) as info:
             asyncio.run(pipe.off_loop(arrived(0.0), time.sleep, 1.0))
         waited = time.monotonic() - start
-        assert (info.value.status_code, info.value.code) == (504, "deadline_exceeded")
+        assert (http_status(info.value), info.value.code) == (504, "deadline_exceeded")
         assert 0.15 < waited < 0.6
         assert asyncio.run(pipe.off_loop(arrived(0.0), sum, [1, 2])) == 3  # quick work within the deadline
-        with pytest.raises(ApiError):  # nothing starts for a request already past its deadline
+        with pytest.raises(ServingError):  # nothing starts for a request already past its deadline
             asyncio.run(pipe.off_loop(arrived(0.5), sum, [1, 2]))
     text = pipe.metrics.render().decode()
     assert 'rejected_requests_total{model="m",reason="deadline"} 2.0' in text

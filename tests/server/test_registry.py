@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from model_store.manifest import Manifest
-from server.errors import ApiError
+from server.domain_errors import ServingError
+from server.errors import http_headers, http_status
 from server.registry import FAILED, PROBE_SECONDS, READY, UNHEALTHY, ModelRegistry, read_store
 from server.settings import Settings
 
@@ -35,26 +36,27 @@ def test_default_is_the_first_model_of_the_task_unless_configured():
 
 
 def test_unknown_model_is_404_and_wrong_task_is_400():
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(ServingError) as info:
         registry().resolve("nope", ("classification",), "/predict")
-    assert (info.value.status_code, info.value.code) == (404, "unknown_model")
+    assert (http_status(info.value), info.value.code) == (404, "unknown_model")
     assert "seg, cls, cls2" in str(info.value.detail)
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(ServingError) as info:
         registry().resolve("seg", ("classification",), "/predict")
-    assert (info.value.status_code, info.value.code) == (400, "wrong_task")
+    assert (http_status(info.value), info.value.code) == (400, "wrong_task")
     assert "(cls, cls2)" in str(info.value.detail)
 
 
 def test_loading_is_503_with_retry_after_and_a_failed_model_is_500():
     models = registry()
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(ServingError) as info:
         models.resolve(None, ("classification",), "/predict")
-    assert (info.value.status_code, info.value.code, info.value.headers) == (503, "model_loading", {"Retry-After": "1"})
+    error = info.value
+    assert (http_status(error), error.code, http_headers(error)) == (503, "model_loading", {"Retry-After": "1"})
     assert not models.ready
     models.states["cls"], models.errors["cls"] = FAILED, "OSError: disk on fire"
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(ServingError) as info:
         models.runner("cls")
-    assert info.value.status_code == 500 and "disk on fire" in str(info.value.detail)
+    assert http_status(info.value) == 500 and "disk on fire" in str(info.value.detail)
     models.states = dict.fromkeys(models.states, READY)
     assert models.ready
 
@@ -90,9 +92,9 @@ def test_a_corrupt_entry_fails_alone_and_an_unselected_one_is_not_read(store, tm
     assert list(manifests) == ["r18"] and failures == {}
     models = ModelRegistry(manifests | {}, Settings(), failures={"seg": "bad"})
     assert models.states == {"r18": "loading", "seg": "failed"} and models.names == ["r18", "seg"]
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(ServingError) as info:
         models.resolve("seg", ("segmentation",), "/segment")
-    assert (info.value.status_code, info.value.code) == (500, "model_failed")
+    assert (http_status(info.value), info.value.code) == (500, "model_failed")
     assert models.describe("seg") == {"name": "seg", "state": "failed", "error": "bad"}
 
 
@@ -118,10 +120,10 @@ def test_an_unhealthy_model_answers_503_and_lets_one_probe_through(monkeypatch):
     models.runners = dict.fromkeys(models.states, "runner")
     models._health("cls", "3 batches in a row failed (last: RuntimeError)")
     assert models.states["cls"] == UNHEALTHY and not models.ready
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(ServingError) as info:
         models.runner("cls")
-    assert (info.value.status_code, info.value.code) == (503, "model_unhealthy")
-    assert info.value.headers == {"Retry-After": str(PROBE_SECONDS)} and "RuntimeError" in str(info.value.detail)
+    assert (http_status(info.value), info.value.code) == (503, "model_unhealthy")
+    assert http_headers(info.value) == {"Retry-After": str(PROBE_SECONDS)} and "RuntimeError" in str(info.value.detail)
     now = time.monotonic()
     monkeypatch.setattr(time, "monotonic", lambda: now + PROBE_SECONDS + 0.1)
     assert models.runner("cls") == "runner"  # the next probe, a while later
