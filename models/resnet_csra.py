@@ -63,7 +63,7 @@ def block_kind(block: type[BasicBlock] | type[Bottleneck]) -> str:
 RESNET_DEPTH_BY_BLOCKS: dict[tuple[str, tuple[int, ...]], int] = {
     (block_kind(block), tuple(layers)): depth for depth, (block, layers) in RESNET_LAYERS.items()
 }
-# lambda is not stored in weights; reference values (SPEC section 1): H=1 (VOC) 0.1, H=6 (COCO) 0.4.
+# lambda is not stored in weights; reference values (CSRA, docs/papers.md): H=1 (VOC) 0.1, H=6 (COCO) 0.4.
 RESNET_LAM = LamDefaults(default=0.1, reference={1: 0.1, 6: 0.4})
 
 

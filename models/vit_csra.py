@@ -99,7 +99,7 @@ class ViTCSRA(VisionTransformer):
         return self.classifier(self.token_map(x))
 
 
-# lambda is not stored in weights; reference values (SPEC section 1): H=1 (VOC, WIDER) 0.3, H=8 (COCO) 1.0.
+# lambda is not stored in weights; reference values (CSRA, docs/papers.md): H=1 (VOC, WIDER) 0.3, H=8 (COCO) 1.0.
 VIT_LAM = LamDefaults(default=0.3, reference={1: 0.3, 8: 1.0})
 
 

@@ -1,4 +1,4 @@
-"""Seeded irregular occlusion masks bucketed by measured hole ratio (SPEC §1).
+"""Seeded irregular occlusion masks bucketed by measured hole ratio (the MSL paper, docs/papers.md).
 
 A mask is a boolean array, True = hole. Shapes (strokes, arcs, blobs, rectangles) are small classes
 configured by keyword arguments, in the style of LaMa's mask generators; `make_mask_generator` maps
@@ -543,7 +543,7 @@ def _spatial_axes(
 
 
 def apply_mask(image: Any, mask: Any, channels_last: bool | None = None) -> Any:
-    """Return image * (1 - mask) (SPEC §1: holes become 0) for numpy arrays or torch tensors.
+    """Return image * (1 - mask) (the MSL paper: holes become 0) for numpy arrays or torch tensors.
 
     `image` is the normalised image: (H,W), (C,H,W), (H,W,C) or a batch (N,C,H,W)/(N,H,W,C); torch
     tensors are taken as channels-first. `mask` is (H,W) for one mask shared by the batch, or (N,H,W)

@@ -1,4 +1,5 @@
-"""Evaluation metrics: multi-label mAP/CP/CR/CF1/OP/OR/OF1 (SPEC §1) and mIoU + IA-mIoU (SPEC §2)."""
+"""Evaluation metrics: multi-label mAP/CP/CR/CF1/OP/OR/OF1 (the MSL paper) and mIoU + IA-mIoU (the L_sb
+paper); see docs/papers.md."""
 
 from __future__ import annotations
 
@@ -81,15 +82,16 @@ def _f1(precision: float, recall: float) -> float:
 def multilabel_metrics(
     scores: Any, targets: Any, threshold: float = 0.5, ignore_zero: bool | None = None
 ) -> dict[str, float]:
-    """mAP, CP, CR, CF1, OP, OR, OF1 in percent for (N, C) probabilities (sigmoid of logits), SPEC §1.
+    """mAP, CP, CR, CF1, OP, OR, OF1 in percent for (N, C) probabilities (sigmoid of logits), as the MSL
+    paper's evaluation computes them.
 
     - A prediction is `score >= threshold`, as in the reference evaluation.
     - Entries with target 0 are ignored everywhere under the VOC convention (see `average_precision`).
     - Classes with no positive target have no defined AP or recall; they are left out of the
       class means (mAP, CP, CR) instead of counting as 0 or NaN. Their false positives still count
       in OP. If no class has a positive, ValueError.
-    - CP divides by max(predicted, 1) per class. OP divides by the true total of predictions, as SPEC
-      §1 writes it; the reference code sums the per-class counts after raising 0 to 1, which adds 1
+    - CP divides by max(predicted, 1) per class. OP divides by the true total of predictions, as the metric's
+      definition reads; the reference code sums the per-class counts after raising 0 to 1, which adds 1
       per silent class to OP's denominator.
     - F1 is 0 when precision and recall are both 0.
     """
@@ -130,7 +132,7 @@ def _nanmean(values: np.ndarray) -> float:
 
 
 class SegmentationMetrics:
-    """Streaming mIoU and IA-mIoU (SPEC §2): call `update` once per image, then `compute`.
+    """Streaming mIoU and IA-mIoU (the L_sb paper): call `update` once per image, then `compute`.
 
     Inputs per image, all (H, W) integer arrays at the original resolution:
     - `pred`: predicted class ids in [0, num_classes), or 255 for "no prediction" (counts as a miss);
@@ -138,7 +140,7 @@ class SegmentationMetrics:
     - `gt_instance`: VOC SegmentationObject style, 0 = no instance, 255 = void, k > 0 = instance id
       (ids need not be contiguous). An instance's class is the majority non-void class under it.
 
-    Choices where SPEC leaves room (they follow the authors' evaluation code where it has one):
+    Choices where the paper leaves room (they follow the authors' evaluation code where it has one):
     - Void = 255 in either map; void pixels count nowhere: not in confusion matrices, not in |B|,
       I, O, R, not in |G_i|, not in instance areas. Blobs are found on the full predicted mask of a
       class (void pixels included, as the authors' contours do), then only non-void pixels are counted.
@@ -254,7 +256,7 @@ class SegmentationMetrics:
         members: np.ndarray,
         gt_area: np.ndarray,
     ) -> np.ndarray:
-        """IoU_i of each instance of one class in one image (SPEC §2 blob matching, pro-rata charge)."""
+        """IoU_i of each instance of one class in one image (the L_sb paper's blob matching, pro-rata charge)."""
         m = members.size
         blobs, n_blobs = ndimage.label(pred == cls, structure=EIGHT_CONNECTED)
         if n_blobs == 0:

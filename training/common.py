@@ -45,7 +45,7 @@ def head_parameter_names(model: nn.Module) -> set[str]:
 
 def make_sgd(model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 1e-4,
              head_lr_mult: float = 10.0) -> torch.optim.SGD:
-    """SGD with the backbone at ``lr`` and the head at ``head_lr_mult * lr`` (SPEC §1)."""
+    """SGD with the backbone at ``lr`` and the head at ``head_lr_mult * lr`` (CSRA; see docs/papers.md)."""
     head = head_parameter_names(model)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]  # frozen trunk blocks stay out
     groups = [

@@ -103,7 +103,7 @@ def batch_size_weights(labels: torch.Tensor, tau: float = 5.0, ignore_index: int
 
 def size_balanced_ce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
                      ignore_index: int = VOID) -> torch.Tensor:
-    """``sum(w * CE) / sum(w)`` over valid pixels (L_sw, SPEC §2)."""
+    """``sum(w * CE) / sum(w)`` over valid pixels (L_sw, the L_sb paper)."""
     ce = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="none")
     weights = weights * (labels != ignore_index)
     return (weights * ce).sum() / weights.sum().clamp_min(1e-12)

@@ -113,8 +113,8 @@ class InputBuilder:
               reference: bool = False) -> np.ndarray:
         """The (3, H, W) input of one image under one condition; ``seed`` comes from ``derived_seed``.
 
-        Holes are zeroed after normalisation (SPEC); corruptions act on the resized uint8 pixels (``reference``:
-        by imagecorruptions' own code everywhere, see ``corrupt``).
+        Holes are zeroed after normalisation (the MSL paper); corruptions act on the resized uint8 pixels
+        (``reference``: by imagecorruptions' own code everywhere, see ``corrupt``).
         """
         if condition.kind == OCCLUSION:
             return apply_mask(clean, self.hole_mask(condition.bucket, seed))

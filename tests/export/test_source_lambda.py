@@ -1,4 +1,4 @@
-"""An inferred export config takes CSRA lambda from the architecture AND the head count (SPEC section 1)."""
+"""An inferred export config takes CSRA lambda from the architecture AND the head count (CSRA, docs/papers.md)."""
 
 from pathlib import Path
 

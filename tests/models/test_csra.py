@@ -1,4 +1,4 @@
-"""The CSRA head computes SPEC §1's formula: mean + lam * attention, summed over H heads."""
+"""The CSRA head computes CSRA's formula (docs/papers.md): mean + lam * attention, summed over H heads."""
 
 import math
 

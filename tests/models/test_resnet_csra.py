@@ -1,4 +1,4 @@
-"""MSL-C keeps the reference checkpoint layout exactly (SPEC §1)."""
+"""MSL-C keeps the reference checkpoint layout exactly (the MSL paper's MSL-C; docs/papers.md)."""
 
 import pytest
 import torch
@@ -10,7 +10,7 @@ BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
 
 def reference_resnet_keys(blocks: tuple[int, ...], num_heads: int) -> set[str]:
-    """The reference key set written from SPEC §1's description, not from the model."""
+    """The reference key set written from the reference checkpoints' layout, not from the model."""
     keys = {"conv1.weight", *(f"bn1.{p}" for p in BN)}
     for layer, count in enumerate(blocks, start=1):
         for b in range(count):

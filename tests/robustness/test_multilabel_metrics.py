@@ -1,4 +1,4 @@
-"""Multi-label metrics (SPEC §1): AP against scikit-learn, threshold metrics by hand, VOC 0 = ignored."""
+"""Multi-label metrics (the MSL paper): AP against scikit-learn, threshold metrics by hand, VOC 0 = ignored."""
 
 import numpy as np
 import pytest

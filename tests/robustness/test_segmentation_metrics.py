@@ -1,4 +1,4 @@
-"""mIoU and IA-mIoU (SPEC §2): toy cases, void handling, streaming, a brute-force oracle, bad input."""
+"""mIoU and IA-mIoU (the L_sb paper): toy cases, void handling, streaming, a brute-force oracle, bad input."""
 
 import math
 from collections import defaultdict
@@ -27,7 +27,7 @@ def _single(pred, gt_class, gt_instance, num_classes=3):
     return metrics.compute()
 
 
-# ---------------------------------------------------------------- SPEC toy cases
+# ------------------------------------------------------ the L_sb paper's toy cases
 
 
 def test_perfect_prediction_scores_one_everywhere():
@@ -87,7 +87,7 @@ def test_blob_bridging_two_same_class_instances_charges_the_bridge_pro_rata():
     pred[10:30, 20:40] = 1  # 400-px bridge on background: one blob of 1600 px
     # A: I=400, O=800, R=400 -> p = 400 + floor(400*400/1200) = 533 -> IoU = 400/533
     # B: I=800, O=400, R=400 -> p = 800 + floor(400*800/1200) = 1066 -> IoU = 800/1066
-    # SPEC's 0.75 is the value before flooring (400 / (400 + 133.33...)); the floor moves it by 5e-4.
+    # The definition's 0.75 is the value before flooring (400 / (400 + 133.33...)); the floor moves it by 5e-4.
     metrics = SegmentationMetrics(3)
     metrics.update(pred, gt_class, gt_instance)
     assert metrics.compute()["IA_IoU_per_class"][1] == pytest.approx((400 / 533 + 800 / 1066) / 2, abs=1e-12)
@@ -192,7 +192,7 @@ def test_large_instance_lands_in_ia_l():
 
 
 def _oracle(samples, num_classes):
-    """SPEC §2 written as plain loops, one instance and one blob at a time."""
+    """The L_sb paper's IA-mIoU written as plain loops, one instance and one blob at a time."""
     per_class = defaultdict(list)
     for pred, gt_class, gt_instance in samples:
         valid = (gt_class != VOID) & (gt_instance != VOID)

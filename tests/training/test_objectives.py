@@ -1,4 +1,4 @@
-"""MSL loss, L_sw size weights and EWC against hand computations from SPEC."""
+"""MSL loss, L_sw size weights and EWC against hand computations from the papers (docs/papers.md)."""
 
 import math
 
