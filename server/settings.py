@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -38,117 +38,291 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _flag(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError(value)
+    return lowered in ("true", "1", "yes")
+
+
+def _comma_list(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+Check = tuple[Callable[[Any], bool], Callable[[Any], str]]  # (is the value valid, what is wrong with it)
+
+
+def option(default: Any, flag: str, parse: Callable[[str], Any], text: str, check: Check | None = None,
+           **field_options: Any) -> Any:
+    """A Settings field declared once: its default, its flag, how its text is parsed, its help and its check
+    (the environment variable is SERVER_<FIELD>)."""
+    return field(default=default, metadata={"flag": flag, "parse": parse, "help": text, "check": check},
+                 **field_options)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable about the server; the app receives one instance through dependencies."""
 
-    store: Path = Path("model_store")
-    host: str = "127.0.0.1"
-    port: int = 8000
-    models: tuple[str, ...] = ()
-    default_model: str | None = None
-    backend: str = "onnx"
-    precision: str = "auto"
-    max_alternates: int = 2
-    providers: tuple[str, ...] = ()
-    max_batch: int = 8
-    max_delay_ms: float = 0.0
-    batch_buckets: str = "auto"
-    device_prepare: str = "auto"
-    cudnn_conv_algo_search: str = "HEURISTIC"
-    queue_size: int = 64
-    timeout_ms: float = 30_000.0
-    max_concurrent: int = 1024
-    max_connections: int = 0
-    read_timeout_s: float = 30.0
-    max_body_bytes: int = 20 * 1024 * 1024
-    max_pixels: int = 40_000_000
-    max_inflight_bytes: int = 256 * 1024 * 1024
-    max_inflight_pixels: int = 400_000_000
-    max_response_bytes: int = 64 * 1024 * 1024
-    api_key: str | None = field(default=None, repr=False)
-    allow_unauthenticated: bool = False
-    allowed_hosts: tuple[str, ...] = ()
-    intra_op_threads: int = 0
-    workers: int = 1
-    http_workers: int = 1
-    decode_threads: int = 0
-    extra_latency_ms: float = 0.0
-    hang_timeout_ms: float = 60_000.0
-    failure_limit: int = 3
-    shutdown_grace_ms: float = 0.0
-    fault: str = ""
-    log_level: str = "info"
-    data_dir: Path = Path("data")
-    trt_cache_dir: Path | None = None
-    trt_fp16: bool = False
-    max_eval_images: int = 1000
-    max_eval_queue: int = 4
-    max_eval_history: int = 32
-    eval_timeout_s: float = 3600.0
-    max_annotation_bytes: int = 64 * 1024 * 1024
-    grpc_port: int = 0
-    watch: bool = False
-    watch_interval_s: float = 2.0
-    otlp_endpoint: str | None = None
-    trace_sample_ratio: float = 1.0
+    store: Path = option(
+        Path("model_store"), "--store", Path,
+        "model store folder written by `python -m export`")
+    host: str = option(
+        "127.0.0.1", "--host", str,
+        "interface to bind (keep 127.0.0.1 unless behind a proxy)")
+    port: int = option(
+        8000, "--port", int,
+        "TCP port",
+        check=(lambda v: 1 <= v <= 65535,
+               lambda v: f"port {v} must lie in 1..65535"))
+    models: tuple[str, ...] = option(
+        (), "--models", _comma_list,
+        "comma list of model names to serve (default: every model in the store)")
+    default_model: str | None = option(
+        None, "--default-model", str,
+        "model used when a request has no model= (default: the first model of the endpoint's task)")
+    backend: str = option(
+        "onnx", "--backend", str,
+        f"runtime: {' | '.join(BACKENDS)} (torchscript needs model.pt in the entry)",
+        check=(lambda v: v in BACKENDS,
+               lambda v: f"backend {v!r} must be one of {', '.join(BACKENDS)}"))
+    precision: str = option(
+        "auto", "--precision", str,
+        "auto | fp32 | int8 | fp16: auto serves the fastest variant the accuracy guard accepted for the provider "
+        "(int8 on CPU, fp16 on CUDA/TensorRT), else fp32",
+        check=(lambda v: v in PRECISIONS,
+               lambda v: f"precision {v!r} must be one of {', '.join(PRECISIONS)}"))
+    max_alternates: int = option(
+        2, "--max-alternates", int,
+        "other precisions of a model kept loaded for comparisons (/robustness?precision=); the least recently used "
+        "is closed beyond this many, across all models",
+        check=(lambda v: v >= 1,
+               lambda v: f"max alternates {v} must be >= 1"))
+    providers: tuple[str, ...] = option(
+        (), "--providers", _comma_list,
+        "ONNX Runtime providers in order, e.g. cuda,cpu (default: TensorRT, CUDA, CPU, whichever exist)")
+    max_batch: int = option(
+        8, "--max-batch", int,
+        "largest batch the micro-batcher forms",
+        check=(lambda v: v >= 1,
+               lambda v: f"max batch {v} must be >= 1"))
+    max_delay_ms: float = option(
+        0.0, "--max-delay-ms", float,
+        "longest a request waits for companions before its batch runs (0: an idle model runs a request at once; "
+        "batches form from what queues while it is busy)",
+        check=(lambda v: v >= 0,
+               lambda v: f"max delay {v} ms must be >= 0"))
+    batch_buckets: str = option(
+        "auto", "--batch-buckets", str,
+        "auto | off | comma list: pad batches to these sizes, each run once at load (auto: 1, 2, 4, ... --max-batch "
+        "on a GPU, off on a CPU)")
+    device_prepare: str = option(
+        "auto", "--device-prepare", str,
+        "auto | on | off: decode JPEGs (nvJPEG, in batches) and make /robustness copies on the model's device (auto: "
+        "when it runs on a GPU; on: also on a CPU, through the same torch code)",
+        check=(lambda v: v in SWITCHES,
+               lambda v: f"device prepare {v!r} must be one of {', '.join(SWITCHES)}"))
+    cudnn_conv_algo_search: str = option(
+        "HEURISTIC", "--cudnn-conv-algo-search", str,
+        "CUDA provider: HEURISTIC | EXHAUSTIVE | DEFAULT convolution algorithm choice (EXHAUSTIVE times every "
+        "algorithm per new shape: up to 1.3 s per bucket at load)",
+        check=(lambda v: v in CUDNN_SEARCHES,
+               lambda v: f"cuDNN search {v!r} must be one of {', '.join(CUDNN_SEARCHES)}"))
+    queue_size: int = option(
+        64, "--queue-size", int,
+        "requests waiting per model; beyond it the server answers 503 at once",
+        check=(lambda v: v >= 1,
+               lambda v: f"queue size {v} must be >= 1"))
+    timeout_ms: float = option(
+        30_000.0, "--timeout-ms", float,
+        "per-request deadline from arrival to answer; past it: 504",
+        check=(lambda v: v > 0,
+               lambda v: f"timeout {v} ms must be > 0"))
+    max_concurrent: int = option(
+        1024, "--max-concurrent", int,
+        "HTTP requests in flight at once (health and metrics exempt); beyond it: 503 at once",
+        check=(lambda v: v >= 1,
+               lambda v: f"max concurrent requests {v} must be >= 1"))
+    max_connections: int = option(
+        0, "--max-connections", int,
+        "open connections accepted at once, idle ones included; beyond it uvicorn answers 503 to every request, "
+        "probes included (0: 4 x --max-concurrent)")
+    read_timeout_s: float = option(
+        30.0, "--read-timeout-s", float,
+        "a request's headers, then its body, must arrive within this many seconds; past it: 408 and the connection "
+        "closes",
+        check=(lambda v: v > 0,
+               lambda v: f"read timeout {v} s must be > 0"))
+    max_body_bytes: int = option(
+        20 * 1024 * 1024, "--max-body-bytes", int,
+        "upload limit, enforced while the body streams in: 413",
+        check=(lambda v: v >= 1,
+               lambda v: f"upload limit {v} bytes must be >= 1"))
+    max_pixels: int = option(
+        40_000_000, "--max-pixels", int,
+        "largest width*height accepted, checked from the header before decoding: 413",
+        check=(lambda v: v >= 1,
+               lambda v: f"pixel limit {v} must be >= 1"))
+    max_inflight_bytes: int = option(
+        256 * 1024 * 1024, "--max-inflight-bytes", int,
+        "upload bytes all requests in flight may hold together; past it: 503 overloaded")
+    max_inflight_pixels: int = option(
+        400_000_000, "--max-inflight-pixels", int,
+        "image working memory all requests in flight may hold together, in pixels of 4 bytes (an RGB pixel as Pillow "
+        "holds it): each step reserves its measured bytes per pixel before it runs (decodes from the header); past "
+        "it: 503 overloaded")
+    max_response_bytes: int = option(
+        64 * 1024 * 1024, "--max-response-bytes", int,
+        "largest answer built (KServe v2 outputs), counted from the output shape before the model runs; past it: 413 "
+        "response_too_large",
+        check=(lambda v: v >= 1,
+               lambda v: f"response limit {v} bytes must be >= 1"))
+    api_key: str | None = option(
+        None, "--api-key", str,
+        "require 'Authorization: Bearer KEY' on model endpoints (health stays open)",
+        check=(lambda v: v is None or len(v) > 0,
+               lambda v: "api key must not be empty (leave it unset instead)"),
+        repr=False)
+    allow_unauthenticated: bool = option(
+        False, "--allow-unauthenticated", _flag,
+        "true: serve a non-loopback --host without --api-key (behind a gateway that authenticates); otherwise such a "
+        "start is refused")
+    allowed_hosts: tuple[str, ...] = option(
+        (), "--allowed-hosts", _comma_list,
+        "Host header values accepted, e.g. api.example.com,*.example.com (default: localhost, 127.0.0.1 and ::1 on a "
+        "loopback --host, else any); others: 400")
+    intra_op_threads: int = option(
+        0, "--intra-op-threads", int,
+        "runtime threads per batch (0 = all cores / workers)",
+        check=(lambda v: v >= 0,
+               lambda v: f"intra-op threads {v} must be >= 0 (0 = all cores)"))
+    workers: int = option(
+        1, "--workers", int,
+        "batches of one model that may run at the same time (each with its own threads)",
+        check=(lambda v: v >= 1,
+               lambda v: f"workers {v} must be >= 1"))
+    http_workers: int = option(
+        1, "--http-workers", int,
+        "HTTP worker processes in front of one inference process that owns the models (1: one process does both)",
+        check=(lambda v: v >= 1,
+               lambda v: f"HTTP workers {v} must be >= 1"))
+    decode_threads: int = option(
+        0, "--decode-threads", int,
+        "threads for image decoding and resizing (0 = all cores)",
+        check=(lambda v: v >= 0,
+               lambda v: f"decode threads {v} must be >= 0 (0 = all cores)"))
+    extra_latency_ms: float = option(
+        0.0, "--extra-latency-ms", float,
+        "testing only: sleep this long in every batch, to simulate a slower model",
+        check=(lambda v: v >= 0,
+               lambda v: f"extra latency {v} ms must be >= 0"))
+    hang_timeout_ms: float = option(
+        60_000.0, "--hang-timeout-ms", float,
+        "a batch running longer marks its model unhealthy (503 until it recovers)",
+        check=(lambda v: v > 0,
+               lambda v: f"hang timeout {v} ms must be > 0"))
+    failure_limit: int = option(
+        3, "--failure-limit", int,
+        "batches failing in a row that mark a model unhealthy",
+        check=(lambda v: v >= 1,
+               lambda v: f"failure limit {v} must be >= 1"))
+    shutdown_grace_ms: float = option(
+        0.0, "--shutdown-grace-ms", float,
+        "on SIGTERM, wait this long for in-flight requests (0 = --timeout-ms)",
+        check=(lambda v: v >= 0,
+               lambda v: f"shutdown grace {v} ms must be >= 0 (0 = the request timeout)"))
+    fault: str = option(
+        "", "--fault", str,
+        "testing only: 'raise' makes every batch fail, 'hang' makes every batch hang",
+        check=(lambda v: v in FAULTS,
+               lambda v: f"fault {v!r} must be one of {', '.join(map(repr, FAULTS))}"))
+    log_level: str = option(
+        "info", "--log-level", str,
+        "debug | info | warning | error")
+    trt_cache_dir: Path | None = option(
+        None, "--trt-cache-dir", Path,
+        "TensorRT provider: keep built engines and the timing cache here (a restart then skips the engine build)")
+    trt_fp16: bool = option(
+        False, "--trt-fp16", _flag,
+        "TensorRT provider: let it build FP16 engines (true/false)")
+    data_dir: Path = option(
+        Path("data"), "--data-dir", Path,
+        "datasets POST /evaluations may read, named relative to this folder (nothing outside it is readable)")
+    max_eval_images: int = option(
+        1000, "--max-eval-images", int,
+        "most test images one evaluation job reads",
+        check=(lambda v: v >= 1,
+               lambda v: f"max evaluation images {v} must be >= 1"))
+    max_eval_queue: int = option(
+        4, "--max-eval-queue", int,
+        "evaluations queued or running at once; beyond it: 429",
+        check=(lambda v: v >= 1,
+               lambda v: f"max queued evaluations {v} must be >= 1"))
+    max_eval_history: int = option(
+        32, "--max-eval-history", int,
+        "finished evaluations whose reports stay readable",
+        check=(lambda v: v >= 0,
+               lambda v: f"evaluation history {v} must be >= 0"))
+    eval_timeout_s: float = option(
+        3600.0, "--eval-timeout-s", float,
+        "wall-clock limit of one evaluation's work (loading its dataset, evaluating, statistics, report); past it "
+        "the job fails as timed out",
+        check=(lambda v: v > 0,
+               lambda v: f"evaluation timeout {v} s must be > 0"))
+    max_annotation_bytes: int = option(
+        64 * 1024 * 1024, "--max-annotation-bytes", int,
+        "largest annotation file (JSON list, COCO instances, split list) an evaluation reads; larger: 413",
+        check=(lambda v: v >= 1,
+               lambda v: f"annotation file limit {v} bytes must be >= 1"))
+    grpc_port: int = option(
+        0, "--grpc-port", int,
+        "also serve KServe v2 over gRPC (GRPCInferenceService) on this port, with the same limits, API key (metadata "
+        "'authorization') and metrics (0: off)")
+    watch: bool = option(
+        False, "--watch", _flag,
+        "true: reload an entry whose files change in the store, and load new entries (the old version answers until "
+        "the new one is warm)")
+    watch_interval_s: float = option(
+        2.0, "--watch-interval-s", float,
+        "how often --watch looks at the store",
+        check=(lambda v: v > 0,
+               lambda v: f"watch interval {v} s must be > 0"))
+    otlp_endpoint: str | None = option(
+        None, "--otlp-endpoint", str,
+        "send each request's spans (admission, decode, queue, inference, postprocess) to this OTLP/HTTP collector, "
+        "e.g. http://127.0.0.1:4318/v1/traces (unset: no export; W3C traceparent is still read and echoed, and logs "
+        "carry the trace id)")
+    trace_sample_ratio: float = option(
+        1.0, "--trace-sample-ratio", float,
+        "share of requests without a sampled parent whose spans are exported (0..1)",
+        check=(lambda v: 0.0 <= v <= 1.0,
+               lambda v: f"trace sample ratio {v} must lie in 0..1"))
 
     def __post_init__(self) -> None:
-        checks = [
-            (self.backend in BACKENDS, f"backend {self.backend!r} must be one of {', '.join(BACKENDS)}"),
-            (self.precision in PRECISIONS, f"precision {self.precision!r} must be one of {', '.join(PRECISIONS)}"),
+        for item in fields(self):
+            check = item.metadata.get("check")
+            value = getattr(self, item.name)
+            if check is not None and not check[0](value):
+                raise ValueError(check[1](value))
+        checks = [  # the rules that tie two or more fields
             (self.backend == "onnx" or self.precision in ("auto", "fp32"),
              f"precision {self.precision} needs the onnx backend (variants are ONNX files)"),
-            (self.max_alternates >= 1, f"max alternates {self.max_alternates} must be >= 1"),
-            (1 <= self.port <= 65535, f"port {self.port} must lie in 1..65535"),
             (0 <= self.grpc_port <= 65535 and self.grpc_port != self.port,
              f"gRPC port {self.grpc_port} must be 0 (off) or lie in 1..65535 and differ from --port {self.port}"),
-            (self.watch_interval_s > 0, f"watch interval {self.watch_interval_s} s must be > 0"),
             (not self.watch or self.http_workers == 1,
              "--watch reloads models in the process that serves them; it needs --http-workers 1"),
-            (0.0 <= self.trace_sample_ratio <= 1.0,
-             f"trace sample ratio {self.trace_sample_ratio} must lie in 0..1"),
-            (self.max_batch >= 1, f"max batch {self.max_batch} must be >= 1"),
-            (self.max_delay_ms >= 0, f"max delay {self.max_delay_ms} ms must be >= 0"),
-            (self.device_prepare in SWITCHES, f"device prepare {self.device_prepare!r} must be one of "
-                                              f"{', '.join(SWITCHES)}"),
-            (self.cudnn_conv_algo_search in CUDNN_SEARCHES, f"cuDNN search {self.cudnn_conv_algo_search!r} must be "
-                                                            f"one of {', '.join(CUDNN_SEARCHES)}"),
-            (self.queue_size >= 1, f"queue size {self.queue_size} must be >= 1"),
-            (self.timeout_ms > 0, f"timeout {self.timeout_ms} ms must be > 0"),
-            (self.max_concurrent >= 1, f"max concurrent requests {self.max_concurrent} must be >= 1"),
             (self.max_connections == 0 or self.max_connections > self.max_concurrent,
              f"max connections {self.max_connections} must be 0 (automatic) or more than --max-concurrent "
              f"{self.max_concurrent}, or probes would be refused before the request limit applies"),
-            (self.read_timeout_s > 0, f"read timeout {self.read_timeout_s} s must be > 0"),
-            (self.max_body_bytes >= 1, f"upload limit {self.max_body_bytes} bytes must be >= 1"),
-            (self.max_pixels >= 1, f"pixel limit {self.max_pixels} must be >= 1"),
             (self.max_inflight_bytes >= self.max_body_bytes,
              f"in-flight upload limit {self.max_inflight_bytes} bytes must be >= the upload limit "
              f"{self.max_body_bytes} (--max-body-bytes), or the largest upload could never be admitted"),
             (self.max_inflight_pixels >= self.max_pixels,
              f"in-flight pixel limit {self.max_inflight_pixels} must be >= the pixel limit {self.max_pixels} "
              "(--max-pixels), or the largest image could never be admitted"),
-            (self.max_response_bytes >= 1, f"response limit {self.max_response_bytes} bytes must be >= 1"),
-            (self.intra_op_threads >= 0, f"intra-op threads {self.intra_op_threads} must be >= 0 (0 = all cores)"),
-            (self.workers >= 1, f"workers {self.workers} must be >= 1"),
-            (self.http_workers >= 1, f"HTTP workers {self.http_workers} must be >= 1"),
-            (self.decode_threads >= 0, f"decode threads {self.decode_threads} must be >= 0 (0 = all cores)"),
-            (self.extra_latency_ms >= 0, f"extra latency {self.extra_latency_ms} ms must be >= 0"),
-            (self.hang_timeout_ms > 0, f"hang timeout {self.hang_timeout_ms} ms must be > 0"),
-            (self.failure_limit >= 1, f"failure limit {self.failure_limit} must be >= 1"),
-            (self.shutdown_grace_ms >= 0, f"shutdown grace {self.shutdown_grace_ms} ms must be >= 0 "
-                                          "(0 = the request timeout)"),
-            (self.fault in FAULTS, f"fault {self.fault!r} must be one of {', '.join(map(repr, FAULTS))}"),
-            (self.api_key is None or len(self.api_key) > 0, "api key must not be empty (leave it unset instead)"),
             (self.api_key is not None or self.allow_unauthenticated or is_loopback(self.host),
              f"binding {self.host} without an API key would serve anyone who can reach it; set --api-key (or "
              "SERVER_API_KEY), or --allow-unauthenticated true behind a gateway that authenticates"),
-            (self.max_eval_images >= 1, f"max evaluation images {self.max_eval_images} must be >= 1"),
-            (self.max_eval_queue >= 1, f"max queued evaluations {self.max_eval_queue} must be >= 1"),
-            (self.max_eval_history >= 0, f"evaluation history {self.max_eval_history} must be >= 0"),
-            (self.eval_timeout_s > 0, f"evaluation timeout {self.eval_timeout_s} s must be > 0"),
-            (self.max_annotation_bytes >= 1, f"annotation file limit {self.max_annotation_bytes} bytes must be >= 1"),
         ]
         for ok, message in checks:
             if not ok:
@@ -218,113 +392,9 @@ class Settings:
         return out
 
 
-def _flag(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered not in ("true", "false", "1", "0", "yes", "no"):
-        raise ValueError(value)
-    return lowered in ("true", "1", "yes")
-
-
-def _comma_list(value: str) -> tuple[str, ...]:
-    return tuple(item.strip() for item in value.split(",") if item.strip())
-
-
-# flag -> (Settings field, type parser, help). The env var is SERVER_<FIELD upper-cased>.
+# flag -> (Settings field, type parser, help), from the fields' declarations. The env var is SERVER_<FIELD>.
 OPTIONS: dict[str, tuple[str, Any, str]] = {
-    "--store": ("store", Path, "model store folder written by `python -m export`"),
-    "--host": ("host", str, "interface to bind (keep 127.0.0.1 unless behind a proxy)"),
-    "--port": ("port", int, "TCP port"),
-    "--models": ("models", _comma_list, "comma list of model names to serve (default: every model in the store)"),
-    "--default-model": ("default_model", str,
-                        "model used when a request has no model= (default: the first model of the endpoint's task)"),
-    "--backend": ("backend", str, f"runtime: {' | '.join(BACKENDS)} (torchscript needs model.pt in the entry)"),
-    "--precision": ("precision", str, "auto | fp32 | int8 | fp16: auto serves the fastest variant the accuracy guard "
-                                      "accepted for the provider (int8 on CPU, fp16 on CUDA/TensorRT), else fp32"),
-    "--max-alternates": ("max_alternates", int, "other precisions of a model kept loaded for comparisons "
-                                                "(/robustness?precision=); the least recently used is closed "
-                                                "beyond this many, across all models"),
-    "--providers": ("providers", _comma_list,
-                    "ONNX Runtime providers in order, e.g. cuda,cpu (default: TensorRT, CUDA, CPU, whichever exist)"),
-    "--max-batch": ("max_batch", int, "largest batch the micro-batcher forms"),
-    "--max-delay-ms": ("max_delay_ms", float, "longest a request waits for companions before its batch runs (0: an "
-                                              "idle model runs a request at once; batches form from what queues "
-                                              "while it is busy)"),
-    "--batch-buckets": ("batch_buckets", str, "auto | off | comma list: pad batches to these sizes, each run once at "
-                                              "load (auto: 1, 2, 4, ... --max-batch on a GPU, off on a CPU)"),
-    "--device-prepare": ("device_prepare", str,
-                         "auto | on | off: decode JPEGs (nvJPEG, in batches) and make /robustness copies on the "
-                         "model's device (auto: when it runs on a GPU; on: also on a CPU, through the same torch "
-                         "code)"),
-    "--cudnn-conv-algo-search": ("cudnn_conv_algo_search", str,
-                                 "CUDA provider: HEURISTIC | EXHAUSTIVE | DEFAULT convolution algorithm choice "
-                                 "(EXHAUSTIVE times every algorithm per new shape: up to 1.3 s per bucket at load)"),
-    "--queue-size": ("queue_size", int, "requests waiting per model; beyond it the server answers 503 at once"),
-    "--timeout-ms": ("timeout_ms", float, "per-request deadline from arrival to answer; past it: 504"),
-    "--max-concurrent": ("max_concurrent", int,
-                         "HTTP requests in flight at once (health and metrics exempt); beyond it: 503 at once"),
-    "--max-connections": ("max_connections", int,
-                          "open connections accepted at once, idle ones included; beyond it uvicorn answers 503 to "
-                          "every request, probes included (0: 4 x --max-concurrent)"),
-    "--read-timeout-s": ("read_timeout_s", float,
-                         "a request's headers, then its body, must arrive within this many seconds; past it: 408 "
-                         "and the connection closes"),
-    "--max-body-bytes": ("max_body_bytes", int, "upload limit, enforced while the body streams in: 413"),
-    "--max-pixels": ("max_pixels", int, "largest width*height accepted, checked from the header before decoding: 413"),
-    "--max-inflight-bytes": ("max_inflight_bytes", int,
-                             "upload bytes all requests in flight may hold together; past it: 503 overloaded"),
-    "--max-inflight-pixels": ("max_inflight_pixels", int,
-                              "image working memory all requests in flight may hold together, in pixels of 4 bytes "
-                              "(an RGB pixel as Pillow holds it): each step reserves its measured bytes per pixel "
-                              "before it runs (decodes from the header); past it: 503 overloaded"),
-    "--max-response-bytes": ("max_response_bytes", int,
-                             "largest answer built (KServe v2 outputs), counted from the output shape before the "
-                             "model runs; past it: 413 response_too_large"),
-    "--api-key": ("api_key", str, "require 'Authorization: Bearer KEY' on model endpoints (health stays open)"),
-    "--allow-unauthenticated": ("allow_unauthenticated", _flag,
-                                "true: serve a non-loopback --host without --api-key (behind a gateway that "
-                                "authenticates); otherwise such a start is refused"),
-    "--allowed-hosts": ("allowed_hosts", _comma_list,
-                        "Host header values accepted, e.g. api.example.com,*.example.com (default: localhost, "
-                        "127.0.0.1 and ::1 on a loopback --host, else any); others: 400"),
-    "--intra-op-threads": ("intra_op_threads", int, "runtime threads per batch (0 = all cores / workers)"),
-    "--workers": ("workers", int, "batches of one model that may run at the same time (each with its own threads)"),
-    "--http-workers": ("http_workers", int, "HTTP worker processes in front of one inference process that owns the "
-                                            "models (1: one process does both)"),
-    "--decode-threads": ("decode_threads", int, "threads for image decoding and resizing (0 = all cores)"),
-    "--extra-latency-ms": ("extra_latency_ms", float,
-                           "testing only: sleep this long in every batch, to simulate a slower model"),
-    "--hang-timeout-ms": ("hang_timeout_ms", float,
-                          "a batch running longer marks its model unhealthy (503 until it recovers)"),
-    "--failure-limit": ("failure_limit", int, "batches failing in a row that mark a model unhealthy"),
-    "--shutdown-grace-ms": ("shutdown_grace_ms", float,
-                            "on SIGTERM, wait this long for in-flight requests (0 = --timeout-ms)"),
-    "--fault": ("fault", str, "testing only: 'raise' makes every batch fail, 'hang' makes every batch hang"),
-    "--log-level": ("log_level", str, "debug | info | warning | error"),
-    "--trt-cache-dir": ("trt_cache_dir", Path, "TensorRT provider: keep built engines and the timing cache here "
-                                               "(a restart then skips the engine build)"),
-    "--trt-fp16": ("trt_fp16", _flag, "TensorRT provider: let it build FP16 engines (true/false)"),
-    "--data-dir": ("data_dir", Path, "datasets POST /evaluations may read, named relative to this folder "
-                                     "(nothing outside it is readable)"),
-    "--max-eval-images": ("max_eval_images", int, "most test images one evaluation job reads"),
-    "--max-eval-queue": ("max_eval_queue", int, "evaluations queued or running at once; beyond it: 429"),
-    "--max-eval-history": ("max_eval_history", int, "finished evaluations whose reports stay readable"),
-    "--eval-timeout-s": ("eval_timeout_s", float, "wall-clock limit of one evaluation's work (loading its dataset, "
-                                                  "evaluating, statistics, report); past it the job fails as "
-                                                  "timed out"),
-    "--max-annotation-bytes": ("max_annotation_bytes", int, "largest annotation file (JSON list, COCO instances, "
-                                                            "split list) an evaluation reads; larger: 413"),
-    "--grpc-port": ("grpc_port", int, "also serve KServe v2 over gRPC (GRPCInferenceService) on this port, with the "
-                                      "same limits, API key (metadata 'authorization') and metrics (0: off)"),
-    "--watch": ("watch", _flag, "true: reload an entry whose files change in the store, and load new entries "
-                                "(the old version answers until the new one is warm)"),
-    "--watch-interval-s": ("watch_interval_s", float, "how often --watch looks at the store"),
-    "--otlp-endpoint": ("otlp_endpoint", str, "send each request's spans (admission, decode, queue, inference, "
-                                              "postprocess) to this OTLP/HTTP collector, e.g. "
-                                              "http://127.0.0.1:4318/v1/traces (unset: no export; W3C traceparent is "
-                                              "still read and echoed, and logs carry the trace id)"),
-    "--trace-sample-ratio": ("trace_sample_ratio", float, "share of requests without a sampled parent whose spans are "
-                                                          "exported (0..1)"),
-}
+    item.metadata["flag"]: (item.name, item.metadata["parse"], item.metadata["help"]) for item in fields(Settings)}
 
 
 def env_name(field_name: str) -> str:
