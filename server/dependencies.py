@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -17,33 +16,26 @@ from fastapi import Depends, Request
 from server.admission import InflightBudget, close_request_ticket
 from server.errors import api_key_error
 from server.evaluations import EvaluationJobs
-from server.metrics import ServerMetrics
 from server.pipeline import RequestPipeline
+from server.prometheus import ServerMetrics
 from server.registry import ModelRegistry
 from server.runner import ModelRunner
 from server.settings import Settings
 
 
-@dataclass(frozen=True)
 class ServerContext:
-    """What an inference route needs, injected as one dependency (each dependency costs per request)."""
+    """What an inference route needs, injected as one dependency (each dependency costs per request): the settings,
+    the served models, the metrics, the decode pool, one in-flight budget for every model's pipeline (``/metrics``
+    reads it at each scrape), the evaluation jobs, and each served (model, precision)'s request pipeline."""
 
-    settings: Settings
-    registry: ModelRegistry
-    metrics: ServerMetrics
-    decode_pool: Executor
-    pipelines: dict[tuple[str, str], RequestPipeline] = field(default_factory=dict)
-    budget: InflightBudget = field(init=False, repr=False)
-    evaluations: EvaluationJobs = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        # One budget per app, shared by every model's pipeline; /metrics reads it at each scrape.
-        budget = InflightBudget(self.settings.max_inflight_bytes, self.settings.max_inflight_pixels)
-        object.__setattr__(self, "budget", budget)
-        object.__setattr__(self, "evaluations",
-                           EvaluationJobs(self.settings.max_eval_queue, self.settings.max_eval_history,
-                                          self.settings.eval_timeout_s, self.settings.data_dir))
-        self.metrics.watch_inflight(budget)
+    def __init__(self, settings: Settings, registry: ModelRegistry, metrics: ServerMetrics,
+                 decode_pool: Executor) -> None:
+        self.settings, self.registry, self.metrics, self.decode_pool = settings, registry, metrics, decode_pool
+        self.pipelines: dict[tuple[str, str], RequestPipeline] = {}
+        self.budget = InflightBudget(settings.max_inflight_bytes, settings.max_inflight_pixels)
+        self.evaluations = EvaluationJobs(settings.max_eval_queue, settings.max_eval_history, settings.eval_timeout_s,
+                                          settings.data_dir)
+        metrics.watch_inflight(self.budget)
 
     def pipeline(self, model: str | None, tasks: tuple[str, ...], endpoint: str) -> RequestPipeline:
         """The request pipeline of ``model=`` (or the endpoint's default model), checking its task."""

@@ -131,7 +131,7 @@ class EvaluationJob:
         return body
 
 
-class QueueFullError(RuntimeError):
+class TooManyEvaluationsError(RuntimeError):
     """Too many evaluations are waiting."""
 
 
@@ -156,12 +156,12 @@ class EvaluationJobs:
         return self._folder
 
     def open(self, job: EvaluationJob) -> EvaluationJob:
-        """Give a job its place before its dataset is read (QueueFullError when ``max_queued`` jobs are already
+        """Give a job its place before its dataset is read (TooManyEvaluationsError when ``max_queued`` jobs are already
         loading, waiting or running) and start its clock."""
         with self.lock:
             active = sum(1 for j in self.jobs.values() if j.status in (QUEUED, RUNNING))
             if active >= self.max_queued:
-                raise QueueFullError(f"{active} evaluations are queued or running (limit {self.max_queued}); "
+                raise TooManyEvaluationsError(f"{active} evaluations are queued or running (limit {self.max_queued}); "
                                      "wait for one to finish or cancel one")
             self.jobs[job.id] = job
             self._forget_old()

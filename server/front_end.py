@@ -165,7 +165,7 @@ class InferenceService:
 async def serve_inference(settings: Settings, address: str) -> None:
     """Load the models and answer the workers until SIGTERM or SIGINT."""
     from server.banner import banner
-    from server.metrics import ServerMetrics
+    from server.prometheus import ServerMetrics
 
     manifests, failures = read_store(settings)
     registry = ModelRegistry(manifests, settings, ServerMetrics(), failures)

@@ -16,8 +16,8 @@ from server.banner import banner
 from server.dependencies import ServerContext
 from server.errors import register_error_handlers
 from server.grpc_server import start_grpc, stop_grpc
-from server.metrics import ServerMetrics
 from server.middleware import RequestLimitsMiddleware, RequestLogMiddleware
+from server.prometheus import ServerMetrics
 from server.registry import ModelRegistry, read_store
 from server.repository import ModelRepository
 from server.responses import JSONResponse

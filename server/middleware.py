@@ -16,7 +16,7 @@ from server import tracing
 from server.admission import InflightBudget, OverloadedError, close_request_ticket, request_ticket
 from server.errors import ApiError, api_key_error, error_response, http_headers, http_status
 from server.logs import ACCESS_LOGGER, SCOPE_KEY
-from server.metrics import ServerMetrics
+from server.prometheus import ServerMetrics
 from server.tracing import START_KEY, Tracing, format_traceparent, http_carrier
 
 access_log = logging.getLogger(ACCESS_LOGGER)

@@ -43,8 +43,8 @@ from server.images import (
     prepare_image,
 )
 from server.logs import annotate
-from server.metrics import ServerMetrics
 from server.middleware import START_KEY
+from server.prometheus import ServerMetrics
 from server.runner import ModelRunner
 from server.settings import Settings
 from server.uploads import declared_length, read_body, read_upload

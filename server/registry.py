@@ -11,8 +11,8 @@ from typing import Any
 from model_store.manifest import Manifest, ManifestError, list_entries, load_manifest
 from server.allocator import trim_malloc
 from server.domain_errors import InvalidInput, InvalidParameter, ModelBroken, NotFound, Unavailable
-from server.metrics import ServerMetrics
 from server.precision import FP32_FILE, PrecisionError, Selection, settle
+from server.prometheus import ServerMetrics
 from server.recheck import recheck
 from server.runner import ModelRunner, first_provider, load_backend, select_artifact
 from server.runtimes import Backend

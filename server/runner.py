@@ -28,8 +28,8 @@ from server.batching import (
     MicroBatcher,
     QueueFullError,
 )
-from server.metrics import ServerMetrics
 from server.precision import Selection, listed_variant, select_precision
+from server.prometheus import ServerMetrics
 from server.runtimes import Backend, OnnxBackend, TorchScriptBackend, choose_providers, runs_on_gpu
 from server.settings import Settings
 

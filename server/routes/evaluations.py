@@ -14,7 +14,7 @@ from robustness.evaluation import EvaluationCancelled, EvaluationConfig, Evaluat
 from robustness.evaluation.conditions import parse_occlusion
 from server.dependencies import ContextDep, require_api_key
 from server.errors import ApiError
-from server.evaluations import EvaluationJob, EvaluationJobs, QueueFullError, ServedModel, load_eval_set
+from server.evaluations import EvaluationJob, EvaluationJobs, ServedModel, TooManyEvaluationsError, load_eval_set
 from server.middleware import MAX_MODEL_NAME_LENGTH
 from server.responses import JSONResponse
 from server.routes.examples import ERRORS
@@ -87,7 +87,7 @@ async def start(body: EvaluationRequest, ctx: ContextDep) -> JSONResponse:
     job = EvaluationJob(models=tuple(names), data=body.data, config=config)
     try:
         jobs.open(job)  # before a byte of the dataset is read: a flood on a full queue costs nothing
-    except QueueFullError as exc:
+    except TooManyEvaluationsError as exc:
         raise ApiError(429, "too_many_evaluations", str(exc), headers={"Retry-After": "10"}) from None
     try:
         eval_set = await asyncio.get_running_loop().run_in_executor(

@@ -12,9 +12,9 @@ from starlette.requests import Request
 
 from server.domain_errors import ServingError
 from server.errors import http_status
-from server.metrics import ServerMetrics
 from server.middleware import START_KEY
 from server.pipeline import RequestPipeline
+from server.prometheus import ServerMetrics
 from server.settings import Settings
 
 
