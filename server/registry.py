@@ -29,7 +29,7 @@ RETIRE_GRACE_S = 0.5  # an evicted alternate keeps answering what it was given t
 def _release(runner: ModelRunner) -> None:
     """Drop a stopped runner's session (its destructor runs in this thread, not on the event loop) and give its
     pages back to the system."""
-    runner.backend = None  # the session and its arena go with the last reference
+    runner.backend = runner.serving = None  # the session and its arena go with the last reference
     trim_malloc()
 
 

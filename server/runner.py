@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import logging
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -28,6 +27,7 @@ from server.batching import (
     MicroBatcher,
     QueueFullError,
 )
+from server.fault_injection import with_faults
 from server.precision import Selection, listed_variant, select_precision
 from server.prometheus import ServerMetrics
 from server.runtimes import Backend, OnnxBackend, TorchScriptBackend, choose_providers, runs_on_gpu
@@ -103,6 +103,7 @@ class ModelRunner:
         self.normaliser = InputNormaliser(manifest.input.mean, manifest.input.std)
         self.selection = selection or select_artifact(manifest, settings, precision)
         self.backend = backend or load_backend(manifest, settings, self.selection)
+        self.serving = with_faults(self.backend, settings, self.stopping)  # what served batches run on
         # an HTTP worker's backend whose inference process decodes JPEG uploads on its device
         self.takes_encoded = bool(getattr(self.backend, "takes_encoded", False))
         self.executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix=f"infer-{manifest.name}")
@@ -141,13 +142,7 @@ class ModelRunner:
 
     def infer(self, images: np.ndarray) -> np.ndarray:
         """Synchronous forward pass on a float32 NCHW batch (runs in the inference thread)."""
-        if self.settings.extra_latency_ms:
-            time.sleep(self.settings.extra_latency_ms / 1000.0)
-        if self.settings.fault == "raise":
-            raise RuntimeError("injected fault (--fault raise)")
-        if self.settings.fault == "hang":
-            self.stopping.wait()  # until the runner stops
-        return self.backend.run(images)
+        return self.serving.run(images)
 
     def _health(self, reason: str | None) -> None:
         if reason != self.unhealthy:
