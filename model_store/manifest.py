@@ -6,6 +6,7 @@ sha256. This module imports neither torch nor the exporter, so the server reads 
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import re
@@ -26,6 +27,43 @@ ACCEPTED, REJECTED = "accepted", "rejected"
 
 class ManifestError(ValueError):
     """A store entry that is missing, malformed, or whose artifacts fail verification."""
+
+
+class ModelKind(enum.Enum):
+    """What a model answers, which decides how its logits are read: its task, its activation, its output's
+    shape and whether a threshold decides its labels."""
+
+    MULTI_LABEL = "multi-label classifier"  # sigmoid per class; labels are the classes at or above a threshold
+    SINGLE_LABEL = "single-label classifier"  # softmax over classes; labels are the top classes
+    SEGMENTER = "segmenter"  # softmax per pixel; the class map is the arg-max
+
+    @classmethod
+    def of(cls, task: str, activation: str) -> ModelKind:
+        """The kind of a model with this task and output activation."""
+        if task == "segmentation":
+            return cls.SEGMENTER
+        return cls.MULTI_LABEL if activation == "sigmoid" else cls.SINGLE_LABEL
+
+    @property
+    def task(self) -> str:
+        """The manifest's task word for this kind."""
+        return "segmentation" if self is ModelKind.SEGMENTER else "classification"
+
+    @property
+    def thresholded(self) -> bool:
+        """Whether a score threshold decides this kind's labels (multi-label only)."""
+        return self is ModelKind.MULTI_LABEL
+
+    def threshold(self, default: float, requested: float | None = None) -> float | None:
+        """The decision threshold: a multi-label model's requested one, else its manifest's; None for the others
+        (a single-label answer is its top classes, a segmenter's its arg-max map)."""
+        if not self.thresholded:
+            return None
+        return default if requested is None else requested
+
+    def output_shape(self, classes: int, spatial: list[int]) -> list[int]:
+        """The output tensor's shape, -1 for the batch: (N, C) for classifiers, (N, C, H, W) for segmenters."""
+        return [-1, classes, *spatial] if self is ModelKind.SEGMENTER else [-1, classes]
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -201,6 +239,11 @@ class Manifest:
         return self.output.activation
 
     @property
+    def kind(self) -> ModelKind:
+        """What the model answers: multi-label classifier, single-label classifier or segmenter."""
+        return ModelKind.of(self.task, self.activation)
+
+    @property
     def num_classes(self) -> int:
         """Number of output classes."""
         return len(self.class_names)
@@ -213,8 +256,7 @@ class Manifest:
     def tensor_shapes(self) -> tuple[list[int], list[int]]:
         """Input and output shapes with -1 for the batch (and for spatial axes of dynamic-size models)."""
         spatial = [-1, -1] if self.input.dynamic_size else list(self.input.size)
-        output = [-1, self.num_classes] if self.task == "classification" else [-1, self.num_classes, *spatial]
-        return [-1, 3, *spatial], output
+        return [-1, 3, *spatial], self.kind.output_shape(self.num_classes, spatial)
 
     def variant(self, precision: str) -> Variant | None:
         """The variant of that precision (``int8``, ``fp16``), or None."""

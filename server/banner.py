@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from model_store.manifest import Manifest
+from model_store.manifest import Manifest, ModelKind
 from server.settings import Settings
 
 SAMPLE = "photo.jpg"
@@ -20,11 +20,12 @@ def curl_examples(settings: Settings, manifests: Mapping[str, Manifest]) -> list
     """(endpoint, command) pairs that work against this server as configured."""
     url = base_url(settings)
     auth = ' -H "Authorization: Bearer $SERVER_API_KEY"' if settings.api_key else ""
-    classifiers = [m for m in manifests.values() if m.task == "classification"]
-    classifier = next((m for m in classifiers if m.activation == "sigmoid"), classifiers[0] if classifiers else None)
-    segmenter = next((m for m in manifests.values() if m.task == "segmentation"), None)
-    single_label = next((m for m in manifests.values() if m.task == "classification" and m.activation == "softmax"
-                         and m is not classifier), None)
+    def first(*kinds: ModelKind, besides: Manifest | None = None) -> Manifest | None:
+        return next((m for kind in kinds for m in manifests.values() if m.kind is kind and m is not besides), None)
+
+    classifier = first(ModelKind.MULTI_LABEL, ModelKind.SINGLE_LABEL)
+    segmenter = first(ModelKind.SEGMENTER)
+    single_label = first(ModelKind.SINGLE_LABEL, besides=classifier)
     any_model = classifier or segmenter or next(iter(manifests.values()), None)
     out = [
         ("GET /health", f"curl -s {url}/health"),
@@ -70,8 +71,7 @@ def banner(settings: Settings, manifests: Mapping[str, Manifest], providers: Map
     lines = [f"occlusion-serve ready on {base_url(settings)}  (docs: {base_url(settings)}/docs)"]
     for name, m in manifests.items():
         height, width = m.input.size
-        kind = f"{m.task} ({m.activation})" if m.task == "classification" else m.task
-        lines.append(f"  model {name} v{m.version}: {kind}, {len(m.class_names)} classes, {height}x{width}, "
+        lines.append(f"  model {name} v{m.version}: {m.kind.value}, {len(m.class_names)} classes, {height}x{width}, "
                      f"{providers.get(name, 'not loaded')}")
     lines.append("try:")
     lines += [f"  {command}" for _, command in curl_examples(settings, manifests)]

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from model_store.manifest import Manifest
+from model_store.manifest import Manifest, ModelKind
 from server import costs
 from server.domain_errors import InvalidInput, ModelBroken, TooLarge
 from server.responses import OPTIONS, dumps
@@ -368,9 +368,9 @@ def output_shape(manifest: Manifest, input_shape: tuple[int, ...]) -> tuple[int,
     """The output's shape for an input of this (n, 3, H, W) shape: the manifest's, its -1s filled in."""
     batch, _, height, width = input_shape
     _, expected = manifest.tensor_shapes()
-    if manifest.task == "classification":
-        return batch, expected[1]
-    return batch, expected[1], height, width
+    if manifest.kind is ModelKind.SEGMENTER:
+        return batch, expected[1], height, width
+    return batch, expected[1]
 
 
 def answer_bytes(manifest: Manifest, input_shape: tuple[int, ...], binary: bool, request_id: str | None) -> int:

@@ -25,7 +25,7 @@ import numpy as np
 import onnxruntime as ort
 
 from model_store.machine import machine_differences, machine_record
-from model_store.manifest import Manifest, Variant
+from model_store.manifest import Manifest, ModelKind, Variant
 from robustness.probe_check import Probes, probe_figures, read_probes, task_metric
 from server.runtimes import Backend
 
@@ -114,7 +114,7 @@ def accuracy_failures(manifest: Manifest, variant: Variant, here: dict[str, floa
             failures.append(f"{metric} changes by an estimated {estimate:+.2f} points here (probe delta "
                             f"{delta_here:+.2f}, {_signed(delta_there)} on the guard's machine; tolerance "
                             f"{tolerance:g})")
-    key = "top_label_agreement" if manifest.task == "classification" else "pixel_agreement"
+    key = "pixel_agreement" if manifest.kind is ModelKind.SEGMENTER else "top_label_agreement"
     if there.get(key) is not None and here[key] < there[key] - AGREEMENT_DROP:
         failures.append(f"{key.replace('_', ' ')} {here[key]:.3f} here, {there[key]:.3f} on the guard's machine")
     mae_there = there.get("score_mae")
@@ -161,6 +161,6 @@ def recheck(manifest: Manifest, variant: Variant, provider: str, fp32: Any, cand
         return Recheck(here, differences, failures=["no probe set to re-check on this machine"])
     failures, faster, figures = run_probe_check(manifest, variant, probes, fp32(), candidate())
     ran = [f"{task_metric(manifest.task)} against fp32 on the probes",
-           "top-label agreement" if manifest.task == "classification" else "pixel agreement",
+           "pixel agreement" if manifest.kind is ModelKind.SEGMENTER else "top-label agreement",
            "score agreement (MAE)", "speed against fp32"]
     return Recheck(here, differences, ran, failures, faster, figures, time.perf_counter() - start, len(probes.inputs))

@@ -310,7 +310,7 @@ class ModelRegistry:
         out: dict[str, Any] = {
             "name": m.name, "version": m.version, "task": m.task, "state": self.states[name],
             "class_names": m.class_names, "activation": m.activation,
-            "threshold": None if m.task == "classification" and m.activation == "softmax" else m.threshold,
+            "kind": m.kind.value, "threshold": m.kind.threshold(m.threshold),
             "input": document["input"], "output": document["output"],
             "architecture": m.preset.summary(), "precision": m.precision,
             "files": sorted(m.files),

@@ -141,7 +141,8 @@ ROBUSTNESS_CORRUPTION_EXAMPLE: dict[str, Any] = {
 MODELS_EXAMPLE: dict[str, Any] = {
     "models": [{
         "name": "r18", "version": "1", "task": "classification", "state": "ready",
-        "class_names": ["circle", "square"], "activation": "sigmoid", "threshold": 0.5,
+        "class_names": ["circle", "square"], "activation": "sigmoid", "kind": "multi-label classifier",
+        "threshold": 0.5,
         "input": {"name": "images", "size": [128, 128], "mean": [0, 0, 0], "std": [1, 1, 1]},
         "output": {"name": "logits", "kind": "class_logits", "activation": "sigmoid"},
         "backend": "onnx", "provider": "CPUExecutionProvider", "providers": ["CPUExecutionProvider"],

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 
+from model_store.manifest import ModelKind
 from robustness.scores import class_scores, score_table, top_labels
 from server.dependencies import ContextDep, require_api_key
 from server.errors import ApiError
@@ -61,8 +62,9 @@ async def predict(
     manifest = pipeline.manifest
     probabilities = class_scores(result.outputs[0], manifest.activation)
     check_finite_scores(probabilities, pipeline.name)
-    single_label = manifest.activation == "softmax"
-    cut = threshold if single_label or threshold is not None else manifest.threshold
+    single_label = manifest.kind is ModelKind.SINGLE_LABEL
+    # a single-label answer is its top classes; a threshold sent with it only filters them
+    cut = threshold if single_label else manifest.kind.threshold(manifest.threshold, threshold)
     limit = (top_k or SOFTMAX_TOP_K) if single_label else top_k
     labels = top_labels(probabilities, manifest.class_names, limit, cut)
     body: dict[str, Any] = {"model": pipeline.name, "labels": labels}

@@ -258,8 +258,7 @@ async def robustness(
         raise pipeline.deadline_exceeded() from None
     except ValueError as exc:  # a range whose masks the generator keeps repeating (bounded redraws)
         raise ApiError(422, "invalid_parameter", f"mask_ratio: {exc}") from None
-    sigmoid_classifier = manifest.task == "classification" and manifest.activation == "sigmoid"
-    cut = (manifest.threshold if threshold is None else threshold) if sigmoid_classifier else None
+    cut = manifest.kind.threshold(manifest.threshold, threshold)
     result = await pipeline.infer(request, batch, exclusive=True)
     del batch
     report, saliency = await pipeline.off_loop(request, report_and_saliency, manifest, result.outputs, holes, truth,

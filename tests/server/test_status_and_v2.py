@@ -39,6 +39,9 @@ def test_models_report_manifest_provider_and_batching(client, store):
         "sigmoid", "softmax", "softmax")
     assert softmax["output"]["activation"] == "softmax" and classifier["output"]["activation"] == "sigmoid"
     assert classifier["threshold"] == 0.5 and softmax["threshold"] is None  # softmax answers are top-k, not cut
+    assert by_name[SEGMENTER]["threshold"] is None  # a class map is an arg-max: no threshold, as /robustness says
+    assert [by_name[n]["kind"] for n in (CLASSIFIER, SOFTMAX_CLASSIFIER, SEGMENTER)] == [
+        "multi-label classifier", "single-label classifier", "segmenter"]
     assert "api_key" not in answer["settings"] and answer["settings"]["api_key_required"] is False
 
 
