@@ -1,0 +1,68 @@
+"""The reproduction's budgets, its verdicts against hand-computed figures, and a page generated whole from JSON."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from training.reproduce import BUDGETS, budget_of, msl_finding, sb_finding
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def occlusion(clean: float, high_visible: float, high_original: float) -> dict:
+    return {"occlusion": {"clean": {"mAP": clean}, "b6": {"visible": {"mAP": high_visible},
+                                                          "original": {"mAP": high_original}}}}
+
+
+def test_budgets_and_overrides() -> None:
+    assert set(BUDGETS) == {"tiny", "cpu", "gpu"}
+    for budget in BUDGETS.values():
+        assert 0 < budget["switch"] < budget["iters"]
+    b = budget_of("cpu", ["iters=1000", "decay=2,3", "lr=0.05"])
+    assert b["iters"] == 1000 and isinstance(b["iters"], int) and b["decay"] == [2, 3] and b["lr"] == 0.05
+    assert BUDGETS["cpu"]["iters"] == 900  # the named budget itself is untouched
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        budget_of("cpu", ["nope=1"])
+    with pytest.raises(ValueError, match="switch"):
+        budget_of("cpu", ["switch=900"])
+    with pytest.raises(ValueError, match="choose one of"):
+        budget_of("huge")
+
+
+def test_msl_verdict_is_the_ratio_of_drops_and_two_standard_deviations() -> None:
+    runs = {"baseline": [occlusion(80, 40, 30), occlusion(82, 40, 31), occlusion(78, 40, 29)],  # drops 40, 42, 38
+            "msl": [occlusion(80, 65, 50), occlusion(80, 64, 50), occlusion(80, 66, 50)]}  # drops 15, 16, 14
+    found = msl_finding(runs, "visible")
+    assert found["drop_baseline"]["mean"] == pytest.approx(40.0) and found["drop_msl"]["mean"] == pytest.approx(15.0)
+    assert found["ratio"] == pytest.approx(15 / 40)
+    assert found["difference"]["values"] == pytest.approx([25.0, 26.0, 24.0])  # std 1: 25 > 2
+    assert found["met"]
+    original = msl_finding(runs, "original")  # drops 50, 51, 49 against 30, 30, 30: ratio 0.6
+    assert original["ratio"] == pytest.approx(0.6) and not original["met"]
+    one_seed = msl_finding({m: r[:1] for m, r in runs.items()}, "visible")
+    assert not one_seed["met"]  # one seed has no spread to beat
+
+
+def test_sb_verdict_needs_ia_s_to_gain_more_than_miou_beyond_two_standard_deviations() -> None:
+    keys = ("mIoU", "IA-mIoU", "IA_S", "IA_M", "IA_L")
+    ce = [dict.fromkeys(keys, 0.5) for _ in range(3)]
+    sb = [{**dict.fromkeys(keys, 0.5), "mIoU": 0.51, "IA_S": s} for s in (0.56, 0.57, 0.55)]
+    found = sb_finding({"ce": ce, "sb": sb})
+    assert found["excess_IA_S_over_mIoU"]["values"] == pytest.approx([0.05, 0.06, 0.04])
+    assert found["met"]
+    noisy = [{**dict.fromkeys(keys, 0.5), "mIoU": 0.51, "IA_S": s} for s in (0.60, 0.50, 0.52)]
+    assert not sb_finding({"ce": ce, "sb": noisy})["met"]  # excess 0.09, -0.01, 0.01: mean 0.03, std 0.05
+
+
+def test_the_committed_page_is_generated_whole_from_its_json(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    shutil.copy(ROOT / "docs" / "reproduction.json", docs / "reproduction.json")
+    result = subprocess.run([sys.executable, "-m", "training", "reproduce", "--report-only", "--docs", str(docs),
+                             "--demo", str(tmp_path / "no-demo")], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (docs / "reproduction.md").read_text() == (ROOT / "docs" / "reproduction.md").read_text()
+    assert (docs / "img" / "reproduction_classification.png").stat().st_size > 10_000
