@@ -32,7 +32,7 @@ from benchmarks.server import command_line, jpeg_payload, publish, saturate
 from export.random_weights import export_random
 from loadtests.processes import ServerProcess
 from loadtests.raw_ceiling import BoundSession, Throughput
-from model_store.manifest import Manifest, entry_dir, load_manifest
+from model_store.manifest import ONNX_FILE, Manifest, entry_dir, load_manifest
 from server.runner import ModelRunner
 from server.runtimes import GPU_PROVIDERS, choose_providers
 from server.settings import Settings, available_cores
@@ -79,7 +79,7 @@ class ModelFigures:
 
 def raw_rate(manifest: Manifest, providers: tuple[str, ...], batch: int, seconds: float) -> Throughput:
     """Images/s of the server's backend looping over batches of ``batch``."""
-    bound = BoundSession(manifest.artifact("model.onnx"), manifest.input.name, providers, threads=available_cores())
+    bound = BoundSession(manifest.artifact(ONNX_FILE), manifest.input.name, providers, threads=available_cores())
     feed = {manifest.input.name: np.random.default_rng(0).random((batch, 3, *manifest.input.size), dtype=np.float32)}
     for _ in range(3):
         bound.run(None, feed)
@@ -92,7 +92,7 @@ def raw_rate(manifest: Manifest, providers: tuple[str, ...], batch: int, seconds
 
 def one_batch_ms(manifest: Manifest, providers: tuple[str, ...], n: int, repeats: int = 10) -> float:
     """Median milliseconds of one raw batch of ``n`` (after warm-up)."""
-    bound = BoundSession(manifest.artifact("model.onnx"), manifest.input.name, providers, threads=available_cores())
+    bound = BoundSession(manifest.artifact(ONNX_FILE), manifest.input.name, providers, threads=available_cores())
     feed = {manifest.input.name: np.random.default_rng(1).random((n, 3, *manifest.input.size), dtype=np.float32)}
     for _ in range(3):
         bound.run(None, feed)

@@ -35,7 +35,7 @@ from export.random_weights import export_random
 from export.variants import INT8_RECIPES
 from loadtests.processes import ServerProcess
 from loadtests.raw_ceiling import best_raw, raw_layouts
-from model_store.manifest import entry_dir, load_manifest
+from model_store.manifest import ONNX_FILE, entry_dir, load_manifest
 from robustness.datasets import evaluation_set
 from robustness.probe_check import DEFAULT_PROBE_IMAGES
 from server.settings import available_cores
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks precis
         store = args.store or random_entry(args, Path(tmp))
         manifest = load_manifest(entry_dir(store, args.model))
         precisions = ["fp32", *(v.precision for v in manifest.variants if v.accepted)]
-        files = {"fp32": "model.onnx", **{v.precision: v.file for v in manifest.variants}}
+        files = {"fp32": ONNX_FILE, **{v.precision: v.file for v in manifest.variants}}
         feed = {manifest.input.name: np.random.default_rng(0).random((args.max_batch, 3, *manifest.input_size),
                                                                      dtype=np.float32)}
         layouts = {p: raw_layouts(manifest.artifact(files[p]), feed, available_cores()) for p in precisions}

@@ -29,7 +29,7 @@ from export.guard import DEFAULT_TOLERANCE, guard_variants
 from export.probes import variant_probe_figures, write_probes
 from export.variants import INT8_RECIPES, calibration_files, prepared_inputs, quantize_int8
 from model_store.machine import isa_record, machine_record
-from model_store.manifest import FileRecord, Variant, entry_dir, load_manifest, write_manifest
+from model_store.manifest import ONNX_FILE, FileRecord, Variant, entry_dir, load_manifest, write_manifest
 from robustness.datasets import evaluation_set
 from robustness.probe_check import DEFAULT_PROBE_IMAGES
 from server.recheck import Recheck, recheck
@@ -51,12 +51,12 @@ def prepare_entry(source: Path, folder: Path, recipes: Sequence[str], calib: Pat
     manifest = load_manifest(source)
     entry = folder / manifest.name / manifest.version
     entry.mkdir(parents=True)
-    shutil.copy2(source / "model.onnx", entry / "model.onnx")
-    files = {"model.onnx": manifest.files["model.onnx"]}
+    shutil.copy2(source / ONNX_FILE, entry / ONNX_FILE)
+    files = {ONNX_FILE: manifest.files[ONNX_FILE]}
     manifest = write_manifest(entry, replace(manifest, files=files, variants=(), probe=None))
     inputs = prepared_inputs(manifest, calibration_files(calib, manifest.task, calib_images))
     for recipe in recipes:
-        quantize_int8(entry / "model.onnx", entry / recipe_file(recipe), manifest.input.name, inputs, "minmax", recipe)
+        quantize_int8(entry / ONNX_FILE, entry / recipe_file(recipe), manifest.input.name, inputs, "minmax", recipe)
         files[recipe_file(recipe)] = FileRecord.of(entry / recipe_file(recipe))
     eval_set = evaluation_set(guard_data, manifest.task, limit=guard_images)
     probe, records = write_probes(entry, manifest, eval_set, probe_images)
@@ -122,7 +122,7 @@ def startup_check(entry: Path, recipe: str, native: dict[str, Any], claimed: dic
     def opener(filename: str):
         return lambda: OnnxBackend(entry / filename, manifest.input.name, manifest.output.name, threads=threads)
 
-    return recheck(manifest, variant, "CPUExecutionProvider", opener("model.onnx"), opener(recipe_file(recipe)))
+    return recheck(manifest, variant, "CPUExecutionProvider", opener(ONNX_FILE), opener(recipe_file(recipe)))
 
 
 def _f(value: float | None, spec: str = "+.2f") -> str:

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from export.formats import load_torchscript
 from export.random_weights import export_random, random_model
+from model_store.manifest import ONNX_FILE, TORCHSCRIPT_FILE
 
 SEED = 0
 
@@ -53,9 +54,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks runtim
                                  image_size=args.image_size)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
-        session = ort.InferenceSession(str(manifest.artifact("model.onnx")), options,
+        session = ort.InferenceSession(str(manifest.artifact(ONNX_FILE)), options,
                                        providers=["CPUExecutionProvider"])
-        scripted = load_torchscript(manifest.artifact("model.pt"))
+        scripted = load_torchscript(manifest.artifact(TORCHSCRIPT_FILE))
         input_name = manifest.input.name
         runtimes: dict[str, Callable[[np.ndarray], object]] = {
             "eager": lambda x: model(torch.from_numpy(x)),

@@ -38,7 +38,7 @@ from tqdm import tqdm
 from export.random_weights import export_random
 from loadtests.processes import ServerProcess
 from loadtests.raw_ceiling import BoundSession, Throughput, best_raw, raw_layouts
-from model_store.manifest import entry_dir, load_manifest
+from model_store.manifest import ONNX_FILE, entry_dir, load_manifest
 from server.settings import available_cores
 
 
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks server
         manifest = load_manifest(entry_dir(store, args.model))
         size = manifest.input.size
         feed = {manifest.input.name: np.random.default_rng(0).random((args.max_batch, 3, *size), dtype=np.float32)}
-        layouts = raw_layouts(manifest.artifact("model.onnx"), feed, available_cores(), providers)
+        layouts = raw_layouts(manifest.artifact(ONNX_FILE), feed, available_cores(), providers)
         flags = ["--models", args.model, "--precision", "fp32",  # the file the raw loop runs
                  *(["--providers", args.providers] if providers else []),
                  "--max-batch", str(args.max_batch), "--max-delay-ms", str(args.max_delay_ms),

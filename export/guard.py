@@ -21,7 +21,7 @@ import numpy as np
 import onnxruntime as ort
 
 from model_store.machine import machine_record
-from model_store.manifest import ACCEPTED, REJECTED, Manifest, verified_artifact
+from model_store.manifest import ACCEPTED, ONNX_FILE, REJECTED, Manifest, verified_artifact
 from robustness.datasets import EvalSet
 from robustness.evaluation import EvaluationConfig, OnnxModel, evaluate
 from robustness.evaluation.conditions import OCCLUSION, Condition
@@ -121,7 +121,7 @@ def guard_variants(manifest: Manifest, files: Mapping[str, str], eval_set: EvalS
     report = evaluate([reference, *candidates.values()], eval_set, config, progress=progress)
     differences = {c["other"]: c["conditions"] for c in report["comparisons"]}
     reference_top = np.concatenate(reference.top)
-    fp32_speed, provider = images_per_second(manifest, "model.onnx")
+    fp32_speed, provider = images_per_second(manifest, ONNX_FILE)
     setup = {"guard_data": str(eval_set.root), "guard_split": "test", "guard_images": report["dataset"]["images"],
              "masked_bucket": HIGH_BUCKET, "tolerance": tolerance,
              "gated_on": [f"{p}{m}" for m in GUARD_METRICS[manifest.task] for p in ("", "masked_")

@@ -37,7 +37,9 @@ from export.variants import (
     prepared_inputs,
 )
 from model_store.manifest import (
+    ONNX_FILE,
     REJECTED,
+    TORCHSCRIPT_FILE,
     FileRecord,
     InputSpec,
     Manifest,
@@ -153,7 +155,7 @@ class VariantRequest:
 def _build_variant(entry: Path, manifest: Manifest, precision: str, request: VariantRequest,
                    progress: bool) -> dict[str, Any]:
     """Write one variant file into ``entry``; how it was made (calibration data, images and method)."""
-    out, model = entry / VARIANT_FILES[precision], entry / "model.onnx"
+    out, model = entry / VARIANT_FILES[precision], entry / ONNX_FILE
     if precision == "fp16":
         convert_fp16(model, out)
         return {"io": "float32"}
@@ -237,20 +239,20 @@ def export_entry(src: ExportSource, name: str, version: str = "1", store: str | 
     bar = tqdm(total=len(steps), desc=f"export {name}", unit="step", disable=not progress)
     try:
         bar.set_postfix_str("onnx")
-        export_onnx(model, staging / "model.onnx", example, preset.dynamic_size, opset=opset, fp16=fp16)
+        export_onnx(model, staging / ONNX_FILE, example, preset.dynamic_size, opset=opset, fp16=fp16)
         bar.update()
-        runners = {"onnxruntime": _ort_runner(staging / "model.onnx")}
+        runners = {"onnxruntime": _ort_runner(staging / ONNX_FILE)}
         if "torchscript" in formats:
             bar.set_postfix_str("torchscript")
-            export_torchscript(model, staging / "model.pt", example, fp16=fp16)
-            runners["torchscript"] = _torchscript_runner(staging / "model.pt")
+            export_torchscript(model, staging / TORCHSCRIPT_FILE, example, fp16=fp16)
+            runners["torchscript"] = _torchscript_runner(staging / TORCHSCRIPT_FILE)
             bar.update()
         bar.set_postfix_str("parity")
         cases = parity_cases(preset.image_size, preset.dynamic_size)
         parity = check_parity(model, runners, cases, preset.task, preset.threshold, FP16_TOL if fp16 else FP32_TOL,
                               activation=preset.activation)
         bar.update()
-        files = {f: FileRecord.of(staging / f) for f in ("model.onnx", "model.pt") if (staging / f).exists()}
+        files = {f: FileRecord.of(staging / f) for f in (ONNX_FILE, TORCHSCRIPT_FILE) if (staging / f).exists()}
         write_manifest(staging, build_manifest(src, name, str(version), files, parity_record(parity), opset, fp16))
         if variants is not None and variants.precisions:
             bar.set_postfix_str("variants")

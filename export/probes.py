@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from model_store.manifest import FileRecord, Manifest, ProbeSet, verified_artifact
+from model_store.manifest import ONNX_FILE, FileRecord, Manifest, ProbeSet, verified_artifact
 from robustness.datasets import EvalSet
 from robustness.evaluation.conditions import InputBuilder
 from robustness.evaluation.onnx_model import onnx_providers
@@ -47,7 +47,7 @@ def write_probes(entry: Path, manifest: Manifest, eval_set: EvalSet,
                  images: int = DEFAULT_PROBE_IMAGES) -> tuple[ProbeSet, dict[str, FileRecord]]:
     """Write the probe files into ``entry``; the ProbeSet record and the files' records for the manifest."""
     inputs, labels = probe_arrays(manifest, eval_set, images)
-    outputs = onnx_outputs(verified_artifact(manifest, "model.onnx"), manifest.input.name, inputs)
+    outputs = onnx_outputs(verified_artifact(manifest, ONNX_FILE), manifest.input.name, inputs)
     for key, array in (("inputs", inputs), ("outputs", outputs.astype(np.float32)), ("labels", labels)):
         np.save(entry / PROBE_FILES[key], array, allow_pickle=False)
     records = {name: FileRecord.of(entry / name) for name in PROBE_FILES.values()}

@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from model_store.manifest import MANIFEST, Manifest
+from model_store.manifest import MANIFEST, ONNX_FILE, Manifest
 
 HANDLER = Path(__file__).with_name("torchserve_handler.py")
 
@@ -34,7 +34,7 @@ def write_mar(manifest: Manifest, store: str | Path) -> Path:
         shutil.copyfile(HANDLER, handler)
         cmd = [
             *archiver_command(), "--model-name", manifest.name, "--version", manifest.version,
-            "--serialized-file", str(manifest.artifact("model.onnx")),
+            "--serialized-file", str(manifest.artifact(ONNX_FILE)),
             "--handler", str(handler), "--extra-files", str(manifest.path / MANIFEST),
             "--export-path", str(store), "--force",
         ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from model_store.manifest import Manifest
+from model_store.manifest import ONNX_FILE, Manifest
 
 
 def dims(shape: list[int]) -> str:
@@ -47,6 +47,6 @@ def write_triton_entry(repo: Path, manifest: Manifest, max_batch_size: int = 8) 
     """Write the repository entry for a store entry's ONNX model and return its folder."""
     entry = repo / manifest.name
     (entry / "1").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(manifest.artifact("model.onnx"), entry / "1" / "model.onnx")
+    shutil.copyfile(manifest.artifact(ONNX_FILE), entry / "1" / "model.onnx")  # Triton's own name
     (entry / "config.pbtxt").write_text(triton_config(manifest, max_batch_size))
     return entry

@@ -27,12 +27,12 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from onnxruntime.transformers.float16 import convert_float_to_float16
 from tqdm import tqdm
 
-from model_store.manifest import Manifest
+from model_store.manifest import VARIANT_PRECISIONS, Manifest
 from robustness.datasets import read_rgb, training_images
 from robustness.evaluation.conditions import InputBuilder
 from robustness.scores import class_scores
 
-VARIANT_FILES = {"int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
+VARIANT_FILES = {p.value: p.onnx_file for p in VARIANT_PRECISIONS}
 CALIBRATION_METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                        "percentile": CalibrationMethod.Percentile}
 CALIBRATION_CHOICES = ("auto", *CALIBRATION_METHODS)

@@ -24,7 +24,7 @@ from loadtests.locust_run import parse_seconds, read_stats, run_locust
 from loadtests.payloads import build_payloads
 from loadtests.processes import ServerProcess, TorchServeProcess
 from loadtests.raw_ceiling import best_raw, raw_layouts
-from model_store.manifest import ManifestError, entry_dir, load_manifest
+from model_store.manifest import ONNX_FILE, ManifestError, entry_dir, load_manifest
 from robustness.preprocess import InputNormaliser, resize_to_input
 from server.settings import available_cores
 
@@ -63,7 +63,7 @@ def raw_onnx_images_per_second(entry: Path, payload: bytes, batch: int, seconds:
     image = resize_to_input(Image.open(io.BytesIO(payload)).convert("RGB"), manifest.input.size)
     x = InputNormaliser(manifest.input.mean, manifest.input.std)(image)  # the server's own preprocessing
     feed = {manifest.input.name: np.ascontiguousarray(np.repeat(x[None], batch, axis=0))}
-    layout, throughput = best_raw(raw_layouts(manifest.artifact("model.onnx"), feed, available_cores()), feed, seconds)
+    layout, throughput = best_raw(raw_layouts(manifest.artifact(ONNX_FILE), feed, available_cores()), feed, seconds)
     return layout, throughput.rate
 
 

@@ -29,6 +29,27 @@ class ManifestError(ValueError):
     """A store entry that is missing, malformed, or whose artifacts fail verification."""
 
 
+ONNX_FILE = "model.onnx"  # the fp32 ONNX model every entry has
+TORCHSCRIPT_FILE = "model.pt"  # the TorchScript model, when the entry was exported with it
+
+
+class Precision(enum.Enum):
+    """The numeric precision of an entry's ONNX model; each owns its file name in the entry."""
+
+    FP32 = "fp32"
+    INT8 = "int8"
+    FP16 = "fp16"
+
+    @property
+    def onnx_file(self) -> str:
+        """The file of this precision's ONNX model: ``model.onnx`` for fp32, ``model.<precision>.onnx`` else."""
+        return ONNX_FILE if self is Precision.FP32 else f"model.{self.value}.onnx"
+
+
+PRECISION_NAMES = tuple(p.value for p in Precision)  # "fp32", "int8", "fp16"
+VARIANT_PRECISIONS = tuple(p for p in Precision if p is not Precision.FP32)
+
+
 class ModelKind(enum.Enum):
     """What a model answers, which decides how its logits are read: its task, its activation, its output's
     shape and whether a threshold decides its labels."""

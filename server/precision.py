@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from model_store.manifest import Manifest, Variant
+from model_store.manifest import TORCHSCRIPT_FILE, Manifest, Precision, Variant
 from server.recheck import MIN_SPEEDUP, Recheck
 from server.runtimes import CPU
 from server.settings import PRECISIONS
 
-FP32_FILE = "model.onnx"
+FP32_FILE = Precision.FP32.onnx_file
 
 
 class PrecisionError(ValueError):
@@ -75,8 +75,10 @@ def select_precision(manifest: Manifest, requested: str, provider: str, backend:
         raise PrecisionError(f"precision {requested!r} must be one of {', '.join(PRECISIONS)}")
     if backend != "onnx":
         if requested in ("int8", "fp16"):
-            raise PrecisionError(f"the {backend} backend serves model.pt as exported; {requested} variants are ONNX")
-        return Selection(manifest.precision, "model.pt", f"the {backend} backend serves model.pt as exported")
+            raise PrecisionError(f"the {backend} backend serves {TORCHSCRIPT_FILE} as exported; {requested} variants "
+                                 "are ONNX")
+        return Selection(manifest.precision, TORCHSCRIPT_FILE,
+                         f"the {backend} backend serves {TORCHSCRIPT_FILE} as exported")
     if requested == "fp32":
         return Selection("fp32", FP32_FILE, "requested")
     if requested != "auto":

@@ -17,7 +17,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from model_store.manifest import Manifest, verified_artifact
+from model_store.manifest import TORCHSCRIPT_FILE, Manifest, verified_artifact
 from robustness.preprocess import InputNormaliser
 from server.batching import (
     BatchObservers,
@@ -53,7 +53,7 @@ def select_artifact(manifest: Manifest, settings: Settings, precision: str | Non
 def load_backend(manifest: Manifest, settings: Settings, selection: Selection) -> Backend:
     """Open the selected artifact for the configured backend."""
     if settings.backend == "torchscript":
-        return TorchScriptBackend(verified_artifact(manifest, "model.pt"), threads=settings.threads)
+        return TorchScriptBackend(verified_artifact(manifest, TORCHSCRIPT_FILE), threads=settings.threads)
     if settings.backend == "onnx":
         return OnnxBackend(verified_artifact(manifest, selection.file), manifest.input.name, manifest.output.name,
                            providers=settings.providers, threads=settings.threads,

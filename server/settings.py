@@ -10,8 +10,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from model_store.manifest import PRECISION_NAMES
+
 BACKENDS = ("onnx", "torchscript")
-PRECISIONS = ("auto", "fp32", "int8", "fp16")
+PRECISIONS = ("auto", *PRECISION_NAMES)
 FAULTS = ("", "raise", "hang")  # testing only: every batch raises, or never returns
 CUDNN_SEARCHES = ("HEURISTIC", "EXHAUSTIVE", "DEFAULT")
 SWITCHES = ("auto", "on", "off")

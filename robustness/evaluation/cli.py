@@ -17,11 +17,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from model_store.manifest import PRECISION_NAMES
 from robustness.datasets import evaluation_set
 from robustness.evaluation import EvaluationConfig, check_compatible, evaluate, open_model, write_outputs
 
 DEFAULT_OUT = Path("runs/robustness")
-PRECISIONS = ("fp32", "int8", "fp16")
+PRECISIONS = PRECISION_NAMES
 USAGE_ERROR = 2
 
 

@@ -13,10 +13,18 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import onnxruntime as ort
 
-from model_store.manifest import MANIFEST, Manifest, ManifestError, entry_dir, load_manifest, verified_artifact
+from model_store.manifest import (
+    MANIFEST,
+    ONNX_FILE,
+    Manifest,
+    ManifestError,
+    entry_dir,
+    load_manifest,
+    verified_artifact,
+)
 from robustness.evaluation.reference import on_reference_path
 
-MODEL_FILE = "model.onnx"
+MODEL_FILE = ONNX_FILE
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 CPU_PROVIDER = "CPUExecutionProvider"
 

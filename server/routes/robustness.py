@@ -13,7 +13,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 from PIL import Image
 
-from model_store.manifest import Manifest
+from model_store.manifest import PRECISION_NAMES, Manifest
 from robustness.corruptions import CORRUPTIONS, MAX_SEVERITY, MIN_SIDE
 from robustness.masks import MAX_RATIO_SPEC_LENGTH, RATIO_CHOICES, check_mask_batch, parse_ratio
 from robustness.occlusion_report import (
@@ -50,7 +50,7 @@ MAX_LABELS_LENGTH = 4096  # characters of labels=: comma-separated class names
 MAX_CORRUPTION_LENGTH = 32  # characters of corruption=; the longest name has 17
 DEFAULT_RATIO = "high"
 DEFAULT_SEVERITY = 3
-PRECISION_PATTERN = "^(fp32|int8|fp16)$"
+PRECISION_PATTERN = f"^({'|'.join(PRECISION_NAMES)})$"
 
 
 def copy_pngs(prepared: PreparedImage, holes: np.ndarray, fill: np.ndarray, copies: np.ndarray | None) -> list[str]:
