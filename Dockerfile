@@ -44,18 +44,13 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
-# What `pip install .` needs: the metadata, the readme it names, and the packages that
-# [tool.setuptools.packages.find] includes (server/static rides along as package data). model_store is the store's
-# contract only (its models are mounted at run time, see .dockerignore).
+# What `pip install .` needs for the server: the metadata, the readme it names, and the packages the server imports
+# (server/static rides along as package data); training, export, the load tests and the benchmarks stay out.
+# model_store is the store's contract only (its models are mounted at run time, see .dockerignore).
 COPY pyproject.toml README.md ./
-COPY models models
 COPY robustness robustness
-COPY training training
-COPY export export
 COPY model_store/__init__.py model_store/manifest.py model_store/machine.py model_store/
 COPY server server
-COPY loadtests loadtests
-COPY benchmarks benchmarks
 
 # The project (non-editable, into /opt/venv), then pyproject's no-deps list with --no-deps, as the Makefile does.
 # GPU: onnxruntime-gpu (the "gpu" extra) and onnxruntime install the same module, so the CPU wheel is removed and
