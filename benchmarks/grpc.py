@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import os
 import platform
-import re
 import sys
 import tempfile
 import time
@@ -31,12 +30,10 @@ from tqdm import tqdm
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
-from benchmarks.server import add_load_arguments, build_store, closed_loop, command_line, publish
+from benchmarks.server import add_load_arguments, bench_entry, closed_loop, command_line, publish, socket_client
 from loadtests.processes import ServerProcess, free_port
 from loadtests.raw_ceiling import Throughput
-from model_store.manifest import entry_dir, load_manifest
 
-CONTENT_LENGTH = re.compile(rb"\r\ncontent-length: *(\d+)", re.I)  # not Inference-Header-Content-Length
 PROTOCOLS = ("http", "grpc")
 
 
@@ -49,23 +46,9 @@ def http_body(model_input: str, images: np.ndarray) -> tuple[bytes, int]:
 
 
 async def http_client(url: str, model: str, body: bytes, header_length: int) -> tuple[Callable, Callable]:
-    """A request function over one keep-alive HTTP/1.1 connection, written by hand (a near-free client)."""
-    host, port = url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    request = (f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/octet-stream\r\n"
-               f"Inference-Header-Content-Length: {header_length}\r\nContent-Length: {len(body)}\r\n\r\n"
-               ).encode() + body
-
-    async def call() -> int:
-        writer.write(request)
-        head = await reader.readuntil(b"\r\n\r\n")
-        await reader.readexactly(int(CONTENT_LENGTH.search(head).group(1)))
-        return int(head[9:12])
-
-    async def close() -> None:
-        writer.close()
-
-    return call, close
+    """A request function sending the v2 binary body over one keep-alive HTTP/1.1 connection (a near-free client)."""
+    return await socket_client(url, f"/v2/models/{model}/infer", body, "Content-Type: application/octet-stream\r\n"
+                               f"Inference-Header-Content-Length: {header_length}")
 
 
 def grpc_clients(target: str, model: str, model_input: str, images: np.ndarray,
@@ -152,12 +135,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks grpc")
     args = parser.parse_args(argv)
     concurrency = args.concurrency[0]
     with tempfile.TemporaryDirectory(prefix="bench-grpc-") as tmp:
-        store = args.store or build_store(args.preset, args.model, Path(tmp))
-        try:
-            manifest = load_manifest(entry_dir(store, args.model))
-        except (OSError, ValueError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
+        entry = bench_entry(args, Path(tmp))
+        if entry is None:
             return 2
+        store, manifest = entry
         images = np.random.default_rng(0).standard_normal((args.batch, 3, *manifest.input.size)).astype(np.float32)
         grpc_port = free_port()
         flags = ["--models", args.model, "--precision", "fp32", "--grpc-port", str(grpc_port),

@@ -25,9 +25,8 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.grpc import http_body, http_client
-from benchmarks.server import add_load_arguments, build_store, command_line, publish
+from benchmarks.server import add_load_arguments, bench_entry, command_line, publish
 from loadtests.processes import ServerProcess
-from model_store.manifest import entry_dir, load_manifest
 
 
 @dataclass
@@ -118,12 +117,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks reload
     args = parser.parse_args(argv)
     concurrency = args.concurrency[0]
     with tempfile.TemporaryDirectory(prefix="bench-reload-") as tmp:
-        store = args.store or build_store(args.preset, args.model, Path(tmp))
-        try:
-            manifest = load_manifest(entry_dir(store, args.model))
-        except (OSError, ValueError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
+        entry = bench_entry(args, Path(tmp))
+        if entry is None:
             return 2
+        store, manifest = entry
         images = np.random.default_rng(0).standard_normal((1, 3, *manifest.input.size)).astype(np.float32)
         body, header_length = http_body(manifest.input.name, images)
         server = ServerProcess(store, ["--models", args.model, "--max-batch", str(args.max_batch),

@@ -38,7 +38,7 @@ from tqdm import tqdm
 from export.random_weights import export_random
 from loadtests.processes import ServerProcess
 from loadtests.raw_ceiling import BoundSession, Throughput, best_raw, raw_layouts
-from model_store.manifest import ONNX_FILE, entry_dir, load_manifest
+from model_store.manifest import ONNX_FILE, Manifest, entry_dir, load_manifest
 from server.settings import available_cores
 
 
@@ -73,7 +73,7 @@ def process_cpu_seconds(pid: int) -> float:
     return total
 
 
-CONTENT_LENGTH = re.compile(rb"content-length: *(\d+)", re.IGNORECASE)
+CONTENT_LENGTH = re.compile(rb"\r\ncontent-length: *(\d+)", re.IGNORECASE)  # not Inference-Header-Content-Length
 
 
 async def _httpx_worker(url: str, payload: bytes, concurrency: int):
@@ -88,12 +88,13 @@ async def _httpx_worker(url: str, payload: bytes, concurrency: int):
     return call, client.aclose
 
 
-async def _socket_worker(url: str, payload: bytes) -> tuple:
-    """A request function over one keep-alive HTTP/1.1 connection written by hand (a near-free client)."""
+async def socket_client(url: str, path: str, payload: bytes, headers: str = "Content-Type: image/jpeg") -> tuple:
+    """A request function POSTing ``payload`` to ``path`` over one keep-alive HTTP/1.1 connection written by hand
+    (a near-free client), and its closer; ``headers`` are extra header lines joined by CRLF."""
     host, port = url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
-    request = (b"POST /predict HTTP/1.1\r\nHost: %s\r\nContent-Type: image/jpeg\r\n"  # the server checks Host
-               b"Content-Length: %d\r\n\r\n" % (host.encode(), len(payload))) + payload
+    request = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\n{headers}\r\n"  # the server checks Host
+               f"Content-Length: {len(payload)}\r\n\r\n").encode() + payload
 
     async def call() -> int:
         writer.write(request)
@@ -107,6 +108,17 @@ async def _socket_worker(url: str, payload: bytes) -> tuple:
     return call, close
 
 
+def bench_entry(args: argparse.Namespace, folder: Path) -> tuple[Path, Manifest] | None:
+    """The store (``--store``, else a fresh export of ``--preset``) and the manifest of ``--model`` in it; None
+    after a one-line error when the store has no such entry."""
+    store = args.store or build_store(args.preset, args.model, folder)
+    try:
+        return store, load_manifest(entry_dir(store, args.model))
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
 async def saturate(url: str, payload: bytes, concurrency: int, warmup: float, seconds: float,
                    client: str, server_pid: int) -> Throughput:
     """Keep ``concurrency`` /predict requests in flight; count answers completed inside the timed window."""
@@ -114,7 +126,7 @@ async def saturate(url: str, payload: bytes, concurrency: int, warmup: float, se
         call, close = await _httpx_worker(url, payload, concurrency)
         calls, closers = [call] * concurrency, [close]
     else:
-        pairs = [await _socket_worker(url, payload) for _ in range(concurrency)]
+        pairs = [await socket_client(url, "/predict", payload) for _ in range(concurrency)]
         calls, closers = [c for c, _ in pairs], [c for _, c in pairs]
     return await closed_loop(calls, closers, warmup, seconds, server_pid)
 
@@ -303,8 +315,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks server
     providers = tuple(p for p in args.providers.split(",") if p)
 
     with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
-        store = args.store or build_store(args.preset, args.model, Path(tmp))
-        manifest = load_manifest(entry_dir(store, args.model))
+        entry = bench_entry(args, Path(tmp))
+        if entry is None:
+            return 2
+        store, manifest = entry
         size = manifest.input.size
         feed = {manifest.input.name: np.random.default_rng(0).random((args.max_batch, 3, *size), dtype=np.float32)}
         layouts = raw_layouts(manifest.artifact(ONNX_FILE), feed, available_cores(), providers)
