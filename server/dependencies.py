@@ -26,12 +26,11 @@ from server.settings import Settings
 class ServerContext:
     """What an inference route needs, injected as one dependency (each dependency costs per request): the settings,
     the served models, the metrics, the decode pool, one in-flight budget for every model's pipeline (``/metrics``
-    reads it at each scrape), the evaluation jobs, and each served (model, precision)'s request pipeline."""
+    reads it at each scrape), and the evaluation jobs."""
 
     def __init__(self, settings: Settings, registry: ModelRegistry, metrics: ServerMetrics,
                  decode_pool: Executor) -> None:
         self.settings, self.registry, self.metrics, self.decode_pool = settings, registry, metrics, decode_pool
-        self.pipelines: dict[tuple[str, str], RequestPipeline] = {}
         self.budget = InflightBudget(settings.max_inflight_bytes, settings.max_inflight_pixels)
         self.evaluations = EvaluationJobs(settings.max_eval_queue, settings.max_eval_history, settings.eval_timeout_s,
                                           settings.data_dir)
@@ -51,18 +50,12 @@ class ServerContext:
             return pipeline
         return self._pipeline_of(await self.registry.runner_at(pipeline.name, precision))
 
-    def forget(self, model: str) -> None:
-        """Drop the pipelines of a model that is no longer served (unloaded)."""
-        for key in [key for key in self.pipelines if key[0] == model]:
-            del self.pipelines[key]
-
     def _pipeline_of(self, runner: ModelRunner) -> RequestPipeline:
-        key = (runner.name, runner.precision)
-        pipeline = self.pipelines.get(key)
-        if pipeline is None or pipeline.runner is not runner:
-            pipeline = self.pipelines[key] = RequestPipeline(runner, self.settings, self.metrics, self.decode_pool,
-                                                             self.budget)
-        return pipeline
+        """The runner's request pipeline, made on first use and kept on the runner: the registry's runners (served
+        and alternates) are the one cache of (model, precision), and a retired runner takes its pipeline along."""
+        if runner.pipeline is None:
+            runner.pipeline = RequestPipeline(runner, self.settings, self.metrics, self.decode_pool, self.budget)
+        return runner.pipeline
 
 
 async def get_context(request: Request) -> AsyncIterator[ServerContext]:

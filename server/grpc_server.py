@@ -204,7 +204,6 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         """Stop serving a model and free its memory."""
         async def work(_: GrpcCall) -> pb.RepositoryModelUnloadResponse:
             await self.repository.unload(request.model_name)
-            self.ctx.forget(request.model_name)
             return pb.RepositoryModelUnloadResponse()
         return await self._call("RepositoryModelUnload", context, work)
 

@@ -116,6 +116,7 @@ class ModelRunner:
 
             self.preparer = DevicePreparer(manifest.input_size, manifest.input.mean, manifest.input.std, self.device)
             self.decode_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"decode-{manifest.name}")
+        self.pipeline: Any = None  # the app's RequestPipeline for this runner, made on first use (server.dependencies)
         self.batcher: MicroBatcher | None = None
         self.decoder: MicroBatcher | None = None
         self.warm = False

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, Path, Request
 
-from server.dependencies import ContextDep, require_api_key
+from server.dependencies import require_api_key
 from server.errors import ApiError
 from server.repository import ModelRepository, load_parameters
 from server.responses import JSONResponse
@@ -63,10 +63,8 @@ async def load(request: Request, repository: RepositoryDep, model: str = ModelNa
 
 
 @router.post("/models/{model}/unload", summary="Stop serving a model and free its memory")
-async def unload(request: Request, ctx: ContextDep, repository: RepositoryDep,
-                 model: str = ModelName) -> JSONResponse:
+async def unload(request: Request, repository: RepositoryDep, model: str = ModelName) -> JSONResponse:
     """New requests get 404 at once; those in flight finish; then its sessions are closed."""
     load_parameters(await json_body(request))
     await repository.unload(model)
-    ctx.forget(model)
     return JSONResponse({"name": model, "state": "UNAVAILABLE"})
