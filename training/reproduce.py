@@ -392,8 +392,11 @@ def write_report(result: dict[str, Any], docs: Path) -> Path:
     if stability:
         worst, bound = max(s["lr_times_curvature"] for s in stability), stability[0]["bound"]
         verdict = ("under" if worst < bound else "OVER") + " SGD-with-momentum's stability bound"
+        scaled = [f"{s['lr_scale']:.2g}" for s in stability if s.get("lr_scale")]
+        rates = (f"L_sb ran at the baseline's rates x {', '.join(scaled)} in {len(scaled)} seed(s), at the "
+                 "baseline's rates elsewhere" if scaled else "L_sb ran at the baseline's rates")
         lines += [f"EWC at the switch: the largest lr x lambda F_i over the seeds was {worst:.3g}, {verdict} "
-                  f"{bound:.1f}; L_sb ran at the baseline's rates. "
+                  f"{bound:.1f}; {rates}. "
                   f"Checkpoints kept (iteration, by validation IA-mIoU): CE {result['seg_chosen']['ce']}, "
                   f"L_sb {result['seg_chosen']['sb']}.", ""]
     v, o, sb = result["findings"]["msl_visible"], result["findings"]["msl_original"], result["findings"]["sb"]

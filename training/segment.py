@@ -178,6 +178,13 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             stability = ewc_stability(optimizer, model, ewc)
             tqdm.write(f"EWC at the switch: lr x max(lambda F) = {stability['lr_times_curvature']:.3g} "
                        f"(SGD momentum 0.9 is stable below {stability['bound']:.1f})")
+            if not stability["stable"]:  # measured instability: scale the L_sb phase's rates under the bound
+                lr_scale = 0.9 * stability["bound"] / stability["lr_times_curvature"]
+                stability["lr_scale"] = lr_scale
+                tqdm.write(f"  over the bound: the L_sb phase runs at {lr_scale:.3g} x the baseline's rates")
+        if step >= switch and stability.get("lr_scale"):
+            for group in optimizer.param_groups:
+                group["lr"] *= stability["lr_scale"]
         images, labels, _ = next(batches)
         use_sb = args.loss == "sb" and step >= switch
         loss, terms = segmentation_loss(model, normalise(batch_to(images, device), model.preset),

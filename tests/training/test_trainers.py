@@ -139,3 +139,18 @@ def test_device_names_resolve_or_fail_with_a_clear_message() -> None:
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(ValueError, match="--device 'tpu9'"):
         resolve_device("tpu9")
+
+
+def test_an_ewc_term_over_sgds_stability_bound_scales_the_l_sb_rates_under_it(tiny_data: Path, tmp_path: Path) -> None:
+    result = run_training("segment", "--data", str(tiny_data), "--out", str(tmp_path), "--loss", "sb",
+                          "--preset", "deeplabv2-r18", "--image-size", "64", "--iters", "6", "--switch-iter", "3",
+                          "--fisher-iters", "2", "--eval-every", "3", "--batch-size", "4", "--ewc-lambda", "1e9")
+    assert result.returncode == 0, result.stderr[-2000:]
+    last = json.loads((tmp_path / "log.json").read_text())[-1]
+    stability = last["ewc_stability"]
+    assert stability["lr_times_curvature"] > stability["bound"] and not stability["stable"]
+    # The rates are scaled to 0.9 of the bound: lr x max(lambda F) x scale = 0.9 x 3.8.
+    assert stability["lr_times_curvature"] * stability["lr_scale"] == pytest.approx(0.9 * 3.8)
+    # The backbone group at iteration 6: base rate 0.01, 6/50 of the way through the 50-iteration warm-up.
+    assert last["lr"] == pytest.approx(0.01 * 6 / 50 * stability["lr_scale"])
+    assert "over the bound" in result.stdout + result.stderr
