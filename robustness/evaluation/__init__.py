@@ -18,8 +18,8 @@ The report (a figure is ``{"value": float | None, "ci": [low, high]}``; ``label`
   per_bucket: {name: figure}, falls_monotonically: bool | None}}};
 - ``comparisons``: [{model, other, difference: "other - model", conditions: {key: {metric: figure}},
   summary: {metric: {...as summary, without the trend}}}] (empty for one model);
-- ``checks``: {label: {invariance | direction: {status, tested, passed, pass_rate, tolerance, definition,
-  failures}}} or {label: "disabled"};
+- ``checks``: {label: {invariance | direction: {status, tested, passed, pass_rate,
+  untested_empty_clean_prediction, tolerance, definition, failures}}} or {label: "disabled"};
 - ``explanations``: [{image, index, model, label, score, peak, png_base64}] (``--explain``);
 - ``timings``: total_s, stream_s, figures_s, explain_s, read_s, perturb_s, inference_s, model_inputs, images_per_s.
 """

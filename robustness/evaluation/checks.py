@@ -4,6 +4,9 @@ invariance (background occlusion must not matter)
     One seeded irregular mask from bucket ``INVARIANCE_BUCKET`` at the model input size, intersected with the
     ground-truth background (class map == 0, nearest-resized to the input size; void is not background), is
     applied after normalisation. Images whose intersection is empty are not tested.
+    Neither check tests a model on an image where its clean answer is empty (no label at or above its threshold,
+    an all-background map): that would pass without showing anything. Such cases are counted apart
+    (``untested_empty_clean_prediction``).
     Classifier: passes when the set of predicted labels (score >= the manifest threshold) equals the clean
     image's set exactly. Segmenter: passes when at most ``SEGMENTER_INVARIANCE_TOLERANCE`` of the foreground
     ground-truth pixels (not background, not void; at the ground truth's resolution) change predicted class.
@@ -62,6 +65,7 @@ class CheckTally:
 
     tested: int = 0
     passed: int = 0
+    empty_clean: int = 0  # cases not tested: the model predicted nothing on the clean image, so nothing can change
     failures: list[dict[str, Any]] = field(default_factory=list)
 
     def record(self, ok: bool, detail: dict[str, Any]) -> None:
@@ -75,6 +79,7 @@ class CheckTally:
         """The check as report.json gives it."""
         return {"status": skipped or "ok", "tested": self.tested, "passed": self.passed,
                 "pass_rate": self.passed / self.tested if self.tested else None,
+                "untested_empty_clean_prediction": self.empty_clean,
                 "tolerance": tolerance, "definition": definition, "failures": self.failures}
 
 
@@ -105,6 +110,14 @@ class Checks:
 
     def _id(self, class_index: int) -> int:
         return class_index + 1 if self.task == "classification" else class_index
+
+    def _predicts_nothing(self, label: str, reference: np.ndarray) -> bool:
+        """Whether a model's clean answer is empty (no label at or above its threshold; an all-background map), which
+        would pass every check without showing anything: such cases are counted apart, not tested."""
+        if self.task == "classification":
+            threshold = self.models[label].manifest.kind.threshold(self.models[label].manifest.threshold)
+            return threshold is not None and not bool((reference >= threshold).any())
+        return not bool((reference != BACKGROUND).any())
 
     def _watch(self, label: str, output: np.ndarray, cls: int, pixels: np.ndarray) -> float:
         if self.task == "classification":
@@ -147,6 +160,9 @@ class Checks:
         def consume(outputs: Mapping[str, np.ndarray]) -> None:
             for label in group:
                 reference = clean_outputs[label][0]
+                if self._predicts_nothing(label, reference):
+                    self.invariance[label].empty_clean += 1
+                    continue
                 if self.task == "classification":
                     threshold = self.models[label].manifest.threshold
                     masked = class_scores(outputs[label], self.models[label].manifest.activation)
@@ -179,6 +195,9 @@ class Checks:
                     seen.append(self._watch(label, clean_outputs[label][1], cls, pixels))
                 seen.append(self._watch(label, outputs[label], cls, pixels))
                 if len(seen) == len(DIRECTION_FRACTIONS):
+                    if self._predicts_nothing(label, clean_outputs[label][0]):
+                        self.direction[label].empty_clean += 1
+                        continue
                     ok = bool(np.all(np.diff(seen) <= DIRECTION_TOLERANCE))
                     class_name = self.models[label].manifest.class_names[cls]
                     self.direction[label].record(ok, {"image": name, "class": class_name,

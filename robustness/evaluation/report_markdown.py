@@ -69,12 +69,13 @@ def markdown(report: dict[str, Any]) -> str:
     rows = []
     for label, checks in report["checks"].items():
         if not isinstance(checks, dict):
-            rows.append([label, "all", str(checks), "", ""])
+            rows.append([label, "all", str(checks), "", "", ""])
             continue
         for name, check in checks.items():
             rate = "n/a" if check["pass_rate"] is None else f"{100 * check['pass_rate']:.1f}%"
-            rows.append([label, name, check["status"], f"{check['passed']}/{check['tested']}", rate])
-    lines += _table(["Model", "Check", "Status", "Passed", "Pass rate"], rows)
+            rows.append([label, name, check["status"], f"{check['passed']}/{check['tested']}", rate,
+                         str(check.get("untested_empty_clean_prediction", 0))])
+    lines += _table(["Model", "Check", "Status", "Passed", "Pass rate", "Not tested: empty clean answer"], rows)
     for label, per_condition in report["results"].items():
         affected = [(c["label"], per_condition[c["key"]].get("most_affected", [])) for c in conditions[1:]]
         if any(items for _, items in affected):

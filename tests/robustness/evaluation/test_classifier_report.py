@@ -187,11 +187,23 @@ def test_checks_count_every_present_object(classifier_report, truth, spec):
         expected += sum(1 for c in np.flatnonzero(target == 1) if c + 1 in ids)
     for label in ("demo-classifier", "demo-classifier@1"):
         checks = classifier_report["checks"][label]
-        assert checks["direction"]["tested"] == expected > 0
-        assert checks["invariance"]["tested"] == len(paths)
+        direction, invariance = checks["direction"], checks["invariance"]
+        assert direction["tested"] + direction["untested_empty_clean_prediction"] == expected > 0
+        assert invariance["tested"] + invariance["untested_empty_clean_prediction"] == len(paths)
+        assert direction["tested"] > 0 and invariance["tested"] > 0
         for check in checks.values():
             assert check["status"] == "ok" and 0 <= check["passed"] <= check["tested"]
     assert classifier_report["checks"]["demo-classifier"] == classifier_report["checks"]["demo-classifier@1"]
+
+
+def test_a_model_that_predicts_nothing_is_not_credited_with_passing_checks(classifier_set, scratch_store, truth):
+    """A threshold no sigmoid score reaches: every clean answer is empty, so no check is passed by it."""
+    silent = copy_entry(CLASSIFIER, scratch_store, "demo-silent", threshold=1.0)
+    report = evaluate([open_model(silent)], classifier_set, EvaluationConfig((), (), (), bootstrap=10))
+    for check in report["checks"]["demo-silent"].values():
+        assert (check["tested"], check["passed"], check["pass_rate"]) == (0, 0, None)
+        assert check["untested_empty_clean_prediction"] > 0
+    assert report["checks"]["demo-silent"]["invariance"]["untested_empty_clean_prediction"] == len(truth[0])
 
 
 def test_checks_are_skipped_without_ground_truth_maps(tmp_path):
