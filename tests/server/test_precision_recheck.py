@@ -4,10 +4,11 @@ One fine-tuned classifier with a guarded INT8 variant and a probe set (built her
 entries whose manifests claim the verdict was measured elsewhere:
 
 - ``same``: the real record of this machine, so nothing is re-checked;
-- ``holds``: an AVX2-only machine, with that machine's probe figures equal to this one's: the variant holds;
-- ``fails``: an AVX2-only machine where the probe mAP delta was 50 points better than here, with the guard's
+- ``holds``: another CPU (AVX2-only, or AVX-512 VNNI where this one is AVX2-only), with that machine's probe
+  figures equal to this one's: the variant holds;
+- ``fails``: that other CPU, where the probe mAP delta was 50 points better than here, with the guard's
   tolerance of 0.5: the estimated delta here is about -50, so the variant fails;
-- ``unprobed``: an AVX2-only machine and no probe set (an older entry): nothing to re-check on.
+- ``unprobed``: that other CPU and no probe set (an older entry): nothing to re-check on.
 
 The probe figures are recomputed here with scikit-learn from direct ONNX Runtime runs on the stored probe arrays.
 """
@@ -26,6 +27,7 @@ from sklearn.metrics import average_precision_score
 
 from export.pipeline import VariantRequest, add_variants, export_entry
 from export.source import resolve_source
+from model_store.machine import machine_record
 from model_store.manifest import load_manifest
 from server.recheck import MIN_SPEEDUP
 from tests.conftest import FineTuned
@@ -33,7 +35,11 @@ from tests.server.conftest import LiveServer, launch_server
 from tests.server.oracle import png_bytes, random_rgb
 from tests.server.test_precision import settled
 
-AVX2_MACHINE = {"isa": "avx2", "isa_flags": ["avx2", "fma"], "cpu": "AMD EPYC 7B13 (claimed)"}
+HERE = machine_record(ort.__version__, "CPUExecutionProvider")
+# A record that differs from this machine's on any x86-64 CPU the tests run on.
+OTHER_MACHINE = {"isa": "avx2", "isa_flags": ["avx2", "fma"], "cpu": "AMD EPYC 7B13 (claimed)"} \
+    if HERE["isa"] != "avx2" else {"isa": "avx512-vnni", "cpu": "Intel Xeon 8375C (claimed)",
+                                   "isa_flags": ["avx2", "avx512bw", "avx512f", "avx512vl", "avx512_vnni", "fma"]}
 CLAIMED_BETTER = 50.0  # points of probe mAP delta the "fails" entry claims on its guard's machine
 
 
@@ -44,16 +50,16 @@ def _rewrite(entry: Path, name: str, change) -> None:
     (entry / "manifest.json").write_text(json.dumps(document))
 
 
-def _claim_avx2(document: dict, probe_delta_shift: float = 0.0, tolerance: float | None = None) -> None:
+def _claim_other(document: dict, probe_delta_shift: float = 0.0, tolerance: float | None = None) -> None:
     variant = document["variants"][0]
-    variant["machine"] |= AVX2_MACHINE
+    variant["machine"] |= OTHER_MACHINE
     variant["probe"]["mAP_delta"] += probe_delta_shift
     if tolerance is not None:
         variant["setup"]["tolerance"] = tolerance
 
 
 def _drop_probes(document: dict) -> None:
-    _claim_avx2(document)
+    _claim_other(document)
     probe = document.pop("probe")
     for key in ("inputs", "outputs", "labels"):
         del document["files"][probe[key]]
@@ -68,7 +74,7 @@ def recheck_store(fine_tuned: FineTuned, tmp_path_factory: pytest.TempPathFactor
     add_variants(manifest.path, VariantRequest(("int8",), fine_tuned.data, fine_tuned.data, tolerance=100.0,
                                                calib_images=32, calib_method="minmax", guard_images=24,
                                                probe_images=16), progress=False)
-    changes = {"holds": _claim_avx2, "fails": lambda d: _claim_avx2(d, CLAIMED_BETTER, tolerance=0.5),
+    changes = {"holds": _claim_other, "fails": lambda d: _claim_other(d, CLAIMED_BETTER, tolerance=0.5),
                "unprobed": _drop_probes}
     for name, change in changes.items():
         shutil.copytree(store / "same", store / name)
@@ -140,7 +146,7 @@ def test_a_variant_that_holds_on_this_machine_is_served_if_fast_enough_and_says_
     holds = models(servers["auto"])["holds"]
     checks = holds["served"]["checks"]
     assert checks["needed"] is True and checks["failures"] == []
-    assert "isa avx2 there" in checks["why"][0] and checks["machine"]["isa"] != "avx2"
+    assert f"isa {OTHER_MACHINE['isa']} there" in checks["why"][0] and checks["machine"]["isa"] == HERE["isa"]
     assert checks["ran"] == ["mAP against fp32 on the probes", "top-label agreement", "score agreement (MAE)",
                              "speed against fp32"]
     assert checks["probes"] == 16 and 0 < checks["seconds"] <= 5.0
@@ -151,12 +157,13 @@ def test_a_variant_that_holds_on_this_machine_is_served_if_fast_enough_and_says_
     if checks["faster"]:
         assert holds["precision"] == "int8" and holds["served"]["file"] == "model.int8.onnx", holds["served"]
         assert "holds on this machine" in holds["served"]["reason"]
+        assert holds["served"]["measured_on"]["isa"] == OTHER_MACHINE["isa"]
     else:
         assert holds["precision"] == "fp32" and holds["served"]["file"] == "model.onnx", holds["served"]
         assert holds["served"]["reason"] == (f"auto: the int8 variant holds on this machine but measured "
                                              f"{figures['speedup']:.2f}x fp32 here, under the 1.5x a variant "
                                              "must earn")
-    assert holds["served"]["measured_on"]["isa"] == "avx2"
+        assert "measured_on" not in holds["served"]  # fp32 has no verdict of its own
 
 
 def test_a_variant_that_fails_its_probe_check_is_never_served_under_auto(servers: dict[str, LiveServer],
