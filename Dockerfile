@@ -48,6 +48,7 @@ WORKDIR /src
 # (server/static rides along as package data); training, export, the load tests and the benchmarks stay out.
 # model_store is the store's contract only (its models are mounted at run time, see .dockerignore).
 COPY pyproject.toml README.md ./
+COPY common common
 COPY robustness robustness
 COPY model_store/__init__.py model_store/manifest.py model_store/machine.py model_store/
 COPY server server

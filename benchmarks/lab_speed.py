@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from robustness.datasets import evaluation_set
+from common.datasets import evaluation_set
 from robustness.evaluation import EvaluationConfig, evaluate, open_model
 from robustness.evaluation.accumulators import ClassificationScores
 from robustness.evaluation.conditions import condition_grid

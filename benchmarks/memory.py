@@ -24,8 +24,8 @@ import sys
 import numpy as np
 from pathlib import Path
 from PIL import Image
-from robustness.preprocess import InputNormaliser
-from robustness.scores import resize_class_map
+from common.preprocess import InputNormaliser
+from common.scores import resize_class_map
 from server.images import decode_label_map, prepare_image
 from server.postprocess import overlay_png, palette_png, region_statistics
 

@@ -30,13 +30,13 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.server import add_load_arguments, command_line, jpeg_payload, parse_size, publish, saturate
+from common.datasets import evaluation_set
 from export.pipeline import VariantRequest, add_variants
 from export.random_weights import export_random
 from export.variants import INT8_RECIPES
 from loadtests.processes import ServerProcess
 from loadtests.raw_ceiling import best_raw, raw_layouts
 from model_store.manifest import ONNX_FILE, entry_dir, load_manifest
-from robustness.datasets import evaluation_set
 from robustness.probe_check import DEFAULT_PROBE_IMAGES
 from server.settings import available_cores
 

@@ -25,12 +25,12 @@ from typing import Any
 
 import onnxruntime as ort
 
+from common.datasets import evaluation_set
 from export.guard import DEFAULT_TOLERANCE, guard_variants
 from export.probes import variant_probe_figures, write_probes
 from export.variants import INT8_RECIPES, calibration_files, prepared_inputs, quantize_int8
 from model_store.machine import isa_record, machine_record
 from model_store.manifest import ONNX_FILE, FileRecord, Variant, entry_dir, load_manifest, write_manifest
-from robustness.datasets import evaluation_set
 from robustness.probe_check import DEFAULT_PROBE_IMAGES
 from server.recheck import Recheck, recheck
 from server.runtimes import OnnxBackend

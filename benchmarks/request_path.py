@@ -43,10 +43,10 @@ from skimage import data as samples
 from starlette.responses import JSONResponse as StarletteJSONResponse
 from tqdm import tqdm
 
+from common.preprocess import InputNormaliser, resize_to_input
+from common.scores import class_scores, score_table, top_labels
 from robustness.masks import masks
 from robustness.occlusion_report import occlusion_report
-from robustness.preprocess import InputNormaliser, resize_to_input
-from robustness.scores import class_scores, score_table, top_labels
 from server.images import EXIF_ORIENTATION, decode_image, open_untrusted, prepare_image
 from server.responses import JSONResponse, dumps
 from server.settings import available_cores

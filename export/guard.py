@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from common.datasets import EvalSet
 from model_store.machine import machine_record
 from model_store.manifest import ACCEPTED, ONNX_FILE, REJECTED, Manifest, verified_artifact
-from robustness.datasets import EvalSet
 from robustness.evaluation import EvaluationConfig, OnnxModel, evaluate
 from robustness.evaluation.conditions import OCCLUSION, Condition
 from robustness.evaluation.onnx_model import onnx_providers

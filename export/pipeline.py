@@ -19,6 +19,7 @@ import timm
 import torch
 from tqdm import tqdm
 
+from common.datasets import evaluation_set
 from export.formats import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, export_onnx, export_torchscript, load_torchscript
 from export.guard import DEFAULT_GUARD_IMAGES, DEFAULT_TOLERANCE, guard_variants
 from export.parity import FP16_TOL, FP32_TOL, check_parity, parity_cases
@@ -55,7 +56,6 @@ from model_store.manifest import (
     validate_name,
     write_manifest,
 )
-from robustness.datasets import evaluation_set
 from robustness.probe_check import DEFAULT_PROBE_IMAGES
 
 log = logging.getLogger("export")

@@ -27,10 +27,10 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from onnxruntime.transformers.float16 import convert_float_to_float16
 from tqdm import tqdm
 
+from common.datasets import read_rgb, training_images
+from common.scores import class_scores
 from model_store.manifest import VARIANT_PRECISIONS, Manifest
-from robustness.datasets import read_rgb, training_images
 from robustness.evaluation.conditions import InputBuilder
-from robustness.scores import class_scores
 
 VARIANT_FILES = {p.value: p.onnx_file for p in VARIANT_PRECISIONS}
 CALIBRATION_METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,

@@ -18,6 +18,7 @@ import onnxruntime as ort
 import torch
 from PIL import Image
 
+from common.preprocess import InputNormaliser, resize_to_input
 from export.random_weights import export_random
 from export.torchserve import write_mar
 from loadtests.locust_run import parse_seconds, read_stats, run_locust
@@ -25,7 +26,6 @@ from loadtests.payloads import build_payloads
 from loadtests.processes import ServerProcess, TorchServeProcess
 from loadtests.raw_ceiling import best_raw, raw_layouts
 from model_store.manifest import ONNX_FILE, ManifestError, entry_dir, load_manifest
-from robustness.preprocess import InputNormaliser, resize_to_input
 from server.settings import available_cores
 
 

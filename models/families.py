@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from common.labels import generic_class_names
 from models.presets import FAMILIES, PRESETS, Family, LamDefaults, Preset
-from robustness.labels import generic_class_names
 
 
 def family_of(arch: str) -> Family | None:

@@ -22,6 +22,7 @@ from torch import nn
 from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
+from common.labels import EMBEDDED_CLASSES, generic_class_names
 from models.checkpoint import csra_head_config
 from models.csra import MultiHeadCSRA
 from models.presets import (
@@ -34,7 +35,6 @@ from models.presets import (
     register_family,
     register_preset,
 )
-from robustness.labels import EMBEDDED_CLASSES, generic_class_names
 
 IMAGENET_CLASSES: tuple[str, ...] = tuple(MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"])
 MOBILENET_V2_IMAGENET = "torchvision-mobilenet_v2-imagenet1k"

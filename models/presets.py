@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from robustness.labels import generic_class_names
+from common.labels import generic_class_names
 
 ZERO_MEAN = (0.0, 0.0, 0.0)  # the MSL reference protocol: pixels in [0, 1], no mean/std
 UNIT_STD = (1.0, 1.0, 1.0)

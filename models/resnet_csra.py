@@ -12,11 +12,11 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
+from common.labels import COCO_CLASSES, EMBEDDED_CLASSES, VOC_CLASSES
 from models.checkpoint import CheckpointError, count_indices
 from models.csra import MultiHeadCSRA
 from models.families import inferred_preset
 from models.presets import Family, LamDefaults, Preset, register_architecture, register_family, register_preset
-from robustness.labels import COCO_CLASSES, EMBEDDED_CLASSES, VOC_CLASSES
 
 RESNET_LAYERS: dict[int, tuple[type[BasicBlock] | type[Bottleneck], list[int]]] = {
     18: (BasicBlock, [2, 2, 2, 2]),

@@ -18,9 +18,9 @@ from torch import nn
 from torchvision.models import segmentation as tv_segmentation
 from torchvision.models.resnet import ResNet
 
+from common.labels import EMBEDDED_CLASSES, VOC_CLASSES
 from models.presets import IMAGENET_MEAN, IMAGENET_STD, Preset, register_architecture, register_preset
 from models.resnet_csra import resnet_blocks
-from robustness.labels import EMBEDDED_CLASSES, VOC_CLASSES
 
 DEEPLABV2_RATES = (6, 12, 18, 24)
 EMBEDDED_SEGMENTATION_CLASSES = ("background", *EMBEDDED_CLASSES)

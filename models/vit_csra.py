@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from common.labels import COCO_CLASSES, EMBEDDED_CLASSES, VOC_CLASSES, WIDER_ATTRIBUTES
 from models.checkpoint import count_indices
 from models.csra import MultiHeadCSRA
 from models.families import inferred_preset
@@ -27,7 +28,6 @@ from models.presets import (
     register_family,
     register_preset,
 )
-from robustness.labels import COCO_CLASSES, EMBEDDED_CLASSES, VOC_CLASSES, WIDER_ATTRIBUTES
 
 # (embed_dim, depth, num_heads) per variant; "tiny-test" is a minimal model for tests and demos.
 VIT_VARIANTS: dict[str, tuple[int, int, int]] = {

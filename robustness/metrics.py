@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from robustness.labels import BACKGROUND, EIGHT_CONNECTED, SIZE_BUCKETS, VOID, size_bucket
+from common.labels import BACKGROUND, EIGHT_CONNECTED, SIZE_BUCKETS, VOID, size_bucket
 
 # ---------------------------------------------------------------- multi-label classification
 

@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from common.labels import BACKGROUND, VOID
+from common.preprocess import InputNormaliser
+from common.scores import DIGITS, class_map, class_scores, score_table, top_labels
 from robustness.corruptions import corrupt
-from robustness.labels import BACKGROUND, VOID
 from robustness.masks import cached_masks
 from robustness.metrics import confusion_matrix, iou_per_class, jaccard, mean_iou, pixel_accuracy
-from robustness.preprocess import InputNormaliser
-from robustness.scores import DIGITS, class_map, class_scores, score_table, top_labels
 
 SOFTMAX_CLEAN_TOP_K = 5
 NOTHING_PREDICTED = ("the model predicts no class on the clean image (no score >= the threshold); there is "

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.scores import class_scores
 from model_store.manifest import Manifest, ManifestError, ProbeSet, verified_artifact
 from robustness.metrics import confusion_matrix, mean_iou, multilabel_metrics
-from robustness.scores import class_scores
 
 PROBE_FILES = {"inputs": "probe.inputs.npy", "outputs": "probe.fp32.npy", "labels": "probe.labels.npy"}
 DEFAULT_PROBE_IMAGES = 64

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from robustness.labels import BACKGROUND
-from robustness.scores import DIGITS, class_map, class_scores
+from common.labels import BACKGROUND
+from common.scores import DIGITS, class_map, class_scores
 
 COLORMAP = "jet"
 OVERLAY_ALPHA = 0.5  # weight of the heatmap colour over the image

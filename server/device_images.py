@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from robustness.preprocess import InputNormaliser
+from common.preprocess import InputNormaliser
 from server.images import ImageRejectedError, device_decodable  # noqa: F401  (re-exported)
 
 DRAFT_SCALES = (8, 4, 2)  # the reduced DCT scales Pillow's JPEG draft picks from (else 1)

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from common.datasets import Checkpoint, EvalSet, evaluation_set
 from model_store.manifest import Manifest
-from robustness.datasets import Checkpoint, EvalSet, evaluation_set
 from robustness.evaluation import EvaluationCancelled, EvaluationConfig, evaluate, write_outputs
 from server.runner import ModelRunner
 

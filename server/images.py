@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from robustness.labels import VOID
-from robustness.preprocess import InputNormaliser, resize_to_input
+from common.labels import VOID
+from common.preprocess import InputNormaliser, resize_to_input
 from server import costs
 
 EXIF_ORIENTATION = 0x0112

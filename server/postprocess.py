@@ -11,8 +11,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from robustness.labels import EIGHT_CONNECTED, VOC_PALETTE, size_bucket
-from robustness.scores import DIGITS
+from common.labels import EIGHT_CONNECTED, VOC_PALETTE, size_bucket
+from common.scores import DIGITS
 from server.images import tiles
 
 PNG_COMPRESSION = 3

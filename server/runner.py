@@ -17,8 +17,8 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from common.preprocess import InputNormaliser
 from model_store.manifest import TORCHSCRIPT_FILE, Manifest, verified_artifact
-from robustness.preprocess import InputNormaliser
 from server.batching import (
     BatchObservers,
     BatchPolicy,

@@ -356,7 +356,7 @@ def test_the_image_copies_exactly_the_packages_the_server_imports() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     imported = ours & set(done.stdout.split())
     copied = {path.split("/")[0] for path in paths} & ours
-    assert imported == copied == {"server", "robustness", "model_store"}, (imported, copied)
+    assert imported == copied == {"server", "common", "robustness", "model_store"}, (imported, copied)
     for package in find_packages(where=str(ROOT), include=[f"{top}*" for top in copied]):
         init = f"{package.replace('.', '/')}/__init__.py"
         assert any(init == p or init.startswith(p.rstrip("/") + "/") for p in paths), f"{package} is not copied"

@@ -1,7 +1,7 @@
 """Datasets for the trainers: train / val / test splits from the embedded folder, VOC, COCO or JSON lists.
 
 ``classification_datasets(data, image_size)`` and ``segmentation_datasets(data, image_size)`` detect
-the source from the path (``robustness.datasets.classification_layout`` / ``segmentation_layout``, which the
+the source from the path (``common.datasets.classification_layout`` / ``segmentation_layout``, which the
 offline evaluator and the server share, with its annotation parsers) and return a ``SplitDatasets``:
 
 - a folder with ``train.json`` + ``test.json`` (the embedded dataset, or the reference JSON lists;
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from robustness.datasets import ClassificationLayout, classification_layout, json_list_names, segmentation_layout
+from common.datasets import ClassificationLayout, classification_layout, json_list_names, segmentation_layout
 from training.datasets import (
     COCOClassification,
     JSONListClassification,

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import nn
 
-from robustness.labels import BACKGROUND, EIGHT_CONNECTED, VOID
+from common.labels import BACKGROUND, EIGHT_CONNECTED, VOID
 from robustness.masks import apply_mask
 
 # Reference weights: 0.3 * BCE(clean) + 0.2 * BCE(masked) + 0.5 * MSE(probabilities).

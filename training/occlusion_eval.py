@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from robustness.labels import BACKGROUND
+from common.labels import BACKGROUND
 from robustness.masks import BUCKETS, apply_mask, resize_mask
 from robustness.metrics import multilabel_metrics
 from training.common import autocast, batch_to, normalise

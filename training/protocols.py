@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robustness.labels import size_bucket
+from common.labels import size_bucket
 from robustness.masks import resize_mask
 from training.datasets.scenes import Scene, SceneConfig, render_scene
 from training.datasets.synthetic import config_from_description, scene_rng

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 import models
-from robustness.labels import VOID
+from common.labels import VOID
 from robustness.metrics import SegmentationMetrics
 from training.common import (
     add_initialisation_arguments,

@@ -15,8 +15,8 @@ import math
 
 import numpy as np
 
+from common.labels import BACKGROUND, SIZE_BUCKETS
 from robustness.evaluation.statistics import expected_calibration_error
-from robustness.labels import BACKGROUND, SIZE_BUCKETS
 from robustness.metrics import SegmentationMetrics, average_precision, multilabel_metrics
 
 CLASSIFIER_METRICS = ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1", "ECE")

@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 from scipy import special
 
+from common.labels import BACKGROUND, VOID
+from common.scores import class_map, class_scores, resize_class_map
 from robustness.evaluation.conditions import InputBuilder, derived_seed
 from robustness.evaluation.onnx_model import EvalModel
-from robustness.labels import BACKGROUND, VOID
 from robustness.masks import apply_mask, resize_mask
-from robustness.scores import class_map, class_scores, resize_class_map
 
 INVARIANCE_BUCKET = "b3"
 SEGMENTER_INVARIANCE_TOLERANCE = 0.02  # fraction of foreground ground-truth pixels allowed to change class

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from common.datasets import evaluation_set
 from model_store.manifest import PRECISION_NAMES
-from robustness.datasets import evaluation_set
 from robustness.evaluation import EvaluationConfig, check_compatible, evaluate, open_model, write_outputs
 
 DEFAULT_OUT = Path("runs/robustness")

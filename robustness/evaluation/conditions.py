@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from common.preprocess import InputNormaliser, resize_to_input
 from robustness.corruptions import corrupt
 from robustness.masks import BUCKETS, RATIO_ALIASES, apply_mask, masks
-from robustness.preprocess import InputNormaliser, resize_to_input
 
 CLEAN, OCCLUSION, CORRUPTION = "clean", "occlusion", "corruption"
 

@@ -7,13 +7,13 @@ from typing import Any
 
 import numpy as np
 
+from common.labels import BACKGROUND
+from common.scores import class_map
 from robustness.evaluation.conditions import derived_seed
 from robustness.evaluation.onnx_model import EvalModel
 from robustness.evaluation.streaming import input_groups
-from robustness.labels import BACKGROUND
 from robustness.masks import apply_mask, masks
 from robustness.saliency import MIN_SALIENCY_MASKS, saliency_entries
-from robustness.scores import class_map
 
 EXPLAIN_MASKS = 4 * MIN_SALIENCY_MASKS
 EXPLAIN_RATIO = (0.1, 0.5)  # hole ratios of the saliency masks: b2..b5

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from common.labels import VOID
+from common.scores import class_map, class_scores, resize_class_map
 from robustness.evaluation.accumulators import ClassificationScores, SegmentationRecords, ternary_targets
 from robustness.evaluation.batching import BatchRunner
 from robustness.evaluation.checks import Checks, Group, clean_reference
@@ -16,8 +18,6 @@ from robustness.evaluation.conditions import CLEAN, Condition, InputBuilder, der
 from robustness.evaluation.onnx_model import EvalModel
 from robustness.evaluation.prefetch import Prefetched
 from robustness.evaluation.reference import on_reference_path
-from robustness.labels import VOID
-from robustness.scores import class_map, class_scores, resize_class_map
 
 PREFETCH_BATCHES = 2  # model inputs perturbed ahead of the models, in batches
 

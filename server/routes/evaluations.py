@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, Path
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from common.datasets import AnnotationTooLarge
 from robustness.corruptions import parse_corruptions, parse_severities
-from robustness.datasets import AnnotationTooLarge
 from robustness.evaluation import EvaluationCancelled, EvaluationConfig, EvaluationError, check_compatible
 from robustness.evaluation.conditions import parse_occlusion
 from server.dependencies import ContextDep, require_api_key

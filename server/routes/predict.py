@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 
+from common.scores import class_scores, score_table, top_labels
 from model_store.manifest import ModelKind
-from robustness.scores import class_scores, score_table, top_labels
 from server.dependencies import ContextDep, require_api_key
 from server.errors import ApiError
 from server.middleware import MAX_MODEL_NAME_LENGTH

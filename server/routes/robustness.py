@@ -13,6 +13,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 from PIL import Image
 
+from common.scores import resize_class_map
 from model_store.manifest import PRECISION_NAMES, Manifest
 from robustness.corruptions import CORRUPTIONS, MAX_SEVERITY, MIN_SIDE
 from robustness.masks import MAX_RATIO_SPEC_LENGTH, RATIO_CHOICES, check_mask_batch, parse_ratio
@@ -25,7 +26,6 @@ from robustness.occlusion_report import (
     reference_labels,
 )
 from robustness.saliency import MIN_SALIENCY_MASKS, explained_classes, saliency_entries
-from robustness.scores import resize_class_map
 from server.admission import OverloadedError
 from server.dependencies import ContextDep, require_api_key
 from server.errors import ApiError

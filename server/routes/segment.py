@@ -7,7 +7,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
-from robustness.scores import class_map, resize_class_map
+from common.scores import class_map, resize_class_map
 from server import costs
 from server.dependencies import ContextDep, require_api_key
 from server.images import PreparedImage

@@ -19,10 +19,10 @@ import onnxruntime as ort
 import pytest
 from sklearn.metrics import average_precision_score
 
+from common.datasets import evaluation_set, read_rgb, training_images
 from export.pipeline import VariantRequest, add_variants
 from export.variants import calibration_files, kept_in_float, parse_variants
 from model_store.manifest import load_manifest, sha256_file
-from robustness.datasets import evaluation_set, read_rgb, training_images
 from robustness.evaluation.conditions import InputBuilder
 from tests.conftest import FineTuned
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import models
-from robustness.labels import COCO_CLASSES, VOC_CLASSES, WIDER_ATTRIBUTES
+from common.labels import COCO_CLASSES, VOC_CLASSES, WIDER_ATTRIBUTES
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,8 @@ from torch import nn
 from torch.export import Dim
 
 import models.segmenters as segmenters
+from common.labels import EMBEDDED_CLASSES, VOC_CLASSES
 from models import create_model, get_preset
-from robustness.labels import EMBEDDED_CLASSES, VOC_CLASSES
 
 torch.set_num_threads(1)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from robustness.preprocess import InputNormaliser, resize_to_input
+from common.preprocess import InputNormaliser, resize_to_input
 from server import costs
 from server.images import (
     ALLOWED_FORMATS,

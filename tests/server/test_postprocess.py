@@ -7,7 +7,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from robustness.scores import class_map, resize_class_map
+from common.scores import class_map, resize_class_map
 from server.postprocess import palette_png, region_statistics
 
 NAMES = ["a", "b", "c"]

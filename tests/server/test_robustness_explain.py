@@ -16,10 +16,10 @@ import pytest
 from PIL import Image
 from skimage import data as skimage_data
 
+from common.preprocess import InputNormaliser
 from robustness.corruptions import CORRUPTIONS, corrupt
 from robustness.masks import MaskCache, apply_mask, masks
 from robustness.occlusion_report import CorruptionTimeoutError, corrupted_batch, occluded_batch
-from robustness.preprocess import InputNormaliser
 from tests.server.conftest import (
     CLASSIFIER,
     IMAGENET,

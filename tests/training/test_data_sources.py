@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
+from common.labels import EMBEDDED_CLASSES, VOC_CLASSES
 from models.segmenters import VOC_SEGMENTATION_CLASSES
-from robustness.labels import EMBEDDED_CLASSES, VOC_CLASSES
 from training.data import SplitDatasets, carve_indices, classification_datasets, segmentation_datasets
 from training.datasets import make_dataset
 from training.datasets.palette import save_label_png

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from pycocotools.coco import COCO
 
-from robustness.labels import VOC_CLASSES
+from common.labels import VOC_CLASSES
 from training.datasets import (
     COCOClassification,
     JSONListClassification,

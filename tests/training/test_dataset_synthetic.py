@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from robustness.labels import EMBEDDED_CLASSES, VOC_PALETTE
+from common.labels import EMBEDDED_CLASSES, VOC_PALETTE
 from training.__main__ import main as training_main
 from training.datasets import make_dataset, read_label_png
 from training.datasets.scenes import (

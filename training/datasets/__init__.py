@@ -1,6 +1,6 @@
 """Datasets: the embedded procedural benchmark and loaders for VOC, COCO and the reference JSON lists."""
 
-from robustness.label_png import read_label_png
+from common.label_png import read_label_png
 from training.datasets.classification import (
     COCOClassification,
     JSONListClassification,

@@ -20,8 +20,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms
 
-from robustness.datasets import is_ternary, read_coco_instances, read_json_list, read_voc_main
-from robustness.labels import VOC_CLASSES, generic_class_names
+from common.datasets import is_ternary, read_coco_instances, read_json_list, read_voc_main
+from common.labels import VOC_CLASSES, generic_class_names
 
 ImageTransform = Callable[[Image.Image], torch.Tensor]
 DIFFICULT_MODES = ("auto", "ignore", "negative", "positive")
@@ -83,7 +83,7 @@ class MultiLabelImages(Dataset):
 
 
 class JSONListClassification(MultiLabelImages):
-    """The reference JSON list ``[{"img_path", "target"}, ...]``, parsed by ``robustness.datasets.read_json_list``.
+    """The reference JSON list ``[{"img_path", "target"}, ...]``, parsed by ``common.datasets.read_json_list``.
 
     A relative ``img_path`` is resolved against ``root`` (default: the JSON file's folder). Targets
     containing -1 are taken as ternary VOC2007 test targets unless ``ternary`` says otherwise.
@@ -123,7 +123,7 @@ class COCOClassification(MultiLabelImages):
 
     As the reference preparation script, images without any annotation are left out (set
     ``keep_empty=True`` to keep them with an all-zero target); images are ordered by id.
-    Parsed by ``robustness.datasets.read_coco_instances``.
+    Parsed by ``common.datasets.read_coco_instances``.
     """
 
     def __init__(self, annotation_file: str | Path, image_dir: str | Path, image_size: int = 448,

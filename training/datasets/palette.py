@@ -1,4 +1,4 @@
-"""Writing PASCAL VOC label PNGs in the VOC palette (``robustness.labels``); ``robustness.label_png`` reads them."""
+"""Writing PASCAL VOC label PNGs in the VOC palette (``common.labels``); ``common.label_png`` reads them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from robustness.labels import VOC_PALETTE
+from common.labels import VOC_PALETTE
 
 
 def save_label_png(labels: np.ndarray, path: str | Path) -> None:

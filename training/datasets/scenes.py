@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from robustness.labels import (
+from common.labels import (
     EIGHT_CONNECTED,
     EMBEDDED_CLASSES,
     MEDIUM_AREA,

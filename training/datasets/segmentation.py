@@ -26,9 +26,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import functional as TF
 
-from robustness.datasets import segmentation_ids, segmentation_paths
-from robustness.label_png import read_label_png
-from robustness.labels import VOID
+from common.datasets import segmentation_ids, segmentation_paths
+from common.label_png import read_label_png
+from common.labels import VOID
 from training.datasets.classification import load_rgb
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from robustness.labels import EMBEDDED_CLASSES
+from common.labels import EMBEDDED_CLASSES
 
 Layers = list[tuple[np.ndarray, int]]
 

@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from robustness.labels import EMBEDDED_CLASSES, SMALL_AREA, VOID
+from common.labels import EMBEDDED_CLASSES, SMALL_AREA, VOID
 from training.datasets.palette import save_label_png
 from training.datasets.scenes import BUCKET_NAMES, SCENE_CONFIGS, Scene, SceneConfig, render_scene
 

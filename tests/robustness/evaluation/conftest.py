@@ -20,8 +20,8 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
+from common.datasets import evaluation_set
 from export.random_weights import export_random
-from robustness.datasets import evaluation_set
 from robustness.evaluation import EvaluationConfig, evaluate, open_model
 from training.datasets import make_dataset
 

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 from sklearn.metrics import average_precision_score
 
+from common.datasets import evaluation_set
 from robustness.corruptions import corrupt
-from robustness.datasets import evaluation_set
 from robustness.evaluation import EvaluationConfig, EvaluationError, evaluate, open_model
 from robustness.evaluation.conditions import derived_seed
 from robustness.masks import BUCKETS, masks, resize_mask

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from robustness.labels import VOC_PALETTE
+from common.labels import VOC_PALETTE
 
 _PALETTE_LOOKUP = {tuple(int(v) for v in rgb): i for i, rgb in enumerate(VOC_PALETTE)}
 

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 from scipy import ndimage
 
-from robustness.labels import BACKGROUND, EIGHT_CONNECTED, SIZE_BUCKETS, VOC_PALETTE, VOID, size_bucket
+from common.labels import BACKGROUND, EIGHT_CONNECTED, SIZE_BUCKETS, VOC_PALETTE, VOID, size_bucket
 
 
 def test_background_and_void_are_the_voc_values():
@@ -37,7 +37,7 @@ def test_eight_connected_joins_diagonal_neighbours():
 
 
 def test_the_shared_module_and_the_server_postprocessing_do_not_import_torch():
-    code = ("import sys, robustness.labels, robustness.metrics, server.images, server.postprocess; "
+    code = ("import sys, common.labels, robustness.metrics, server.images, server.postprocess; "
             "print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"

@@ -30,8 +30,8 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from robustness.label_png import read_label_png
-from robustness.labels import COCO_CLASSES, VOC_CLASSES, WIDER_ATTRIBUTES, generic_class_names
+from common.label_png import read_label_png
+from common.labels import COCO_CLASSES, VOC_CLASSES, WIDER_ATTRIBUTES, generic_class_names
 
 VOC_SEGMENTATION_CLASSES: tuple[str, ...] = ("background", *VOC_CLASSES)
 VOC_YEARS = ("VOC2007", "VOC2012")

@@ -1,4 +1,4 @@
-"""robustness.datasets: the test split of every layout training reads, torch-free, listed as training lists it."""
+"""common.datasets: the test split of every layout training reads, torch-free, listed as training lists it."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common.datasets import VOC_SEGMENTATION_CLASSES, AnnotationTooLarge, EvalSet, evaluation_set
+from common.label_png import read_label_png
+from common.labels import EMBEDDED_CLASSES, VOC_CLASSES
 from models.segmenters import VOC_SEGMENTATION_CLASSES as MODEL_SEGMENTATION_CLASSES
-from robustness.datasets import VOC_SEGMENTATION_CLASSES, AnnotationTooLarge, EvalSet, evaluation_set
-from robustness.label_png import read_label_png
-from robustness.labels import EMBEDDED_CLASSES, VOC_CLASSES
 from robustness.metrics import multilabel_metrics
 from tests.training.test_data_sources import jpeg, write_coco_layout, write_voc
 from training.data import classification_datasets, segmentation_datasets
@@ -229,7 +229,7 @@ def test_read_names_a_missing_image_or_a_map_of_the_wrong_size(embedded: Path, t
 
 
 def test_the_library_imports_without_torch() -> None:
-    code = "import sys, robustness.datasets, robustness.label_png; assert 'torch' not in sys.modules, 'torch'"
+    code = "import sys, common.datasets, common.label_png; assert 'torch' not in sys.modules, 'torch'"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from robustness.scores import softmax, top_labels
+from common.scores import softmax, top_labels
 
 NAMES = ["a", "b", "c"]
 
