@@ -15,12 +15,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from common.kinds import ACTIVATIONS, TASKS, Activation, ModelKind, Task, default_activation
+
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 2
 READABLE_SCHEMAS = (1, 2)  # schema 1 also stored a partial copy of the preset as "architecture"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-TASKS = ("classification", "segmentation")
-ACTIVATIONS = ("sigmoid", "softmax")
 REEXPORT = "re-export it with `python -m export`"
 ACCEPTED, REJECTED = "accepted", "rejected"
 
@@ -48,43 +48,6 @@ class Precision(enum.Enum):
 
 PRECISION_NAMES = tuple(p.value for p in Precision)  # "fp32", "int8", "fp16"
 VARIANT_PRECISIONS = tuple(p for p in Precision if p is not Precision.FP32)
-
-
-class ModelKind(enum.Enum):
-    """What a model answers, which decides how its logits are read: its task, its activation, its output's
-    shape and whether a threshold decides its labels."""
-
-    MULTI_LABEL = "multi-label classifier"  # sigmoid per class; labels are the classes at or above a threshold
-    SINGLE_LABEL = "single-label classifier"  # softmax over classes; labels are the top classes
-    SEGMENTER = "segmenter"  # softmax per pixel; the class map is the arg-max
-
-    @classmethod
-    def of(cls, task: str, activation: str) -> ModelKind:
-        """The kind of a model with this task and output activation."""
-        if task == "segmentation":
-            return cls.SEGMENTER
-        return cls.MULTI_LABEL if activation == "sigmoid" else cls.SINGLE_LABEL
-
-    @property
-    def task(self) -> str:
-        """The manifest's task word for this kind."""
-        return "segmentation" if self is ModelKind.SEGMENTER else "classification"
-
-    @property
-    def thresholded(self) -> bool:
-        """Whether a score threshold decides this kind's labels (multi-label only)."""
-        return self is ModelKind.MULTI_LABEL
-
-    def threshold(self, default: float, requested: float | None = None) -> float | None:
-        """The decision threshold: a multi-label model's requested one, else its manifest's; None for the others
-        (a single-label answer is its top classes, a segmenter's its arg-max map)."""
-        if not self.thresholded:
-            return None
-        return default if requested is None else requested
-
-    def output_shape(self, classes: int, spatial: list[int]) -> list[int]:
-        """The output tensor's shape, -1 for the batch: (N, C) for classifiers, (N, C, H, W) for segmenters."""
-        return [-1, classes, *spatial] if self is ModelKind.SEGMENTER else [-1, classes]
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -138,16 +101,16 @@ class OutputSpec:
 
     name: str
     kind: str  # "class_logits" | "pixel_logits"
-    activation: str  # "sigmoid" (multi-label) | "softmax" (single-label, or per pixel)
+    activation: Activation
     shape: tuple[str, ...]
     note: str = ""
 
 
-def output_spec(name: str, task: str, activation: str = "sigmoid") -> OutputSpec:
+def output_spec(name: str, task: str, activation: str = Activation.SIGMOID) -> OutputSpec:
     """The output of a classifier (class logits) or a segmenter (pixel logits at the input resolution)."""
-    if task == "classification":
-        return OutputSpec(name, "class_logits", activation, ("batch", "classes"))
-    return OutputSpec(name, "pixel_logits", "softmax", ("batch", "classes", "height", "width"),
+    if task == Task.CLASSIFICATION:
+        return OutputSpec(name, "class_logits", Activation(activation), ("batch", "classes"))
+    return OutputSpec(name, "pixel_logits", Activation.SOFTMAX, ("batch", "classes", "height", "width"),
                       "logits at the input resolution; take argmax, then resize the class map to the image size")
 
 
@@ -237,7 +200,7 @@ class Manifest:
 
     name: str
     version: str
-    task: str
+    task: Task
     class_names: tuple[str, ...]
     threshold: float
     input: InputSpec
@@ -338,13 +301,13 @@ def _parse(data: Mapping[str, Any], path: Path | None) -> Manifest:
     if data["task"] not in TASKS:
         raise ValueError(f"task {data['task']!r} is not one of {', '.join(TASKS)}")
     spec, out = data["input"], data["output"]
-    activation = out.get("activation", "sigmoid" if data["task"] == "classification" else "softmax")
+    activation = out.get("activation", default_activation(data["task"]))
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation {activation!r} is not one of {', '.join(ACTIVATIONS)}")
     preset = dict(data.get("preset") or {})
     parity = dict(data.get("parity") or {})
     return Manifest(
-        name=str(data["name"]), version=str(data["version"]), task=data["task"],
+        name=str(data["name"]), version=str(data["version"]), task=Task(data["task"]),
         class_names=tuple(data["class_names"]), threshold=float(data.get("threshold", 0.5)),
         input=InputSpec(
             name=spec["name"], size=(int(spec["size"][0]), int(spec["size"][1])), mean=tuple(spec["mean"]),
@@ -352,7 +315,7 @@ def _parse(data: Mapping[str, Any], path: Path | None) -> Manifest:
             resize=spec.get("resize", "stretch"), layout=spec.get("layout", "NCHW"),
             dtype=spec.get("dtype", "float32"), channels=spec.get("channels", "RGB"),
             scale=spec.get("scale", InputSpec.scale)),
-        output=OutputSpec(name=out["name"], kind=out.get("kind", ""), activation=activation,
+        output=OutputSpec(name=out["name"], kind=out.get("kind", ""), activation=Activation(activation),
                           shape=tuple(out.get("shape", ())), note=out.get("note", "")),
         preset=PresetRecord(
             name=preset.get("name", ""), arch=preset.get("arch", ""), arch_args=dict(preset.get("arch_args", {})),
