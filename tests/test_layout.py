@@ -10,10 +10,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("common", "models", "robustness", "training", "export", "model_store", "server", "loadtests", "benchmarks")
 # What each folder may import from the project (itself included). `common` (labels, image preparation, scores, label
-# PNGs, dataset readers, the model-kind vocabulary) imports nothing else and every folder may import it. Libraries import no stage (the store's
-# torch-free contract is not a stage: offline evaluation reads an exported model through it, as the server does);
-# `models` needs only the shared labels, not the occlusion science; export writes the store's contract; the server and
-# the load tests read the store only through model_store, never through export.
+# PNGs, dataset readers, the model-kind vocabulary) imports nothing else, and every folder may import it. Libraries
+# import no stage (the store's torch-free contract is not a stage: offline evaluation reads an exported model through
+# it, as the server does); `models` needs only the shared labels, not the occlusion science; export writes the store's
+# contract; the server and the load tests read the store only through model_store, never through export.
 ALLOWED = {
     "common": {"common"},
     "robustness": {"common", "robustness", "model_store"},
