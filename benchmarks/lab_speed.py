@@ -41,6 +41,7 @@ import numpy as np
 from tqdm import tqdm
 
 from common.datasets import evaluation_set
+from common.kinds import Task
 from robustness.evaluation import EvaluationConfig, evaluate, open_model
 from robustness.evaluation.accumulators import ClassificationScores
 from robustness.evaluation.conditions import condition_grid
@@ -132,12 +133,12 @@ def figures(classes: int, config: EvaluationConfig, images: int, reference_condi
     indices = bootstrap_indices(images, config.bootstrap, config.seed)
     names = [f"class {c}" for c in range(classes)]
     start = time.perf_counter()
-    fast, _ = build_results("classification", result, conditions, ["model"], names, indices, {"model": threshold})
+    fast, _ = build_results(Task.CLASSIFICATION, result, conditions, ["model"], names, indices, {"model": threshold})
     fast_s = time.perf_counter() - start
     subset = conditions[:reference_conditions]
     start = time.perf_counter()
     with reference_path():
-        reference, _ = build_results("classification", result, subset, ["model"], names, indices,
+        reference, _ = build_results(Task.CLASSIFICATION, result, subset, ["model"], names, indices,
                                      {"model": threshold})
     reference_s = (time.perf_counter() - start) * len(conditions) / len(subset)
     same = all(reference["model"][c.key] == fast["model"][c.key] for c in subset)
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m benchmarks lab-sp
         config.validate()
         model = open_model(args.model)
         eval_set = evaluation_set(args.data, model.manifest.task, args.images)
-        if model.manifest.task != "classification":
+        if model.manifest.task != Task.CLASSIFICATION:
             raise ValueError(f"{args.model} is a {model.manifest.task} model; this benchmark times a classifier")
     except (ValueError, OSError) as err:
         print(f"{prog}: error: {err}", file=sys.stderr)

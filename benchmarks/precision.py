@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from benchmarks.server import add_load_arguments, command_line, jpeg_payload, parse_size, publish, saturate
 from common.datasets import evaluation_set
+from common.kinds import Task
 from export.pipeline import VariantRequest, add_variants
 from export.random_weights import export_random
 from export.variants import INT8_RECIPES
@@ -55,7 +56,7 @@ def recipe_main(args: argparse.Namespace, command: str) -> int:
         return 2
     models = [m.strip() for m in args.model.split(",") if m.strip()]
     data = {m: (args.calib, args.guard_data) if load_manifest(entry_dir(args.store, m), verify=False).task ==
-            "classification" else (args.seg_calib, args.seg_guard_data) for m in models}
+            Task.CLASSIFICATION else (args.seg_calib, args.seg_guard_data) for m in models}
     publish(run(args.store, models, recipes, data, args.calib_images, args.guard_images, args.probe_images,
                 models if args.emulate is None else [m for m in args.emulate.split(",") if m], args.threads,
                 command), args.output)
@@ -65,7 +66,7 @@ def recipe_main(args: argparse.Namespace, command: str) -> int:
 def random_entry(args: argparse.Namespace, folder: Path) -> Path:
     """Export ``--preset`` with random weights and the guard data's classes, then build and judge its variants."""
     store = folder / "model_store"
-    names = evaluation_set(args.guard_data, "classification", limit=1).class_names
+    names = evaluation_set(args.guard_data, Task.CLASSIFICATION, limit=1).class_names
     manifest = export_random(args.preset, args.model, store, seed=0, progress=True, num_classes=len(names),
                              class_names=list(names), **({"image_size": args.image_size} if args.image_size else {}))
     request = VariantRequest(tuple(args.variants.split(",")), args.calib, args.guard_data, tolerance=100.0,

@@ -43,6 +43,7 @@ from skimage import data as samples
 from starlette.responses import JSONResponse as StarletteJSONResponse
 from tqdm import tqdm
 
+from common.kinds import Activation, Task
 from common.preprocess import InputNormaliser, resize_to_input
 from common.scores import class_scores, score_table, top_labels
 from robustness.masks import masks
@@ -147,12 +148,12 @@ def json_bodies(seed: int = 0) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     timing = {"decode_ms": 0.61, "queue_ms": 4.87, "inference_ms": 9.12, "total_ms": 15.3, "batch_size": 8}
     bodies: dict[str, Any] = {}
-    for label, count, activation, threshold in (("sigmoid, 20 classes", 20, "sigmoid", 0.5),
-                                                ("softmax, 1000 classes", 1000, "softmax", None)):
+    for label, count, activation, threshold in (("sigmoid, 20 classes", 20, Activation.SIGMOID, 0.5),
+                                                ("softmax, 1000 classes", 1000, Activation.SOFTMAX, None)):
         names = class_names(count)
         scores = class_scores(rng.normal(size=count).astype(np.float32) * 3, activation)
-        limit = 5 if activation == "softmax" else None
-        labels = top_labels(scores, names, limit, threshold if activation == "sigmoid" else None)
+        limit = 5 if activation == Activation.SOFTMAX else None
+        labels = top_labels(scores, names, limit, threshold if activation == Activation.SIGMOID else None)
         bodies[f"/predict {label}"] = {"model": "bench", "labels": labels, "threshold": threshold,
                                        "activation": activation, "timing": timing}
         if count == 1000:
@@ -161,10 +162,10 @@ def json_bodies(seed: int = 0) -> dict[str, Any]:
         for n in (16, 64):
             holes = masks(n, 224, 224, "high", seed)
             outputs = rng.normal(size=(n + 1, count)).astype(np.float32) * 3
-            report = occlusion_report("classification", activation, names, outputs, holes, None,
+            report = occlusion_report(Task.CLASSIFICATION, activation, names, outputs, holes, None,
                                       threshold, None)
             bodies[f"/robustness {label}, n={n}"] = {
-                "model": "bench", "task": "classification", "activation": activation,
+                "model": "bench", "task": Task.CLASSIFICATION, "activation": activation,
                 "mask_ratio": {"spec": "high", "range": [0.5, 0.6]}, "corruption": None, "n": n, "seed": seed,
                 "threshold": threshold, **report, "timing": timing}
     return bodies

@@ -39,6 +39,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from common.kinds import Task
 from loadtests.processes import ServerProcess
 from model_store.manifest import entry_dir, load_manifest
 from robustness.masks import parse_ratio
@@ -52,7 +53,7 @@ GOAL = 1.15
 
 def scene_jpeg(size: int, seed: int) -> bytes:
     """A procedural scene (objects on clutter) as a JPEG of size x size pixels."""
-    config = dataclasses.replace(SCENE_CONFIGS["classification"], image_size=size)
+    config = dataclasses.replace(SCENE_CONFIGS[Task.CLASSIFICATION], image_size=size)
     out = io.BytesIO()
     Image.fromarray(render_scene(np.random.default_rng(seed), config).image).save(out, format="JPEG", quality=90)
     return out.getvalue()

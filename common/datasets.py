@@ -30,12 +30,12 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from common.kinds import TASKS, Task
 from common.label_png import read_label_png
 from common.labels import COCO_CLASSES, VOC_CLASSES, WIDER_ATTRIBUTES, generic_class_names
 
 VOC_SEGMENTATION_CLASSES: tuple[str, ...] = ("background", *VOC_CLASSES)
 VOC_YEARS = ("VOC2007", "VOC2012")
-TASKS = ("classification", "segmentation")
 CLASSIFICATION_LAYOUTS = ("a folder with train.json + test.json (embedded dataset, reference JSON lists), "
                           "a reference JSON list file, a VOCdevkit / VOC2007 / VOC2012 folder, "
                           "or a COCO instances JSON such as annotations/instances_train2014.json")
@@ -444,7 +444,7 @@ class EvalSet:
     @property
     def targets(self) -> np.ndarray:
         """All classification labels as an (N, C) int8 array, without reading images."""
-        if self.task != "classification":
+        if self.task != Task.CLASSIFICATION:
             raise ValueError(f"a {self.task} set has no classification targets")
         return np.array([item.labels for item in self.items], dtype=np.int8).reshape(len(self), len(self.class_names))
 
@@ -521,7 +521,7 @@ def evaluation_set(data: str | Path, task: str, limit: int | None = None,
     check = checkpoint or (lambda: None)
     if Path(data).is_dir():  # the dataset card is read while the layout is detected
         check_size(confined(Path(data) / "dataset.json", within, "the dataset card"), max_annotation_bytes)
-    if task == "classification":
+    if task == Task.CLASSIFICATION:
         layout = classification_layout(data, image_dir)
         confined(layout.test, within, "the test annotations")
         for path in annotation_files(layout):
@@ -557,7 +557,7 @@ def training_images(data: str | Path, task: str) -> list[Path]:
     """Image paths of the TRAIN split of any layout the training loaders read (calibration, never evaluation)."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
-    if task == "segmentation":
+    if task == Task.SEGMENTATION:
         seg = segmentation_layout(data)
         ids = segmentation_ids(seg.folder, seg.train_split)
         return [segmentation_paths(seg.folder, image_id)[0] for image_id in ids]

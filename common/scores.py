@@ -10,6 +10,8 @@ import numpy as np
 from PIL import Image
 from scipy import special
 
+from common.kinds import Activation
+
 DIGITS = 6  # scores are rounded so that JSON answers are stable and short
 
 
@@ -23,7 +25,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return special.softmax(np.asarray(logits, dtype=np.float64), axis=-1)
 
 
-SCORERS = {"sigmoid": sigmoid, "softmax": softmax}
+SCORERS = {Activation.SIGMOID: sigmoid, Activation.SOFTMAX: softmax}
 
 
 def class_scores(logits: np.ndarray, activation: str) -> np.ndarray:

@@ -21,6 +21,7 @@ import numpy as np
 import onnxruntime as ort
 
 from common.datasets import EvalSet
+from common.kinds import Task
 from model_store.machine import machine_record
 from model_store.manifest import ACCEPTED, ONNX_FILE, REJECTED, Manifest, verified_artifact
 from robustness.evaluation import EvaluationConfig, OnnxModel, evaluate
@@ -30,7 +31,7 @@ from robustness.evaluation.onnx_model import onnx_providers
 HIGH_BUCKET = "b6"
 DEFAULT_TOLERANCE = 0.5
 DEFAULT_GUARD_IMAGES = 300
-GUARD_METRICS = {"classification": ("mAP",), "segmentation": ("mIoU", "IA-mIoU")}
+GUARD_METRICS = {Task.CLASSIFICATION: ("mAP",), Task.SEGMENTATION: ("mIoU", "IA-mIoU")}
 SPEED_BATCH = 8
 
 
@@ -133,7 +134,7 @@ def guard_variants(manifest: Manifest, files: Mapping[str, str], eval_set: EvalS
         reasons, measures = _verdict(report, precision, differences[precision], manifest.task, tolerance,
                                      gate_masked)
         agreement = float(np.mean(reference_top == np.concatenate(candidate.top)))
-        measures["top_label_agreement" if manifest.task == "classification" else "pixel_agreement"] = agreement
+        measures["top_label_agreement" if manifest.task == Task.CLASSIFICATION else "pixel_agreement"] = agreement
         speed, _ = images_per_second(manifest, files[precision])
         measures |= {"images_per_s": speed, "fp32_images_per_s": fp32_speed, "speedup": speed / fp32_speed}
         verdicts[precision] = Verdict(REJECTED if reasons else ACCEPTED, "; ".join(reasons), measures, dict(setup),

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.kinds import Activation, Task
+
 FP32_TOL = 1e-3
 FP16_TOL = 2e-2
 
@@ -30,13 +32,13 @@ def parity_cases(image_size: int, dynamic_size: bool, multiple: int = 32) -> lis
 
 
 def decisions_agree(task: str, eager: np.ndarray, other: np.ndarray, threshold: float, margin: float,
-                    activation: str = "sigmoid") -> int:
+                    activation: str = Activation.SIGMOID) -> int:
     """Count decisions that differ where eager is not within ``margin`` of the boundary.
 
     Multi-label classification: the label set ``sigmoid > threshold``. Single-label (softmax) classification
     and segmentation: the argmax over classes (per pixel for segmentation).
     """
-    if task == "classification" and activation == "sigmoid":
+    if task == Task.CLASSIFICATION and activation == Activation.SIGMOID:
         scores = 1.0 / (1.0 + np.exp(-eager.astype(np.float64)))
         other_scores = 1.0 / (1.0 + np.exp(-other.astype(np.float64)))
         clear = np.abs(scores - threshold) > margin
@@ -47,7 +49,8 @@ def decisions_agree(task: str, eager: np.ndarray, other: np.ndarray, threshold: 
 
 
 def check_parity(model: nn.Module, runners: dict[str, Runner], cases: Sequence[tuple[int, int, int]],
-                 task: str, threshold: float, tol: float, seed: int = 0, activation: str = "sigmoid") -> dict[str, Any]:
+                 task: str, threshold: float, tol: float, seed: int = 0,
+                 activation: str = Activation.SIGMOID) -> dict[str, Any]:
     """Run every runner against eager on seeded inputs; raise ``ParityError`` on any failure."""
     rng = np.random.default_rng(seed)
     report: dict[str, Any] = {"tolerance": tol, "rule": "max|diff| <= tol * max(1, max|eager|)", "checks": []}

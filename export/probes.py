@@ -9,6 +9,7 @@ import numpy as np
 import onnxruntime as ort
 
 from common.datasets import EvalSet
+from common.kinds import Task
 from common.scores import resize_class_map
 from model_store.manifest import ONNX_FILE, FileRecord, Manifest, ProbeSet, verified_artifact
 from robustness.evaluation.conditions import InputBuilder
@@ -26,13 +27,13 @@ def probe_arrays(manifest: Manifest, eval_set: EvalSet, images: int) -> tuple[np
     for index in range(min(images, len(eval_set))):
         sample = eval_set.read(index)
         inputs.append(builder.normalise(builder.resize(sample.image)))
-        if manifest.task == "classification":
+        if manifest.task == Task.CLASSIFICATION:
             labels.append(sample.labels)
         else:
             if sample.class_map is None:
                 raise ValueError(f"{eval_set.items[index].image}: no class map, so no segmentation probe")
             labels.append(resize_class_map(sample.class_map, (width, height)))
-    dtype = np.int8 if manifest.task == "classification" else np.uint8
+    dtype = np.int8 if manifest.task == Task.CLASSIFICATION else np.uint8
     return np.stack(inputs).astype(np.float32), np.stack(labels).astype(dtype)
 
 
@@ -52,7 +53,7 @@ def write_probes(entry: Path, manifest: Manifest, eval_set: EvalSet,
         np.save(entry / PROBE_FILES[key], array, allow_pickle=False)
     records = {name: FileRecord.of(entry / name) for name in PROBE_FILES.values()}
     probe = ProbeSet(PROBE_FILES["inputs"], PROBE_FILES["outputs"], PROBE_FILES["labels"], len(inputs),
-                     eval_set.ternary if manifest.task == "classification" else False,
+                     eval_set.ternary if manifest.task == Task.CLASSIFICATION else False,
                      f"{eval_set.root} (test split, first {len(inputs)})")
     return probe, records
 

@@ -28,6 +28,7 @@ from onnxruntime.transformers.float16 import convert_float_to_float16
 from tqdm import tqdm
 
 from common.datasets import read_rgb, training_images
+from common.kinds import Activation, Task
 from common.scores import class_scores
 from model_store.manifest import VARIANT_PRECISIONS, Manifest
 from robustness.evaluation.conditions import InputBuilder
@@ -170,7 +171,7 @@ def build_int8(manifest: Manifest, model: Path, out: Path, calibration: np.ndarr
         return method, {}
     held = max(2, round(len(calibration) * SELECTION_SHARE))
     fit, check = calibration[:-held], calibration[-held:]
-    activation = "softmax" if manifest.task == "segmentation" else manifest.activation
+    activation = Activation.SOFTMAX if manifest.task == Task.SEGMENTATION else manifest.activation
     reference = cpu_outputs(model, manifest.input.name, check)
     scores: dict[str, float] = {}
     best: tuple[float, str] | None = None

@@ -18,6 +18,7 @@ import onnxruntime as ort
 import torch
 from PIL import Image
 
+from common.kinds import Task
 from common.preprocess import InputNormaliser, resize_to_input
 from export.random_weights import export_random
 from export.torchserve import write_mar
@@ -83,7 +84,7 @@ def main(args: argparse.Namespace) -> int:
     """Run (a), (b), (c) in one go and print (and optionally record) the table and ratios."""
     entry = ensure_model(args)
     manifest = load_manifest(entry)
-    if manifest.task != "classification":
+    if manifest.task != Task.CLASSIFICATION:
         raise ValueError(f"compare uses /predict; {args.model} is a {manifest.task} model")
     if not (Path(args.store) / f"{args.model}.mar").exists():
         write_mar(manifest, args.store)

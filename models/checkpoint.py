@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from common.kinds import Task
 from models.presets import FAMILIES
 
 HEAD_KEY = re.compile(r"^classifier\.multi_head\.(\d+)\.head\.weight$")
@@ -105,7 +106,7 @@ def csra_head_config(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     if not head_ids:
         return {}
     head = state[f"classifier.multi_head.{head_ids[0]}.head.weight"]
-    return {"task": "classification", "heads": len(head_ids), "num_classes": int(head.shape[0]),
+    return {"task": Task.CLASSIFICATION.value, "heads": len(head_ids), "num_classes": int(head.shape[0]),
             "feature_dim": int(head.shape[1])}
 
 

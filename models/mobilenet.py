@@ -22,6 +22,7 @@ from torch import nn
 from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
+from common.kinds import Activation, Task
 from common.labels import EMBEDDED_CLASSES, generic_class_names
 from models.checkpoint import csra_head_config
 from models.csra import MultiHeadCSRA
@@ -189,8 +190,8 @@ def recognise(state: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
     config: dict[str, Any] = {"family": "mobilenetv2", "arch": "mobilenetv2"}
     if "classifier.1.weight" in state:  # torchvision's own single-label head
         head = state["classifier.1.weight"]
-        config.update(task="classification", heads=1, num_classes=int(head.shape[0]),
-                      feature_dim=int(head.shape[1]), activation="softmax")
+        config.update(task=Task.CLASSIFICATION, heads=1, num_classes=int(head.shape[0]),
+                      feature_dim=int(head.shape[1]), activation=Activation.SOFTMAX)
     return config
 
 
@@ -210,15 +211,15 @@ def matches(preset: Preset, config: dict[str, Any]) -> bool:
 
 register_family(Family("mobilenetv2", ("mobilenetv2_csra", "mobilenetv2"), recognise, preset_from_config, matches))
 register_preset(Preset(
-    "mobilenetv2-csra", "classification", "mobilenetv2_csra", {"frozen_blocks": 4}, EMBEDDED_CLASSES, 160,
+    "mobilenetv2-csra", Task.CLASSIFICATION, "mobilenetv2_csra", {"frozen_blocks": 4}, EMBEDDED_CLASSES, 160,
     mean=IMAGENET_MEAN, std=IMAGENET_STD, heads=1, lam=0.1, pretrained=MOBILENET_V2_IMAGENET,
     description="MSL recognizer: ImageNet MobileNetV2 trunk (first 4 blocks frozen) + CSRA (H=1, lambda 0.1)"))
 register_preset(Preset(
-    "deeplab-mobilenetv2", "segmentation", "deeplab_mobilenetv2", {"output_stride": 16, "frozen_blocks": 4},
+    "deeplab-mobilenetv2", Task.SEGMENTATION, "deeplab_mobilenetv2", {"output_stride": 16, "frozen_blocks": 4},
     ("background", *EMBEDDED_CLASSES), 160, mean=IMAGENET_MEAN, std=IMAGENET_STD, dynamic_size=True,
-    activation="softmax", pretrained=MOBILENET_V2_IMAGENET,
+    activation=Activation.SOFTMAX, pretrained=MOBILENET_V2_IMAGENET,
     description="L_sb segmenter: dilated ImageNet MobileNetV2 (output stride 16) + ASPP + stride-4 decoder"))
 register_preset(Preset(
-    "imagenet-mobilenetv2", "classification", "mobilenetv2", {}, IMAGENET_CLASSES, 224,
-    mean=IMAGENET_MEAN, std=IMAGENET_STD, activation="softmax", pretrained=MOBILENET_V2_IMAGENET,
+    "imagenet-mobilenetv2", Task.CLASSIFICATION, "mobilenetv2", {}, IMAGENET_CLASSES, 224,
+    mean=IMAGENET_MEAN, std=IMAGENET_STD, activation=Activation.SOFTMAX, pretrained=MOBILENET_V2_IMAGENET,
     description="torchvision's ImageNet-1k MobileNetV2 as it is: 1000 classes, single-label (softmax)"))

@@ -8,6 +8,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from common.kinds import Activation, Task
 from common.labels import generic_class_names
 
 ZERO_MEAN = (0.0, 0.0, 0.0)  # the MSL reference protocol: pixels in [0, 1], no mean/std
@@ -21,7 +22,7 @@ class Preset:
     """Everything needed to build a model and to feed it: one source of truth for the pipeline."""
 
     name: str
-    task: str  # "classification" | "segmentation"
+    task: Task
     arch: str  # key into ARCHITECTURES
     arch_args: dict[str, Any]
     class_names: tuple[str, ...]
@@ -33,10 +34,14 @@ class Preset:
     lam: float = 0.1
     dynamic_size: bool = False  # True when the model accepts other input sizes than image_size
     resize: str = "stretch"  # RGB resized to SxS, aspect not kept, no crop (reference protocol)
-    activation: str = "sigmoid"  # classifiers: "sigmoid" (multi-label) or "softmax" (single-label)
+    activation: Activation = Activation.SIGMOID  # classifiers: multi-label (sigmoid) or single-label (softmax)
     pretrained: str = ""  # where the trunk's initial weights come from ("" = random init); see models.pretrained
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "task", Task(self.task))  # presets built from checkpoint configs spell them
+        object.__setattr__(self, "activation", Activation(self.activation))
 
     @property
     def num_classes(self) -> int:
@@ -44,8 +49,10 @@ class Preset:
         return len(self.class_names)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form, as written into export manifests."""
+        """JSON-ready form, as written into export manifests and checkpoints (plain strings: checkpoints load with
+        ``weights_only=True``, which refuses pickled enums)."""
         d = asdict(self)
+        d["task"], d["activation"] = self.task.value, self.activation.value
         d["class_names"] = list(self.class_names)
         d["mean"], d["std"] = list(self.mean), list(self.std)
         d["num_classes"] = self.num_classes

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
+from common.kinds import Task
 from common.labels import COCO_CLASSES, EMBEDDED_CLASSES, VOC_CLASSES
 from models.checkpoint import CheckpointError, count_indices
 from models.csra import MultiHeadCSRA
@@ -101,7 +102,7 @@ register_family(Family("resnet", ("resnet_csra",), recognise, preset_from_config
 
 
 def _resnet(name: str, depth: int, classes: tuple[str, ...], size: int, heads: int, lam: float, desc: str) -> None:
-    register_preset(Preset(name, "classification", "resnet_csra", {"depth": depth}, classes, size,
+    register_preset(Preset(name, Task.CLASSIFICATION, "resnet_csra", {"depth": depth}, classes, size,
                            heads=heads, lam=lam, description=desc))
 
 

@@ -18,6 +18,7 @@ from torch import nn
 from torchvision.models import segmentation as tv_segmentation
 from torchvision.models.resnet import ResNet
 
+from common.kinds import Task
 from common.labels import EMBEDDED_CLASSES, VOC_CLASSES
 from models.presets import IMAGENET_MEAN, IMAGENET_STD, Preset, register_architecture, register_preset
 from models.resnet_csra import resnet_blocks
@@ -137,7 +138,7 @@ def build_torchvision_segmenter(preset: Preset) -> nn.Module:
 
 
 def _segmenter(name: str, arch: str, arch_args: dict, classes: tuple[str, ...], size: int, desc: str) -> None:
-    register_preset(Preset(name, "segmentation", arch, arch_args, classes, size, mean=IMAGENET_MEAN,
+    register_preset(Preset(name, Task.SEGMENTATION, arch, arch_args, classes, size, mean=IMAGENET_MEAN,
                            std=IMAGENET_STD, dynamic_size=True, description=desc))
 
 

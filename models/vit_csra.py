@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from common.kinds import Task
 from common.labels import COCO_CLASSES, EMBEDDED_CLASSES, VOC_CLASSES, WIDER_ATTRIBUTES
 from models.checkpoint import count_indices
 from models.csra import MultiHeadCSRA
@@ -147,7 +148,7 @@ register_family(Family("vit", ("vit_csra",), recognise, preset_from_config, matc
 
 def _vit(name: str, variant: str, classes: tuple[str, ...], heads: int, lam: float, desc: str,
          mean: tuple[float, float, float] = ZERO_MEAN, std: tuple[float, float, float] = UNIT_STD) -> None:
-    register_preset(Preset(name, "classification", "vit_csra", {"variant": variant}, classes, 224,
+    register_preset(Preset(name, Task.CLASSIFICATION, "vit_csra", {"variant": variant}, classes, 224,
                            mean=mean, std=std, heads=heads, lam=lam, dynamic_size=True, description=desc))
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from common.kinds import Activation, Task
 from common.labels import BACKGROUND, VOID
 from common.preprocess import InputNormaliser
 from common.scores import DIGITS, class_map, class_scores, score_table, top_labels
@@ -262,14 +263,14 @@ class LabelsNotSupportedError(ValueError):
 
 
 def reference_labels(labels: str | None, class_names: Sequence[str], task: str,
-                     activation: str = "sigmoid") -> list[str] | None:
+                     activation: str = Activation.SIGMOID) -> list[str] | None:
     """The true class names of ``labels=a,b`` (None when not given); ValueError names what is wrong.
 
     Only classifiers take names, and a single-label (softmax) classifier exactly one.
     """
     if labels is None:
         return None
-    if task != "classification":
+    if task != Task.CLASSIFICATION:
         raise LabelsNotSupportedError("labels= (ground truth) applies to classification models only; send a "
                                       "segmenter's ground truth as a multipart 'truth' PNG")
     names = [name.strip() for name in labels.split(",") if name.strip()]
@@ -278,7 +279,7 @@ def reference_labels(labels: str | None, class_names: Sequence[str], task: str,
         given = ", ".join(unknown) if unknown else "nothing"
         raise ValueError(f"labels: {given} is not a class of this model (allowed: {', '.join(class_names)})")
     names = list(dict.fromkeys(names))
-    if activation == "softmax" and len(names) > 1:
+    if activation == Activation.SOFTMAX and len(names) > 1:
         raise ValueError(f"labels: {', '.join(names)} are {len(names)} classes; this model is a single-label "
                          "(softmax) classifier, so give exactly one true class")
     return names
@@ -334,9 +335,9 @@ def occlusion_report(task: str, activation: str, class_names: Sequence[str], out
                      truth_map: np.ndarray | None = None) -> dict[str, Any]:
     """The report for the outputs of ``occluded_batch``'s batch (clean first), by the model's task and activation."""
     ratios = holes.reshape(len(holes), -1).mean(axis=1)
-    if task == "classification":
+    if task == Task.CLASSIFICATION:
         scores = class_scores(outputs, activation)
-        if activation == "softmax":
+        if activation == Activation.SOFTMAX:
             return softmax_robustness(scores[0], scores[1:], class_names, ratios, labels)
         if threshold is None:
             raise ValueError("a multi-label (sigmoid) classifier's report needs its decision threshold")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.kinds import Task
 from common.scores import class_scores
 from model_store.manifest import Manifest, ManifestError, ProbeSet, verified_artifact
 from robustness.metrics import confusion_matrix, mean_iou, multilabel_metrics
@@ -45,7 +46,7 @@ def read_probes(manifest: Manifest) -> Probes | None:
 
 def _scores(logits: np.ndarray, task: str, activation: str) -> np.ndarray:
     """Probabilities, classes on axis 1 (pixel softmax in float32: a segmenter's probes hold millions of logits)."""
-    if task == "classification":
+    if task == Task.CLASSIFICATION:
         return class_scores(logits, activation)
     exp = np.exp(logits - logits.max(axis=1, keepdims=True), dtype=np.float32)
     return exp / exp.sum(axis=1, keepdims=True)
@@ -53,11 +54,11 @@ def _scores(logits: np.ndarray, task: str, activation: str) -> np.ndarray:
 
 def task_metric(task: str) -> str:
     """The probe metric of a task: mAP for classifiers, mIoU for segmenters."""
-    return "mAP" if task == "classification" else "mIoU"
+    return "mAP" if task == Task.CLASSIFICATION else "mIoU"
 
 
 def _metric(task: str, scores: np.ndarray, top: np.ndarray, labels: np.ndarray, ternary: bool) -> float | None:
-    if task == "classification":
+    if task == Task.CLASSIFICATION:
         try:
             return multilabel_metrics(scores, labels, ignore_zero=ternary)["mAP"]
         except ValueError:  # no class has a positive among the probes
@@ -76,6 +77,6 @@ def probe_figures(task: str, activation: str, reference: np.ndarray, candidate: 
     ref_value = _metric(task, ref_scores, ref_top, labels, ternary)
     value = _metric(task, cand_scores, cand_top, labels, ternary)
     return {"score_mae": float(np.mean(np.abs(ref_scores - cand_scores))),
-            "top_label_agreement" if task == "classification" else "pixel_agreement": agreement,
+            "top_label_agreement" if task == Task.CLASSIFICATION else "pixel_agreement": agreement,
             f"{metric}_fp32": ref_value, metric: value,
             f"{metric}_delta": None if ref_value is None or value is None else value - ref_value}

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from common.kinds import Activation, Task
 from common.labels import BACKGROUND
 from common.scores import DIGITS, class_map, class_scores
 
@@ -112,9 +113,9 @@ def kept_class_fraction(clean: np.ndarray, masked: np.ndarray, classes: Sequence
 def explained_classes(task: str, activation: str, report: dict[str, Any], class_names: Sequence[str]) -> list[int]:
     """The class ids a report judges: sigmoid ``reference`` classes, the softmax reference class, or the
     foreground classes of a segmenter's clean map."""
-    if task == "segmentation":
+    if task == Task.SEGMENTATION:
         return [entry["id"] for entry in report["clean"]["classes"] if entry["id"] != BACKGROUND]
-    if activation == "softmax":
+    if activation == Activation.SOFTMAX:
         return [class_names.index(report["reference"]["class"])]
     return [class_names.index(name) for name in report["reference"]["classes"]]
 
@@ -130,7 +131,7 @@ def saliency_entries(task: str, activation: str, class_names: Sequence[str], out
     """
     if not classes:
         return []
-    if task == "segmentation":
+    if task == Task.SEGMENTATION:
         maps = np.stack([class_map(o) for o in outputs])
         per_copy = kept_class_fraction(maps[0], maps[1:], classes)
         clean = [np.count_nonzero(maps[0] == c) / maps[0].size for c in classes]

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import models
+from common.kinds import Task
 from robustness.masks import apply_mask
 from robustness.metrics import multilabel_metrics
 from training.common import (
@@ -120,7 +121,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     data = classification_datasets(args.data, size, limit=args.limit, seed=args.seed)
     train_set, val_set = data.train, data.val
     if args.stream:
-        train_set, val_set = streaming_sets(args.data, args.seed, args.stream, args.val_size, "classification",
+        train_set, val_set = streaming_sets(args.data, args.seed, args.stream, args.val_size, Task.CLASSIFICATION,
                                             size, pool=args.pool, epochs=args.epochs)
     device = resolve_device(args.device)
     model = to_device(build_model(args, data.class_names), device)

@@ -16,6 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 import models
+from common.kinds import Task
 from models.pretrained import load_pretrained, load_trunk
 
 
@@ -188,6 +189,6 @@ def streaming_sets(data_dir: str | Path, seed: int, per_epoch: int, val_size: in
         raise ValueError(f"--stream needs an embedded dataset folder (with dataset.json); {path} not found")
     config = config_from_description(json.loads(path.read_text()))
     tqdm.write(f"streaming {per_epoch} fresh scenes per epoch (seed {seed}); rendering {val_size} validation scenes")
-    scenes = ScenePool(pool, config, seed, per_epoch, max(1, epochs), maps=task == "segmentation") if pool else None
+    scenes = ScenePool(pool, config, seed, per_epoch, max(1, epochs), maps=task == Task.SEGMENTATION) if pool else None
     return (StreamingScenes(config, seed, per_epoch, task, image_size, pool=scenes),
             validation_scenes(config, seed, val_size, task, image_size))

@@ -19,6 +19,8 @@ from typing import Any
 import matplotlib
 import numpy as np
 
+from common.kinds import Task
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
@@ -468,9 +470,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(args.work)
     cls_data, seg_data, pool = work / "classification", work / "segmentation", work / "pool"
     if not (cls_data / "dataset.json").exists():
-        make_dataset(cls_data, n_train=8, n_test=budget["cls_test"], scenes="classification", seed=0, overwrite=True)
+        make_dataset(cls_data, n_train=8, n_test=budget["cls_test"], scenes=Task.CLASSIFICATION, seed=0, overwrite=True)
     if not (seg_data / "dataset.json").exists():
-        make_dataset(seg_data, n_train=8, n_test=budget["seg_test"], scenes="segmentation", seed=0, overwrite=True)
+        make_dataset(seg_data, n_train=8, n_test=budget["seg_test"], scenes=Task.SEGMENTATION, seed=0, overwrite=True)
     test = classification_datasets(cls_data, budget["size"]).test
     images = torch.stack([test[i][0] for i in range(len(test))])
     scenes, config = render_test_scenes(cls_data, len(test))

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 import models
+from common.kinds import Task
 from common.labels import VOID
 from robustness.metrics import SegmentationMetrics
 from training.common import (
@@ -136,7 +137,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     train_set, val_set, class_names = data.train, data.val, data.class_names
     if args.stream:
         passes = -(-args.iters // max(1, args.stream // args.batch_size))  # the passes step_batches reaches
-        train_set, val_set = streaming_sets(args.data, args.seed, args.stream, args.val_size, "segmentation", size,
+        train_set, val_set = streaming_sets(args.data, args.seed, args.stream, args.val_size, Task.SEGMENTATION, size,
                                             pool=args.pool, epochs=passes)
     device = resolve_device(args.device)
     model = models.create_model(args.preset, class_names=class_names, image_size=args.image_size)

@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from common.kinds import Activation, Task
 from robustness.corruptions import CORRUPTIONS, MIN_SIDE, SEVERITIES, parse_corruptions, parse_severities
 from robustness.evaluation.accumulators import CLASSIFIER_METRICS, SEGMENTER_METRICS
 from robustness.evaluation.conditions import condition_grid, parse_occlusion
@@ -124,7 +125,7 @@ def check_compatible(models: Sequence[EvalModel], eval_set: Any, config: Evaluat
         m = model.manifest
         if m.task != eval_set.task:
             raise EvaluationError(f"model {m.name!r} is a {m.task} model but the data is a {eval_set.task} set")
-        if m.task == "classification" and m.activation != "sigmoid":
+        if m.task == Task.CLASSIFICATION and m.activation != Activation.SIGMOID:
             raise EvaluationError(f"model {m.name!r} is a single-label ({m.activation}) classifier; the evaluation "
                                   "measures multi-label (sigmoid) classifiers")
         if len(m.class_names) != len(eval_set.class_names):
@@ -198,7 +199,7 @@ def evaluate(models: Sequence[EvalModel], eval_set: Any, config: EvaluationConfi
                     "class_names_match_model": tuple(class_names) == tuple(models[0].manifest.class_names),
                     "ternary": bool(eval_set.ternary)},
         "models": [model_json(label, model) for label, model in by_label.items()],
-        "metrics": {"names": list(CLASSIFIER_METRICS if task == "classification" else SEGMENTER_METRICS),
+        "metrics": {"names": list(CLASSIFIER_METRICS if task == Task.CLASSIFICATION else SEGMENTER_METRICS),
                     "headline": list(HEADLINE[task]), "unit": "percent", "lower_is_better": ["ECE"]},
         "conditions": [c.to_json() for c in conditions],
         "results": results,

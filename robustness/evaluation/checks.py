@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from scipy import special
 
+from common.kinds import Task
 from common.labels import BACKGROUND, VOID
 from common.scores import class_map, class_scores, resize_class_map
 from robustness.evaluation.conditions import InputBuilder, derived_seed
@@ -44,14 +45,14 @@ MAX_FAILURES_LISTED = 10
 SKIPPED = "skipped: needs ground-truth maps"
 
 INVARIANCE_DEFINITION = {
-    "classification": "masking ground-truth background only leaves the predicted label set unchanged",
-    "segmentation": f"masking ground-truth background only changes the predicted class of at most "
+    Task.CLASSIFICATION: "masking ground-truth background only leaves the predicted label set unchanged",
+    Task.SEGMENTATION: f"masking ground-truth background only changes the predicted class of at most "
                     f"{SEGMENTER_INVARIANCE_TOLERANCE:.0%} of the foreground ground-truth pixels",
 }
 DIRECTION_DEFINITION = {
-    "classification": "masking 0/25/50/75/100% of a present object never raises its class score by more than "
+    Task.CLASSIFICATION: "masking 0/25/50/75/100% of a present object never raises its class score by more than "
                       "the tolerance at any step",
-    "segmentation": "masking 0/25/50/75/100% of a present object never raises the mean probability of its class "
+    Task.SEGMENTATION: "masking 0/25/50/75/100% of a present object never raises the mean probability of its class "
                     "over its pixels by more than the tolerance at any step",
 }
 
@@ -93,7 +94,7 @@ def sweep_order(mask: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def clean_reference(task: str, model: EvalModel, output: np.ndarray, gt_shape: tuple[int, int]) -> np.ndarray:
     """What the checks compare against: clean scores (classifier) or clean class map at ground-truth size."""
-    if task == "classification":
+    if task == Task.CLASSIFICATION:
         return class_scores(output, model.manifest.activation)
     return resize_class_map(class_map(output), gt_shape[::-1])
 
@@ -109,18 +110,18 @@ class Checks:
         self.images_with_maps = 0
 
     def _id(self, class_index: int) -> int:
-        return class_index + 1 if self.task == "classification" else class_index
+        return class_index + 1 if self.task == Task.CLASSIFICATION else class_index
 
     def _predicts_nothing(self, label: str, reference: np.ndarray) -> bool:
         """Whether a model's clean answer is empty (no label at or above its threshold; an all-background map), which
         would pass every check without showing anything: such cases are counted apart, not tested."""
-        if self.task == "classification":
+        if self.task == Task.CLASSIFICATION:
             threshold = self.models[label].manifest.kind.threshold(self.models[label].manifest.threshold)
             return threshold is not None and not bool((reference >= threshold).any())
         return not bool((reference != BACKGROUND).any())
 
     def _watch(self, label: str, output: np.ndarray, cls: int, pixels: np.ndarray) -> float:
-        if self.task == "classification":
+        if self.task == Task.CLASSIFICATION:
             return float(class_scores(output, self.models[label].manifest.activation)[cls])
         return float(special.softmax(output.astype(np.float64), axis=0)[cls][pixels].mean())
 
@@ -144,7 +145,7 @@ class Checks:
 
     def _present_classes(self, gt: np.ndarray, labels: np.ndarray | None) -> list[int]:
         ids = set(np.unique(gt).tolist()) - {VOID, BACKGROUND}
-        if self.task == "classification":
+        if self.task == Task.CLASSIFICATION:
             return [int(c) for c in np.flatnonzero(np.asarray(labels) == 1) if self._id(int(c)) in ids]
         return sorted(int(c) for c in ids if c < self.num_classes)
 
@@ -154,7 +155,7 @@ class Checks:
         hole = builder.hole_mask(INVARIANCE_BUCKET, derived_seed(self.seed, index, "check/invariance"))
         hole &= gt_input == BACKGROUND
         foreground = (gt != BACKGROUND) & (gt != VOID)
-        if not hole.any() or (self.task == "segmentation" and not foreground.any()):
+        if not hole.any() or (self.task == Task.SEGMENTATION and not foreground.any()):
             return []
 
         def consume(outputs: Mapping[str, np.ndarray]) -> None:
@@ -163,7 +164,7 @@ class Checks:
                 if self._predicts_nothing(label, reference):
                     self.invariance[label].empty_clean += 1
                     continue
-                if self.task == "classification":
+                if self.task == Task.CLASSIFICATION:
                     threshold = self.models[label].manifest.threshold
                     masked = class_scores(outputs[label], self.models[label].manifest.activation)
                     names = self.models[label].manifest.class_names
@@ -214,7 +215,7 @@ class Checks:
     def to_json(self, skipped: bool) -> dict[str, dict[str, Any]]:
         """Per model label: both checks' counts, pass rates, tolerances and definitions."""
         reason = SKIPPED if skipped else None
-        invariance_tolerance = SEGMENTER_INVARIANCE_TOLERANCE if self.task == "segmentation" else 0.0
+        invariance_tolerance = SEGMENTER_INVARIANCE_TOLERANCE if self.task == Task.SEGMENTATION else 0.0
         return {label: {
             "invariance": self.invariance[label].to_json(INVARIANCE_DEFINITION[self.task], invariance_tolerance,
                                                          reason),

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from common.kinds import Task
 from common.labels import BACKGROUND
 from common.scores import class_map
 from robustness.evaluation.conditions import derived_seed
@@ -39,7 +40,7 @@ def explanations(models: Mapping[str, EvalModel], eval_set: Any, count: int, see
                 outputs = np.concatenate([model.predict(batch[i:i + batch_size])
                                           for i in range(0, len(batch), batch_size)])
                 task = model.manifest.task
-                if task == "classification":
+                if task == Task.CLASSIFICATION:
                     classes = [int(c) for c in np.flatnonzero(np.asarray(sample.labels) == 1)]
                 else:
                     classes = [int(c) for c in np.unique(class_map(outputs[0])) if c != BACKGROUND]

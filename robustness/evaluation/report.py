@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from common.kinds import Task
 from robustness.evaluation.accumulators import (
     CLASSIFIER_METRICS,
     SEGMENTER_METRICS,
@@ -21,8 +22,8 @@ from robustness.evaluation.statistics import figure, finite_or_none
 from robustness.evaluation.streaming import EvaluationCancelled, StreamResult
 from robustness.evaluation.summary import Value, difference, summary_json, summary_values
 
-HEADLINE = {"classification": ("mAP", "CF1", "OF1", "ECE"), "segmentation": ("mIoU", "IA-mIoU", "IA_S")}
-METRICS = {"classification": CLASSIFIER_METRICS, "segmentation": SEGMENTER_METRICS}
+HEADLINE = {Task.CLASSIFICATION: ("mAP", "CF1", "OF1", "ECE"), Task.SEGMENTATION: ("mIoU", "IA-mIoU", "IA_S")}
+METRICS = {Task.CLASSIFICATION: CLASSIFIER_METRICS, Task.SEGMENTATION: SEGMENTER_METRICS}
 MOST_AFFECTED = 5
 CHECK_EVERY = 16  # bootstrap resamples computed between two looks at ``should_stop``
 
@@ -40,12 +41,12 @@ class ConditionFigures:
         self.should_stop = should_stop
         n = result.images
         self.weights = (np.array([np.bincount(row, minlength=n) for row in indices], dtype=np.float64).reshape(
-            len(indices), n) if task == "segmentation" else None)
+            len(indices), n) if task == Task.SEGMENTATION else None)
 
     def compute(self, label: str, key: str) -> tuple[dict[str, Value], dict[str, tuple[np.ndarray, np.ndarray]]]:
         """{metric: (point, (B,) samples)} and {per-class metric: ((C,) points, (B, C) samples)}."""
         stats = self.result.stats[label][key]
-        if self.task == "classification":
+        if self.task == Task.CLASSIFICATION:
             def run(sample):
                 return classification_figures(stats.scores, self.result.targets, self.thresholds[label], sample)
             if len(self.indices) and not on_reference_path() and supported(stats.scores, self.result.targets):

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from common.kinds import Task
 from common.labels import VOID
 from common.scores import class_map, class_scores, resize_class_map
 from robustness.evaluation.accumulators import ClassificationScores, SegmentationRecords, ternary_targets
@@ -55,7 +56,7 @@ def _consumer(task: str, models: Mapping[str, EvalModel], labels: Sequence[str],
     def consume(outputs: Mapping[str, np.ndarray]) -> None:
         for label in labels:
             output = outputs[label]
-            if task == "classification":
+            if task == Task.CLASSIFICATION:
                 statistics[label].add(index, class_scores(output, models[label].manifest.activation))
             else:
                 statistics[label].add(index, resize_class_map(class_map(output), gt[0].shape[::-1]), *gt)
@@ -112,13 +113,13 @@ def stream(models: Mapping[str, EvalModel], eval_set: Any, conditions: Sequence[
     task = eval_set.task
     n = len(eval_set) if limit is None else min(len(eval_set), limit)
     num_classes = len(eval_set.class_names)
-    make = (lambda: ClassificationScores(n, num_classes)) if task == "classification" else (
+    make = (lambda: ClassificationScores(n, num_classes)) if task == Task.CLASSIFICATION else (
         lambda: SegmentationRecords(num_classes))
     stats = {label: {c.key: make() for c in conditions} for label in models}
     groups = input_groups(models)
     runner = BatchRunner(models, batch_size)
     behaviour = Checks(task, models, groups, seed) if checks else None
-    targets = np.zeros((n, num_classes), dtype=np.int8) if task == "classification" else None
+    targets = np.zeros((n, num_classes), dtype=np.int8) if task == Task.CLASSIFICATION else None
     names: list[str] = []
     seconds = {"read": 0.0, "perturb": 0.0}
     with_maps = 0
@@ -157,7 +158,7 @@ def stream(models: Mapping[str, EvalModel], eval_set: Any, conditions: Sequence[
 
 def _ground_truth(task: str, sample: Any) -> tuple[np.ndarray, np.ndarray] | None:
     """(class map, instance map) for segmenters; an instance map that knows only void when none is given."""
-    if task != "segmentation":
+    if task != Task.SEGMENTATION:
         return None
     if sample.class_map is None:
         raise ValueError(f"image {sample.name!r} has no ground-truth class map; a segmenter cannot be evaluated")

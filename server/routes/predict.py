@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 
+from common.kinds import Task
 from common.scores import class_scores, score_table, top_labels
 from model_store.manifest import ModelKind
 from server.dependencies import ContextDep, require_api_key
@@ -56,7 +57,7 @@ async def predict(
     scores: bool = Query(False, description="also return every class's score"),
 ) -> JSONResponse:
     """Labels of one image."""
-    pipeline = ctx.pipeline(model, ("classification",), "/predict")
+    pipeline = ctx.pipeline(model, (Task.CLASSIFICATION,), "/predict")
     prepared = (await pipeline.receive(request, on_device=True)).prepared
     result = await pipeline.infer(request, prepared.tensor[None])
     manifest = pipeline.manifest

@@ -13,6 +13,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 from PIL import Image
 
+from common.kinds import TASKS, Task
 from common.scores import resize_class_map
 from model_store.manifest import PRECISION_NAMES, Manifest
 from robustness.corruptions import CORRUPTIONS, MAX_SEVERITY, MIN_SIDE
@@ -202,7 +203,7 @@ async def robustness(
                                               "gives the same masks at every precision"),
 ) -> JSONResponse:
     """Measure the robustness of one image's prediction to occlusion or corruption."""
-    pipeline = await ctx.pipeline_at(ctx.pipeline(model, ("classification", "segmentation"), "/robustness"),
+    pipeline = await ctx.pipeline_at(ctx.pipeline(model, TASKS, "/robustness"),
                                      precision)
     manifest = pipeline.manifest
     corrupted = check_corruption_params(corruption, severity, manifest.input_size)
@@ -228,7 +229,7 @@ async def robustness(
         raise ApiError(422, "invalid_parameter", str(exc)) from None
     received = await pipeline.receive(request, ("truth",))
     prepared = received.prepared
-    if "truth" in received.extras and manifest.task != "segmentation":
+    if "truth" in received.extras and manifest.task != Task.SEGMENTATION:
         raise ApiError(400, "truth_not_supported", "a 'truth' label map applies to segmentation models only; "
                        "give a classifier's true classes as labels=")
     truth_map = None

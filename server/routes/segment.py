@@ -7,6 +7,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
+from common.kinds import Task
 from common.scores import class_map, resize_class_map
 from server import costs
 from server.dependencies import ContextDep, require_api_key
@@ -52,7 +53,7 @@ async def segment(
     alpha: float = Query(0.5, ge=0.0, le=1.0, description="overlay opacity of the class colours"),
 ) -> Response:
     """Segment one image."""
-    pipeline = ctx.pipeline(model, ("segmentation",), "/segment")
+    pipeline = ctx.pipeline(model, (Task.SEGMENTATION,), "/segment")
     prepared = (await pipeline.receive(request, draft=format != "overlay", on_device=True,
                                        render_bytes=costs.RENDER_BYTES[format])).prepared
     result = await pipeline.infer(request, prepared.tensor[None])

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from common.kinds import TASKS
 from server.banner import curl_examples
 from server.dependencies import MetricsDep, RegistryDep, SettingsDep, require_api_key
 from server.registry import ModelRegistry
@@ -54,7 +55,7 @@ async def ready(registry: RegistryDep) -> JSONResponse:
 async def list_models(registry: RegistryDep,
                       settings: SettingsDep) -> JSONResponse:
     """Every served model with its manifest facts, provider and batch configuration."""
-    defaults = {task: registry.default_for((task,)) for task in ("classification", "segmentation")}
+    defaults = {task: registry.default_for((task,)) for task in TASKS}
     return JSONResponse({"models": [registry.describe(name) for name in registry.names],
                          "defaults": defaults, "settings": settings.public()})
 

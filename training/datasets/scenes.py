@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
+from common.kinds import Task
 from common.labels import (
     EIGHT_CONNECTED,
     EMBEDDED_CLASSES,
@@ -283,10 +284,10 @@ def render_scene(rng: np.random.Generator, config: SceneConfig = SceneConfig()) 
 SCENE_CONFIGS: dict[str, SceneConfig] = {
     # In the spirit of VOC2007: 1-4 mostly medium and large objects; a label needs 400 visible pixels (of 224^2)
     # and 40% of the object's drawn area, else the class is "difficult" and evaluation ignores it.
-    "classification": SceneConfig(max_objects=4, bucket_probs=(0.1, 0.5, 0.4), label_min_pixels=400,
+    Task.CLASSIFICATION: SceneConfig(max_objects=4, bucket_probs=(0.1, 0.5, 0.4), label_min_pixels=400,
                                   label_min_fraction=0.4),
     # In the spirit of COCO: 3-10 objects, most of them small, so that size-balancing has something to fix.
-    "segmentation": SceneConfig(min_objects=3, max_objects=10, bucket_probs=(0.65, 0.25, 0.1)),
+    Task.SEGMENTATION: SceneConfig(min_objects=3, max_objects=10, bucket_probs=(0.65, 0.25, 0.1)),
     # The scenes of the first embedded dataset (kept for comparison): up to 6 objects, half of them small.
     "mixed": SceneConfig(),
 }

@@ -20,6 +20,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from common.kinds import TASKS, Task
 from training.datasets.classification import eval_transform, train_transform
 from training.datasets.scenes import EMBEDDED_CLASSES, Scene, SceneConfig, render_scene
 from training.datasets.segmentation import JointAugment, segmentation_item
@@ -105,15 +106,15 @@ class ScenePool:
 class StreamingScenes(Dataset):
     """``length`` scenes per epoch; ``set_epoch`` moves to a new, disjoint draw.
 
-    ``task="classification"`` yields ``(image, target)`` with the ternary label rule of the config (training
-    treats difficult as negative, as the trainer clamps); ``task="segmentation"`` yields
+    ``task=Task.CLASSIFICATION`` yields ``(image, target)`` with the ternary label rule of the config (training
+    treats difficult as negative, as the trainer clamps); ``task=Task.SEGMENTATION`` yields
     ``(image, class_map, instance_map)``. ``train=False`` gives the evaluation form (stretch resize only).
     With a ``pool`` the scenes are read from its pre-rendered arrays instead of being rendered.
     """
 
     def __init__(self, config: SceneConfig, seed: int, length: int, task: str, image_size: int,
                  train: bool = True, code: int = STREAM_CODE, pool: ScenePool | None = None) -> None:
-        if task not in ("classification", "segmentation"):
+        if task not in TASKS:
             raise ValueError(f"task must be classification or segmentation, got {task!r}")
         if length < 1:
             raise ValueError(f"a stream needs at least one scene per epoch, got {length}")
@@ -143,12 +144,12 @@ class StreamingScenes(Dataset):
             raise IndexError(index)
         if self.pool is not None:
             image, class_map, instance_map, labels = self.pool.item(self.epoch, index)
-            if self.task == "classification":
+            if self.task == Task.CLASSIFICATION:
                 return self.transform(Image.fromarray(image)), torch.tensor(labels, dtype=torch.float32)
             return segmentation_item(Image.fromarray(image), class_map, instance_map, self.augment, self.image_size)
         scene = self.scene(index)
         image = jpeg_round_trip(scene.image)
-        if self.task == "classification":
+        if self.task == Task.CLASSIFICATION:
             return self.transform(image), torch.tensor(scene.labels(self.config), dtype=torch.float32)
         return segmentation_item(image, scene.class_map, scene.instance_map, self.augment, self.image_size)
 
