@@ -13,12 +13,11 @@ from typing import Any, Protocol
 import numpy as np
 import onnxruntime as ort
 
+from common.compute import CPU, CUDA, GPU_PROVIDERS, TENSORRT, preferred_providers
+
 log = logging.getLogger("server.runtimes")
 
-TENSORRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
-PROVIDER_PREFERENCE = (TENSORRT, CUDA, CPU)
 PROVIDER_ALIASES = {"tensorrt": TENSORRT, "trt": TENSORRT, "cuda": CUDA, "cpu": CPU}
-GPU_PROVIDERS = (TENSORRT, CUDA)
 # The shared library ONNX Runtime opens for each GPU provider; it links TensorRT's or CUDA's own libraries.
 PROVIDER_LIBRARIES = {TENSORRT: "libonnxruntime_providers_tensorrt.so", CUDA: "libonnxruntime_providers_cuda.so"}
 SHARED_PROVIDER_LIBRARY = "libonnxruntime_providers_shared.so"
@@ -79,8 +78,8 @@ def choose_providers(available: Sequence[str], requested: Sequence[str] = (),
     """
     if not requested:
         chosen = []
-        for provider in (p for p in PROVIDER_PREFERENCE if p in available):
-            error = load_error(provider)
+        for provider in preferred_providers(available):
+            error = None if provider == CPU else load_error(provider)
             if error is None:
                 chosen.append(provider)
             else:

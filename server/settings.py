@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from common.compute import available_cores
 from model_store.manifest import PRECISION_NAMES
 
 BACKENDS = ("onnx", "torchscript")
@@ -30,14 +31,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:  # a host name other than localhost may resolve to anything
         return False
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on (the affinity mask, not the machine's total)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def _flag(value: str) -> bool:

@@ -6,13 +6,13 @@ manifest (input size, normalisation, task, classes, threshold) and ``predict`` o
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 import onnxruntime as ort
 
+from common.compute import available_cores, onnx_providers
 from model_store.manifest import (
     MANIFEST,
     ONNX_FILE,
@@ -25,8 +25,6 @@ from model_store.manifest import (
 from robustness.evaluation.reference import on_reference_path
 
 MODEL_FILE = ONNX_FILE
-PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
-CPU_PROVIDER = "CPUExecutionProvider"
 
 
 @runtime_checkable
@@ -51,21 +49,10 @@ def resolve_entry(path: str | Path) -> Path:
     return entry_dir(path.parent, path.name)
 
 
-def onnx_providers() -> list[str]:
-    """TensorRT and CUDA when this ONNX Runtime build has them, always ending with the CPU."""
-    available = ort.get_available_providers()
-    return [p for p in PREFERRED_PROVIDERS if p in available] + [CPU_PROVIDER]
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def evaluation_threads() -> int:
     """ONNX Runtime's intra-op threads in an evaluation: every usable CPU but one, which the thread that perturbs
     the next inputs keeps busy (on two CPUs: one thread, so inference and perturbation each hold one core)."""
-    return max(1, usable_cpus() - 1)
+    return max(1, available_cores() - 1)
 
 
 def session_options(threads: int | None) -> ort.SessionOptions:

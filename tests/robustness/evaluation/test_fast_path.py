@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
+from common.compute import available_cores
 from robustness.evaluation import EvaluationConfig, evaluate, open_model
-from robustness.evaluation.onnx_model import usable_cpus
 from robustness.evaluation.prefetch import Prefetched
 from robustness.evaluation.reference import on_reference_path, reference_path
 from tests.robustness.evaluation.conftest import CLASSIFIER
@@ -39,7 +39,7 @@ def test_the_lab_gives_onnx_runtime_every_cpu_but_one_and_the_reference_its_defa
     fast = open_model(CLASSIFIER)
     with reference_path():
         reference = open_model(CLASSIFIER)
-    assert fast.session.get_session_options().intra_op_num_threads == max(1, usable_cpus() - 1)
+    assert fast.session.get_session_options().intra_op_num_threads == max(1, available_cores() - 1)
     assert reference.session.get_session_options().intra_op_num_threads == 0  # ONNX Runtime decides
     batch = np.random.default_rng(2).normal(size=(9, 3, *fast.manifest.input_size)).astype(np.float32)
     assert np.array_equal(fast.predict(batch), reference.predict(batch))
