@@ -15,9 +15,9 @@ from models.checkpoint import (
     infer_state_dict_config,
     read_checkpoint,
 )
+from models.factory import build_model
 from models.families import lam_defaults, preset_from_config
 from models.presets import Preset, apply_overrides, get_preset, preset_from_dict
-from models.registry import build_model
 
 
 @dataclass

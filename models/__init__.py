@@ -8,9 +8,9 @@ import models.resnet_csra
 import models.segmenters
 import models.vit_csra  # noqa: F401  (the imports above register the families)
 from models.checkpoint import CheckpointError, infer_config, load_checkpoint, read_state_dict
+from models.factory import build_model, create_model
 from models.families import default_lam, matching_presets, preset_from_config
 from models.presets import PRESETS, Preset, get_preset
-from models.registry import build_model, create_model
 
 __all__ = [
     "PRESETS",

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 from models.checkpoint import CheckpointError, infer_config
+from models.factory import create_model
 from models.families import matching_presets
 from models.presets import PRESETS
-from models.registry import create_model
 
 
 def save_pretrained(preset: str, out: str) -> int:

@@ -15,9 +15,9 @@ import torch
 from export.pipeline import export_entry
 from export.source import ExportSource
 from loadtests.processes import ServerProcess, free_port
+from models.factory import build_model
 from models.presets import get_preset
 from models.pretrained import load_pretrained, weights_path
-from models.registry import build_model
 from tests.conftest import CLASSIFIER, SEGMENTER, SEGMENTER_PRESET, SEGMENTER_SIZE  # noqa: F401  (re-exported)
 
 SOFTMAX_CLASSIFIER = "r18-softmax"  # the same architecture as CLASSIFIER, exported as a single-label model

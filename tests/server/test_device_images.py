@@ -13,9 +13,9 @@ from PIL import Image
 from skimage import data as samples
 
 from common.preprocess import InputNormaliser
+from models.factory import build_model
 from models.presets import get_preset
 from models.pretrained import load_pretrained
-from models.registry import build_model
 from server.device_images import DeviceImageRejectedError, DevicePreparer, default_device, device_decodable
 from server.images import ImageRejectedError, open_untrusted, prepare_image
 from tests.server.conftest import IMAGENET

@@ -1,4 +1,5 @@
-"""``create_model``: build any registered preset, with overrides, carrying its metadata."""
+"""The model factory: ``build_model`` builds the architecture a preset names, ``create_model`` a registered preset
+by name with overrides; both attach the preset as ``model.preset``."""
 
 from __future__ import annotations
 
