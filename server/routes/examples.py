@@ -4,28 +4,36 @@ from __future__ import annotations
 
 from typing import Any
 
-TIMING = {"decode_ms": 1.21, "queue_ms": 0.35, "inference_ms": 11.8, "total_ms": 14.9, "batch_size": 1}
+from common.kinds import Activation, Task
+from server.shapes.common import ErrorBody, Timing
+from server.shapes.inference import PredictResponse, SegmentResponse
+from server.shapes.kserve import RepositoryRow, V2InferResponse, V2ModelMetadata
+from server.shapes.robustness import MultiLabelRobustness, SegmenterRobustness, SingleLabelRobustness
+from server.shapes.schema import json_content
+from server.shapes.status import Health, ModelsResponse, Readiness
 
-PREDICT_EXAMPLE: dict[str, Any] = {
+TIMING: Timing = {"decode_ms": 1.21, "queue_ms": 0.35, "inference_ms": 11.8, "total_ms": 14.9, "batch_size": 1}
+
+PREDICT_EXAMPLE: PredictResponse = {
     "model": "r18",
     "labels": [{"name": "circle", "score": 0.912345}, {"name": "star", "score": 0.633}],
     "threshold": 0.5,
-    "activation": "sigmoid",
+    "activation": Activation.SIGMOID,
     "timing": TIMING,
 }
 
 # A single-label (softmax) classifier: the top_k (default 5) most probable classes; no threshold unless given.
-PREDICT_SOFTMAX_EXAMPLE: dict[str, Any] = {
+PREDICT_SOFTMAX_EXAMPLE: PredictResponse = {
     "model": "resnet50-imagenet",
     "labels": [{"name": "tabby", "score": 0.612}, {"name": "tiger_cat", "score": 0.201},
                {"name": "Egyptian_cat", "score": 0.094}, {"name": "lynx", "score": 0.011},
                {"name": "tiger", "score": 0.004}],
     "threshold": None,
-    "activation": "softmax",
+    "activation": Activation.SOFTMAX,
     "timing": TIMING,
 }
 
-SEGMENT_JSON_EXAMPLE: dict[str, Any] = {
+SEGMENT_JSON_EXAMPLE: SegmentResponse = {
     "model": "seg",
     "size": [480, 640],
     "classes": [
@@ -37,8 +45,8 @@ SEGMENT_JSON_EXAMPLE: dict[str, Any] = {
     "timing": TIMING,
 }
 
-ROBUSTNESS_EXAMPLE: dict[str, Any] = {
-    "model": "r18", "task": "classification", "activation": "sigmoid",
+ROBUSTNESS_EXAMPLE: MultiLabelRobustness = {
+    "model": "r18", "task": Task.CLASSIFICATION, "activation": Activation.SIGMOID,
     "mask_ratio": {"spec": "high", "range": [0.5, 0.6]}, "corruption": None, "n": 2, "seed": 0, "threshold": 0.5,
     "precision": "fp32",
     "clean": {"labels": [{"name": "circle", "score": 0.91}], "scores": {"circle": 0.91, "square": 0.02}},
@@ -61,8 +69,8 @@ ROBUSTNESS_EXAMPLE: dict[str, Any] = {
 }
 
 # The other two report shapes (masks lists shortened to one entry).
-ROBUSTNESS_SOFTMAX_EXAMPLE: dict[str, Any] = {
-    "model": "resnet50-imagenet", "task": "classification", "activation": "softmax",
+ROBUSTNESS_SOFTMAX_EXAMPLE: SingleLabelRobustness = {
+    "model": "resnet50-imagenet", "task": Task.CLASSIFICATION, "activation": Activation.SOFTMAX,
     "mask_ratio": {"spec": "high", "range": [0.5, 0.6]}, "corruption": None, "n": 2, "seed": 0, "threshold": None,
     "precision": "fp32",
     "clean": {"top1": {"name": "tabby", "score": 0.61},
@@ -78,8 +86,8 @@ ROBUSTNESS_SOFTMAX_EXAMPLE: dict[str, Any] = {
     "timing": {**TIMING, "batch_size": 3},
 }
 
-ROBUSTNESS_SEGMENTER_EXAMPLE: dict[str, Any] = {
-    "model": "seg", "task": "segmentation", "activation": "softmax",
+ROBUSTNESS_SEGMENTER_EXAMPLE: SegmenterRobustness = {
+    "model": "seg", "task": Task.SEGMENTATION, "activation": Activation.SOFTMAX,
     "mask_ratio": {"spec": "medium", "range": [0.2, 0.4]}, "corruption": None, "n": 2, "seed": 0, "threshold": None,
     "precision": "fp32",
     "clean": {"classes": [{"id": 0, "name": "background", "fraction": 0.8}, {"id": 4, "name": "star",
@@ -100,24 +108,30 @@ ROBUSTNESS_SEGMENTER_EXAMPLE: dict[str, Any] = {
     "timing": {**TIMING, "batch_size": 3},
 }
 
-# explain=true (the report fields as in ROBUSTNESS_EXAMPLE, shortened here); png_base64 is cut short.
-ROBUSTNESS_EXPLAIN_EXAMPLE: dict[str, Any] = {
-    "model": "demo-classifier", "task": "classification", "activation": "sigmoid",
+# explain=true (the masks list shortened to one entry); png_base64 is cut short.
+ROBUSTNESS_EXPLAIN_EXAMPLE: MultiLabelRobustness = {
+    "model": "demo-classifier", "task": Task.CLASSIFICATION, "activation": Activation.SIGMOID,
     "mask_ratio": {"spec": "b3", "range": [0.2, 0.3]}, "corruption": None, "n": 32, "seed": 0, "threshold": 0.5,
     "precision": "fp32",
+    "clean": {"labels": [{"name": "circle", "score": 0.97}], "scores": {"circle": 0.97, "square": 0.01}},
     "reference": {"source": "clean_prediction", "classes": ["circle"]},
     "warning": None,
     "hole_ratio": {"mean": 0.25, "min": 0.2, "max": 0.3},
     "retention": {"circle": 0.84},
     "mean_retention": 0.84,
+    "score_drop_present": {"mean": 0.12, "per_class": {"circle": 0.12}},
+    "false_positives": {"mean_per_mask": 0.03, "gained": {"square": 1}, "mean_score_rise_absent": 0.02},
+    "jaccard": 0.82, "flips": 6,
+    "masks": [{"index": 0, "hole_ratio": 0.24, "labels": ["circle"], "lost": [], "gained": [], "flips": 0,
+               "jaccard": 1.0, "score_drop_present": 0.04}],
     "saliency": [{"label": "circle", "score": 0.97, "peak": {"x": 52, "y": 101},
                   "png_base64": "iVBORw0KGgoAAAANSUhEUgAAAKAAAACgCAIAAAAErfB6AAA..."}],
     "timing": {**TIMING, "batch_size": 33},
 }
 
 # corruption=fog&severity=3 without mask_ratio: n corrupted copies, no masks (every hole_ratio 0).
-ROBUSTNESS_CORRUPTION_EXAMPLE: dict[str, Any] = {
-    "model": "r18", "task": "classification", "activation": "sigmoid",
+ROBUSTNESS_CORRUPTION_EXAMPLE: MultiLabelRobustness = {
+    "model": "r18", "task": Task.CLASSIFICATION, "activation": Activation.SIGMOID,
     "mask_ratio": None, "corruption": {"name": "fog", "severity": 3}, "n": 2, "seed": 0, "threshold": 0.5,
     "precision": "fp32",
     "clean": {"labels": [{"name": "circle", "score": 0.91}], "scores": {"circle": 0.91, "square": 0.02}},
@@ -138,35 +152,53 @@ ROBUSTNESS_CORRUPTION_EXAMPLE: dict[str, Any] = {
     "timing": {**TIMING, "batch_size": 3},
 }
 
-MODELS_EXAMPLE: dict[str, Any] = {
+_MEASURED_ON = {"cpu": "AMD EPYC 7763 64-Core Processor", "isa": ["avx2"], "onnxruntime": "1.31.1"}
+
+# settings is every server setting but the API key (shortened here).
+MODELS_EXAMPLE: ModelsResponse = {
     "models": [{
-        "name": "r18", "version": "1", "task": "classification", "state": "ready",
-        "class_names": ["circle", "square"], "activation": "sigmoid", "kind": "multi-label classifier",
+        "name": "r18", "version": "1", "task": Task.CLASSIFICATION, "state": "ready",
+        "class_names": ["circle", "square"], "activation": Activation.SIGMOID, "kind": "multi-label classifier",
         "threshold": 0.5,
         "input": {"name": "images", "size": [128, 128], "mean": [0, 0, 0], "std": [1, 1, 1]},
-        "output": {"name": "logits", "kind": "class_logits", "activation": "sigmoid"},
-        "backend": "onnx", "provider": "CPUExecutionProvider", "providers": ["CPUExecutionProvider"],
-        "batching": {"max_batch": 8, "max_delay_ms": 0.0, "queue_size": 64, "timeout_ms": 30000.0,
-                     "buckets": []},
+        "output": {"name": "logits", "kind": "class_logits", "activation": Activation.SIGMOID},
+        "architecture": {"preset": "resnet18-csra-128", "arch": "resnet18_csra", "heads": 1, "lam": 0.1},
         "precision": "int8",
-        "served": {"requested": "auto", "served": "int8", "file": "model.int8.onnx", "status": "accepted",
-                   "reason": "auto: guard-accepted int8 variant for CPUExecutionProvider, 2.41x fp32",
-                   "measures": {"mAP_fp32": 61.2, "mAP": 60.9, "mAP_delta": -0.3, "masked_mAP_delta": -0.4,
-                                "top_label_agreement": 0.93, "images_per_s": 1420.0, "speedup": 2.41}},
+        "files": ["model.int8.onnx", "model.onnx"],
         "variants": [{"precision": "int8", "file": "model.int8.onnx", "status": "accepted", "reason": "",
-                      "measures": {"mAP_delta": -0.3, "masked_mAP_delta": -0.4, "speedup": 2.41}}],
+                      "measures": {"mAP_delta": -0.3, "masked_mAP_delta": -0.4, "speedup": 2.41},
+                      "measured_on": _MEASURED_ON}],
+        "alternates": [],
+        "version_policy": {"latest": {"num_versions": 1}},
+        "loaded_at": 1767225600.0,
+        "backend": "onnx", "provider": "CPUExecutionProvider", "providers": ["CPUExecutionProvider"],
+        "batching": {"max_batch": 8, "max_delay_ms": 0.0, "queue_size": 64, "workers": 1, "timeout_ms": 30000.0,
+                     "buckets": []},
+        "served": {"requested": "auto", "served": "int8", "file": "model.int8.onnx",
+                   "reason": "auto: guard-accepted int8 variant for CPUExecutionProvider, 2.41x fp32",
+                   "status": "accepted",
+                   "measures": {"mAP_fp32": 61.2, "mAP": 60.9, "mAP_delta": -0.3, "masked_mAP_delta": -0.4,
+                                "top_label_agreement": 0.93, "images_per_s": 1420.0, "speedup": 2.41},
+                   "measured_on": _MEASURED_ON},
+        "device_prepare": None,
     }],
     "defaults": {"classification": "r18", "segmentation": None},
+    "settings": {"store": "model_store", "backend": "onnx", "max_batch": 8, "max_delay_ms": 0.0, "queue_size": 64,
+                 "timeout_ms": 30000.0, "api_key_required": False},
 }
 
-V2_METADATA: dict[str, Any] = {
+HEALTH_EXAMPLE: Health = {"status": "ok"}
+
+READY_EXAMPLE: Readiness = {"ready": True, "models": {"r18": "ready"}}
+
+V2_METADATA: V2ModelMetadata = {
     "name": "r18", "versions": ["1"], "platform": "onnxruntime_onnx",
     "inputs": [{"name": "images", "datatype": "FP32", "shape": [-1, 3, 128, 128]}],
     "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}],
-    "parameters": {"task": "classification", "activation": "sigmoid", "output_kind": "class_logits"},
+    "parameters": {"task": Task.CLASSIFICATION, "activation": Activation.SIGMOID, "output_kind": "class_logits"},
 }
 
-REPOSITORY_INDEX: list[dict[str, str]] = [
+REPOSITORY_INDEX: list[RepositoryRow] = [
     {"name": "r18", "version": "2", "state": "READY", "reason": ""},
     {"name": "seg", "version": "", "state": "UNAVAILABLE", "reason": "unloaded"},
 ]
@@ -203,7 +235,7 @@ V2_INFER_REQUEST_SCHEMA: dict[str, Any] = {
 }
 
 # v2 infer always returns the raw logits; apply the activation from the model metadata's parameters.
-V2_INFER_RESPONSE: dict[str, Any] = {
+V2_INFER_RESPONSE: V2InferResponse = {
     "model_name": "r18", "model_version": "1", "id": "42",
     "outputs": [{"name": "logits", "datatype": "FP32", "shape": [1, 10], "data": [0.12, -1.3, 2.2, 0.0, 0.4,
                                                                                    -0.7, 1.1, -2.0, 0.3, 0.9]}],
@@ -211,7 +243,8 @@ V2_INFER_RESPONSE: dict[str, Any] = {
 
 
 def _error(code: str, detail: str) -> dict[str, Any]:
-    return {"content": {"application/json": {"example": {"error": code, "detail": detail}}}}
+    example: ErrorBody = {"error": code, "detail": detail}
+    return json_content(ErrorBody, example=example)
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {

@@ -17,6 +17,8 @@ from server.middleware import MAX_MODEL_NAME_LENGTH
 from server.pipeline import timing
 from server.responses import JSONResponse
 from server.routes.examples import ERRORS, IMAGE_REQUEST_BODY, PREDICT_EXAMPLE, PREDICT_SOFTMAX_EXAMPLE
+from server.shapes.inference import PredictResponse
+from server.shapes.schema import json_content
 
 router = APIRouter(tags=["inference"], dependencies=[Depends(require_api_key)])
 SOFTMAX_TOP_K = 5  # labels returned by a single-label (softmax) classifier when top_k is not given
@@ -43,7 +45,7 @@ def check_finite_scores(scores: np.ndarray, model: str) -> None:
                 "`curl -F file=@photo.jpg 'localhost:8000/predict?top_k=3&scores=true'`\n\n"
                 f"A softmax model answers like `{json.dumps(PREDICT_SOFTMAX_EXAMPLE, separators=(',', ':'))}`.",
     openapi_extra=IMAGE_REQUEST_BODY,
-    responses={200: {"content": {"application/json": {"example": PREDICT_EXAMPLE}}}, **ERRORS},
+    responses={200: json_content(PredictResponse, example=PREDICT_EXAMPLE), **ERRORS},
 )
 async def predict(
     request: Request,

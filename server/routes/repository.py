@@ -15,6 +15,8 @@ from server.errors import ApiError
 from server.repository import ModelRepository, load_parameters
 from server.responses import JSONResponse
 from server.routes.examples import REPOSITORY_INDEX
+from server.shapes.kserve import RepositoryLoaded, RepositoryRow, RepositoryUnloaded
+from server.shapes.schema import json_content
 from server.uploads import read_body
 
 router = APIRouter(prefix="/v2/repository", tags=["model-repository"], dependencies=[Depends(require_api_key)])
@@ -41,7 +43,7 @@ async def json_body(request: Request) -> Any:
 
 
 @router.post("/index", summary="Every model in the store, with its state",
-             responses={200: {"content": {"application/json": {"example": REPOSITORY_INDEX}}}})
+             responses={200: json_content(list[RepositoryRow], example=REPOSITORY_INDEX)})
 async def index(request: Request, repository: RepositoryDep) -> JSONResponse:
     """Triton's index: name, version, state (READY, LOADING, UNAVAILABLE) and reason; ``{"ready": true}`` lists
     only the ready ones."""
@@ -52,7 +54,8 @@ async def index(request: Request, repository: RepositoryDep) -> JSONResponse:
     return JSONResponse(repository.index(ready))
 
 
-@router.post("/models/{model}/load", summary="Load or reload a model from the store, switching when it is warm")
+@router.post("/models/{model}/load", summary="Load or reload a model from the store, switching when it is warm",
+             responses={200: json_content(RepositoryLoaded)})
 async def load(request: Request, repository: RepositoryDep, model: str = ModelName) -> JSONResponse:
     """Read the entry again and serve it once warm; the version served now answers until then, and keeps serving
     if the new one fails (400 ``load_failed`` with the reason). ``{"parameters": {"version": "2"}}`` pins a
@@ -62,7 +65,8 @@ async def load(request: Request, repository: RepositoryDep, model: str = ModelNa
     return JSONResponse({"name": model, "version": manifest.version, "state": "READY"})
 
 
-@router.post("/models/{model}/unload", summary="Stop serving a model and free its memory")
+@router.post("/models/{model}/unload", summary="Stop serving a model and free its memory",
+             responses={200: json_content(RepositoryUnloaded)})
 async def unload(request: Request, repository: RepositoryDep, model: str = ModelName) -> JSONResponse:
     """New requests get 404 at once; those in flight finish; then its sessions are closed."""
     load_parameters(await json_body(request))

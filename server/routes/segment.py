@@ -17,6 +17,8 @@ from server.pipeline import server_timing, timing
 from server.postprocess import overlay_png, palette_png, region_statistics
 from server.responses import JSONResponse
 from server.routes.examples import ERRORS, IMAGE_REQUEST_BODY, SEGMENT_JSON_EXAMPLE
+from server.shapes.inference import SegmentResponse
+from server.shapes.schema import json_schema
 
 router = APIRouter(tags=["inference"], dependencies=[Depends(require_api_key)])
 
@@ -42,7 +44,8 @@ def _render(prepared: PreparedImage, logits, fmt: str, alpha: float, class_names
                 "`curl -F file=@photo.jpg 'localhost:8000/segment?format=json'`",
     openapi_extra=IMAGE_REQUEST_BODY,
     responses={200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}},
-                                 "application/json": {"example": SEGMENT_JSON_EXAMPLE}}}, **ERRORS},
+                                 "application/json": {"schema": json_schema(SegmentResponse),
+                                                      "example": SEGMENT_JSON_EXAMPLE}}}, **ERRORS},
 )
 async def segment(
     request: Request,

@@ -11,13 +11,16 @@ from server.banner import curl_examples
 from server.dependencies import MetricsDep, RegistryDep, SettingsDep, require_api_key
 from server.registry import ModelRegistry
 from server.responses import JSONResponse
-from server.routes.examples import MODELS_EXAMPLE
+from server.routes.examples import HEALTH_EXAMPLE, MODELS_EXAMPLE, READY_EXAMPLE
+from server.shapes.schema import json_content
+from server.shapes.status import Health, IndexResponse, ModelsResponse, NotReady, Readiness
 
 router = APIRouter(tags=["status"])
+NOT_READY = {"description": "still loading (or a model failed)", **json_content(NotReady)}
 protected = APIRouter(tags=["status"], dependencies=[Depends(require_api_key)])
 
 
-@router.get("/", summary="Index: every endpoint with a curl example")
+@router.get("/", summary="Index: every endpoint with a curl example", responses={200: json_content(IndexResponse)})
 async def index(settings: SettingsDep,
                 registry: RegistryDep) -> JSONResponse:
     """The endpoints and how to call them."""
@@ -27,7 +30,7 @@ async def index(settings: SettingsDep,
 
 
 @router.get("/health", summary="Liveness: the process answers",
-            responses={200: {"content": {"application/json": {"example": {"status": "ok"}}}}})
+            responses={200: json_content(Health, example=HEALTH_EXAMPLE)})
 async def health() -> JSONResponse:
     """Always 200 while the process serves HTTP."""
     return JSONResponse({"status": "ok"})
@@ -43,15 +46,14 @@ def readiness(registry: ModelRegistry) -> JSONResponse:
 
 
 @router.get("/ready", summary="Readiness: every model loaded and warmed up",
-            responses={200: {"content": {"application/json": {"example": {"ready": True, "models": {"r18": "ready"}}}}},
-                       503: {"description": "still loading (or a model failed)"}})
+            responses={200: json_content(Readiness, example=READY_EXAMPLE), 503: NOT_READY})
 async def ready(registry: RegistryDep) -> JSONResponse:
     """Ready only when every model is warm."""
     return readiness(registry)
 
 
 @protected.get("/models", summary="Served models: manifests, runtime provider, batching",
-               responses={200: {"content": {"application/json": {"example": MODELS_EXAMPLE}}}})
+               responses={200: json_content(ModelsResponse, example=MODELS_EXAMPLE)})
 async def list_models(registry: RegistryDep,
                       settings: SettingsDep) -> JSONResponse:
     """Every served model with its manifest facts, provider and batch configuration."""

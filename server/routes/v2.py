@@ -21,26 +21,30 @@ from server.kserve import (
 from server.registry import ModelRegistry
 from server.responses import JSONResponse
 from server.routes.examples import V2_INFER_REQUEST, V2_INFER_REQUEST_SCHEMA, V2_INFER_RESPONSE, V2_METADATA
-from server.routes.status import readiness
+from server.routes.status import NOT_READY, readiness
+from server.shapes.kserve import V2InferResponse, V2Live, V2ModelMetadata, V2ModelReady, V2ServerMetadata
+from server.shapes.schema import json_content
+from server.shapes.status import Readiness
 
 router = APIRouter(prefix="/v2", tags=["kserve-v2"])
 models = APIRouter(prefix="/v2", tags=["kserve-v2"], dependencies=[Depends(require_api_key)])
 ModelName = Path(..., description="model name from /v2/models/... or /models", examples=["r18"])
 
 
-@router.get("/health/live", summary="v2 liveness")
+@router.get("/health/live", summary="v2 liveness", responses={200: json_content(V2Live)})
 async def live() -> JSONResponse:
     """200 while the process serves HTTP."""
     return JSONResponse({"live": True})
 
 
-@router.get("/health/ready", summary="v2 readiness: every model warm")
+@router.get("/health/ready", summary="v2 readiness: every model warm",
+            responses={200: json_content(Readiness), 503: NOT_READY})
 async def ready(registry: RegistryDep) -> JSONResponse:
     """200 when every model is warm, else 503."""
     return readiness(registry)
 
 
-@router.get("", summary="v2 server metadata")
+@router.get("", summary="v2 server metadata", responses={200: json_content(V2ServerMetadata)})
 async def server_metadata() -> JSONResponse:
     """Server name, version and supported extensions."""
     return JSONResponse(SERVER_METADATA)
@@ -55,7 +59,7 @@ def _check_version(registry: ModelRegistry, model: str, request: Request) -> Non
 
 
 @models.get("/models/{model}", summary="v2 model metadata: input and output tensors",
-            responses={200: {"content": {"application/json": {"example": V2_METADATA}}}})
+            responses={200: json_content(V2ModelMetadata, example=V2_METADATA)})
 @models.get("/models/{model}/versions/{version}", include_in_schema=False)
 async def metadata(request: Request, registry: RegistryDep, settings: SettingsDep,
                    model: str = ModelName) -> JSONResponse:
@@ -64,7 +68,9 @@ async def metadata(request: Request, registry: RegistryDep, settings: SettingsDe
     return JSONResponse(model_metadata(registry.manifest(model), PLATFORMS[settings.backend]))
 
 
-@models.get("/models/{model}/ready", summary="v2 model readiness")
+@models.get("/models/{model}/ready", summary="v2 model readiness",
+            responses={200: json_content(V2ModelReady),
+                       503: {"description": "the model is loading", **json_content(V2ModelReady)}})
 @models.get("/models/{model}/versions/{version}/ready", include_in_schema=False)
 async def model_ready(request: Request, registry: RegistryDep, model: str = ModelName) -> JSONResponse:
     """200 when the model is warm, 503 while it loads."""
@@ -84,7 +90,7 @@ async def model_ready(request: Request, registry: RegistryDep, model: str = Mode
     openapi_extra={"requestBody": {"required": True, "content": {
         "application/json": {"schema": V2_INFER_REQUEST_SCHEMA, "example": V2_INFER_REQUEST},
         "application/octet-stream": {}}}},
-    responses={200: {"content": {"application/json": {"example": V2_INFER_RESPONSE}}}},
+    responses={200: json_content(V2InferResponse, example=V2_INFER_RESPONSE)},
 )
 @models.post("/models/{model}/versions/{version}/infer", include_in_schema=False)
 async def infer(request: Request, ctx: ContextDep, model: str = ModelName) -> Response:
