@@ -20,8 +20,9 @@ import threading
 import zlib
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -60,8 +61,42 @@ MASK_ATTEMPTS = 20
 MIN_RETRY_BUDGET = 64
 
 
-def parse_ratio(spec: str | Sequence[float]) -> tuple[float, float]:
-    """Turn a bucket name, alias, "a-b" string or (lo, hi) pair into a ratio range (lo, hi].
+class MaskRatioError(ValueError):
+    """A hole-ratio range that is not understood, or that cannot give the masks asked for at that size."""
+
+
+class RatioRange(NamedTuple):
+    """A parsed hole-ratio range (lo, hi]: every mask function takes it as it is, without parsing it again."""
+
+    lo: float
+    hi: float
+
+
+@dataclass(frozen=True)
+class MaskRatio:
+    """A hole-ratio spec as it was given (bucket, alias or "a-b") and the range it names, parsed once."""
+
+    spec: str
+    range: RatioRange
+
+    @classmethod
+    def parse(cls, spec: str) -> MaskRatio:
+        """The spec and its range; MaskRatioError for a spec ``parse_ratio`` refuses."""
+        return cls(spec, parse_ratio(spec))
+
+    def describe(self) -> dict[str, Any]:
+        """The spec and its range as an answer shows them."""
+        return {"spec": self.spec, "range": list(self.range)}
+
+
+def ratio_range(ratio: str | Sequence[float]) -> RatioRange:
+    """A range already parsed as it is, else ``parse_ratio(ratio)``."""
+    return ratio if isinstance(ratio, RatioRange) else parse_ratio(ratio)
+
+
+def parse_ratio(spec: str | Sequence[float]) -> RatioRange:
+    """Turn a bucket name, alias, "a-b" string or (lo, hi) pair into a ratio range (lo, hi]; MaskRatioError if
+    it is not one.
 
     Linear in the length of the spec and refused at once past MAX_RATIO_SPEC_LENGTH characters: the
     range is split at its one separating '-' (one not right after an exponent's 'e') and each side
@@ -69,33 +104,34 @@ def parse_ratio(spec: str | Sequence[float]) -> tuple[float, float]:
     """
     if isinstance(spec, str):
         if len(spec) > MAX_RATIO_SPEC_LENGTH:
-            raise ValueError(
+            raise MaskRatioError(
                 f"mask ratio spec {spec[:12]!r}... is {len(spec):,} characters long; the limit is "
                 f"{MAX_RATIO_SPEC_LENGTH}; expected one of {RATIO_CHOICES}"
             )
         key = spec.strip().lower()
         if key in BUCKETS:
-            return BUCKETS[key]
+            return RatioRange(*BUCKETS[key])
         if key in RATIO_ALIASES:
-            return RATIO_ALIASES[key]
+            return RatioRange(*RATIO_ALIASES[key])
         bounds = _range_bounds(key)
         if bounds is None:
-            raise ValueError(f"mask ratio {spec!r} is not understood; expected one of {RATIO_CHOICES}")
+            raise MaskRatioError(f"mask ratio {spec!r} is not understood; expected one of {RATIO_CHOICES}")
         lo, hi = bounds
     else:
         try:
             lo, hi = (float(v) for v in spec)
         except (TypeError, ValueError):
-            raise ValueError(
+            raise MaskRatioError(
                 f"mask ratio {spec!r} is not understood; expected one of {RATIO_CHOICES} or a (lo, hi) pair"
             ) from None
     if not (math.isfinite(lo) and math.isfinite(hi)):
-        raise ValueError(f"mask ratio range ({lo}, {hi}] must be finite; expected one of {RATIO_CHOICES}")
+        raise MaskRatioError(f"mask ratio range ({lo}, {hi}] must be finite; expected one of {RATIO_CHOICES}")
     if lo >= hi:
-        raise ValueError(f"mask ratio range ({lo}, {hi}] is empty: lo must be below hi")
+        raise MaskRatioError(f"mask ratio range ({lo}, {hi}] is empty: lo must be below hi")
     if lo < 0.0 or hi > 1.0:
-        raise ValueError(f"mask ratio range ({lo}, {hi}] lies outside (0, 1]: bounds must satisfy 0 <= lo < hi <= 1")
-    return lo, hi
+        raise MaskRatioError(
+            f"mask ratio range ({lo}, {hi}] lies outside (0, 1]: bounds must satisfy 0 <= lo < hi <= 1")
+    return RatioRange(lo, hi)
 
 
 def _range_bounds(key: str) -> tuple[float, float] | None:
@@ -118,7 +154,7 @@ def bucket_of(ratio: float) -> str | None:
 
 
 def reachable_counts(h: int, w: int, lo: float, hi: float) -> tuple[int, int]:
-    """Smallest and largest hole pixel count k with lo < k/(h*w) <= hi; ValueError if there is none."""
+    """Smallest and largest hole pixel count k with lo < k/(h*w) <= hi; MaskRatioError if there is none."""
     total = h * w
     k_min = min(max(math.floor(lo * total) + 1, 0), total + 1)
     while k_min > 0 and (k_min - 1) / total > lo:
@@ -131,7 +167,7 @@ def reachable_counts(h: int, w: int, lo: float, hi: float) -> tuple[int, int]:
     while k_max < total and (k_max + 1) / total <= hi:
         k_max += 1
     if k_min > k_max:
-        raise ValueError(
+        raise MaskRatioError(
             f"mask ratio range ({lo}, {hi}] is unreachable for a {h}x{w} mask: "
             f"hole ratios come in steps of 1/{total} and none lies in the range"
         )
@@ -395,8 +431,8 @@ def masks(
     _check_size(h, w)
     _check_seed(seed)
     n, h, w, seed = int(n), int(h), int(w), int(seed)
-    lo, hi = parse_ratio(ratio)
-    check_mask_batch(n, h, w, (lo, hi))
+    lo, hi = parsed = ratio_range(ratio)
+    check_mask_batch(n, h, w, parsed)
     gen = _resolve_generator(generator)
     out = np.empty((n, h, w), dtype=bool)
     seen: set[bytes] = set()
@@ -434,13 +470,14 @@ class MaskCache:
     def __call__(self, n: int, h: int, w: int, ratio: str | Sequence[float], seed: int,
                  generator: str = "irregular") -> np.ndarray:
         """``masks(n, h, w, ratio, seed, generator)``, drawn once and then served from the cache."""
-        key = (int(n), int(h), int(w), parse_ratio(ratio), int(seed), generator)
+        parsed = ratio_range(ratio)
+        key = (int(n), int(h), int(w), parsed, int(seed), generator)
         with self._lock:
             found = self._entries.get(key)
             if found is not None:
                 self._entries.move_to_end(key)
                 return found
-        batch = masks(n, h, w, ratio, seed, generator)  # drawn outside the lock: other requests are not held
+        batch = masks(n, h, w, parsed, seed, generator)  # drawn outside the lock: other requests are not held
         batch.setflags(write=False)
         if batch.nbytes > self.max_bytes:
             return batch
@@ -471,21 +508,21 @@ def distinct_mask_count(h: int, w: int, lo: float, hi: float, cap: int) -> int:
     return count
 
 
-def check_mask_batch(n: int, h: int, w: int, ratio: str | Sequence[float]) -> tuple[float, float]:
+def check_mask_batch(n: int, h: int, w: int, ratio: str | Sequence[float]) -> RatioRange:
     """Refuse, before any drawing, a range that no (h, w) mask can hit or that admits fewer than n distinct masks.
 
     Returns the parsed (lo, hi). Cheap (no mask is drawn), so a server can call it before reading an upload.
     """
-    lo, hi = parse_ratio(ratio)
+    lo, hi = parsed = ratio_range(ratio)
     k_min, k_max = reachable_counts(h, w, lo, hi)
     available = distinct_mask_count(h, w, lo, hi, n)
     if available < n:
-        raise ValueError(
+        raise MaskRatioError(
             f"mask ratio range ({lo}, {hi}] admits only {available} distinct {h}x{w} mask"
             f"{'' if available == 1 else 's'} ({_hole_counts(h, w, k_min, k_max)}), fewer than the {n} requested; "
             f"widen the range or ask for at most {available}"
         )
-    return lo, hi
+    return parsed
 
 
 def _hole_counts(h: int, w: int, k_min: int, k_max: int) -> str:
@@ -493,9 +530,9 @@ def _hole_counts(h: int, w: int, k_min: int, k_max: int) -> str:
     return f"{counts} hole pixels of {h * w}"
 
 
-def _too_narrow(n: int, h: int, w: int, lo: float, hi: float, why: str) -> ValueError:
+def _too_narrow(n: int, h: int, w: int, lo: float, hi: float, why: str) -> MaskRatioError:
     k_min, k_max = reachable_counts(h, w, lo, hi)
-    return ValueError(
+    return MaskRatioError(
         f"mask ratio range ({lo}, {hi}] is too narrow for {n} different {h}x{w} masks "
         f"({_hole_counts(h, w, k_min, k_max)}): {why}; widen the range or ask for fewer masks"
     )

@@ -23,7 +23,7 @@ from common.labels import BACKGROUND, VOID
 from common.preprocess import InputNormaliser
 from common.scores import DIGITS, class_map, class_scores, score_table, top_labels
 from robustness.corruptions import corrupt
-from robustness.masks import cached_masks
+from robustness.masks import RatioRange, cached_masks
 from robustness.metrics import confusion_matrix, iou_per_class, jaccard, mean_iou, pixel_accuracy
 
 SOFTMAX_CLEAN_TOP_K = 5
@@ -285,7 +285,7 @@ def reference_labels(labels: str | None, class_names: Sequence[str], task: str,
     return names
 
 
-def occluded_batch(clean: np.ndarray, ratio: tuple[float, float], n: int,
+def occluded_batch(clean: np.ndarray, ratio: RatioRange, n: int,
                    seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The clean (3, H, W) input followed by n masked copies, (n + 1, 3, H, W), and the (n, H, W) hole masks.
 
@@ -305,7 +305,7 @@ class CorruptionTimeoutError(TimeoutError):
 
 
 def corrupted_batch(clean: np.ndarray, image: np.ndarray, normaliser: InputNormaliser, name: str, severity: int,
-                    n: int, seed: int, ratio: tuple[float, float] | None = None,
+                    n: int, seed: int, ratio: RatioRange | None = None,
                     deadline: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The clean (3, H, W) input followed by n copies of ``image`` (the uint8 (H, W, 3) picture ``clean`` was made
     from) corrupted with seeds seed..seed+n-1 and normalised, with the seeded masks of ``ratio`` on top when given.

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from robustness.masks import cached_masks, parse_ratio
+from robustness.masks import RatioRange, cached_masks
 
 DEVICE_MASK_BYTES = 256 * 1024 * 1024  # keep-masks (bool) held on each device
 
@@ -51,7 +51,7 @@ class DeviceMaskCache:
 device_masks = DeviceMaskCache()
 
 
-def occluded_batch_on(device: str | torch.device, clean: Any, ratio: tuple[float, float], n: int,
+def occluded_batch_on(device: str | torch.device, clean: Any, ratio: RatioRange, n: int,
                       seed: int) -> tuple[torch.Tensor, np.ndarray]:
     """The clean (3, H, W) input followed by its n masked copies, made on ``device``, and the (n, H, W) host holes.
 
@@ -60,7 +60,7 @@ def occluded_batch_on(device: str | torch.device, clean: Any, ratio: tuple[float
     device = torch.device(device)
     height, width = clean.shape[1:]
     holes = cached_masks(n, height, width, ratio, seed)
-    keep = device_masks.keep(holes, (n, height, width, parse_ratio(ratio), seed), device)
+    keep = device_masks.keep(holes, (n, height, width, ratio, seed), device)
     clean_t = torch.from_numpy(clean) if isinstance(clean, np.ndarray) else clean
     clean_t = clean_t.to(device=device, dtype=torch.float32)
     batch = torch.empty((n + 1, *clean_t.shape), dtype=torch.float32, device=device)

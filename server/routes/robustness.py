@@ -17,7 +17,14 @@ from common.kinds import TASKS, Task
 from common.scores import resize_class_map
 from model_store.manifest import PRECISION_NAMES, Manifest
 from robustness.corruptions import CORRUPTIONS, MAX_SEVERITY, MIN_SIDE
-from robustness.masks import MAX_RATIO_SPEC_LENGTH, RATIO_CHOICES, check_mask_batch, parse_ratio
+from robustness.masks import (
+    MAX_RATIO_SPEC_LENGTH,
+    RATIO_CHOICES,
+    MaskRatio,
+    MaskRatioError,
+    RatioRange,
+    check_mask_batch,
+)
 from robustness.occlusion_report import (
     CorruptionTimeoutError,
     LabelsNotSupportedError,
@@ -29,6 +36,7 @@ from robustness.occlusion_report import (
 from robustness.saliency import MIN_SALIENCY_MASKS, explained_classes, saliency_entries
 from server.admission import OverloadedError
 from server.dependencies import ContextDep, require_api_key
+from server.domain_errors import InvalidParameter
 from server.errors import ApiError
 from server.images import PixelReservation, PreparedImage, decode_label_map
 from server.middleware import MAX_MODEL_NAME_LENGTH
@@ -75,8 +83,13 @@ def report_and_saliency(manifest: Manifest, outputs: np.ndarray, holes: np.ndarr
                                     classes, np.asarray(prepared.resized))
 
 
+def mask_ratio_refused(exc: MaskRatioError) -> InvalidParameter:
+    """The one answer to a refused mask ratio, whether refused when parsed or when its masks are drawn."""
+    return InvalidParameter("invalid_parameter", f"mask_ratio: {exc}")
+
+
 def corrupted_copies(prepared: PreparedImage, name: str, severity: int, n: int, seed: int,
-                     ratio: tuple[float, float] | None,
+                     ratio: RatioRange | None,
                      deadline: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``corrupted_batch`` of the input-size image the prepared tensor was made from."""
     return corrupted_batch(prepared.tensor, np.asarray(prepared.resized), prepared.normaliser, name, severity, n,
@@ -208,13 +221,14 @@ async def robustness(
     manifest = pipeline.manifest
     corrupted = check_corruption_params(corruption, severity, manifest.input_size)
     use_masks = mask_ratio is not None or corrupted is None
-    ratio = None
+    masking: MaskRatio | None = None
     if use_masks:
         try:  # before the upload is read: a range no batch of n masks at the model's size can hit is a 422 at once
-            ratio = parse_ratio(mask_ratio or DEFAULT_RATIO)
-            check_mask_batch(n, *manifest.input_size, ratio)
-        except ValueError as exc:
-            raise ApiError(422, "invalid_parameter", f"mask_ratio: {exc}") from None
+            masking = MaskRatio.parse(mask_ratio or DEFAULT_RATIO)
+            check_mask_batch(n, *manifest.input_size, masking.range)
+        except MaskRatioError as exc:
+            raise mask_ratio_refused(exc) from None
+    ratio = masking.range if masking else None
     if explain and not use_masks:
         raise ApiError(422, "invalid_parameter", "explain: saliency is computed from the masked copies, and "
                        "corruption= without mask_ratio= draws no masks; add mask_ratio= (e.g. b3) to explain")
@@ -257,8 +271,8 @@ async def robustness(
                                                                seed, ratio, pipeline.deadline(request))
     except CorruptionTimeoutError:
         raise pipeline.deadline_exceeded() from None
-    except ValueError as exc:  # a range whose masks the generator keeps repeating (bounded redraws)
-        raise ApiError(422, "invalid_parameter", f"mask_ratio: {exc}") from None
+    except MaskRatioError as exc:  # a range whose masks the generator keeps repeating (bounded redraws)
+        raise mask_ratio_refused(exc) from None
     cut = manifest.kind.threshold(manifest.threshold, threshold)
     result = await pipeline.infer(request, batch, exclusive=True)
     del batch
@@ -270,7 +284,7 @@ async def robustness(
         for entry, image in zip(report["masks"], images, strict=True):
             entry["png_base64"] = image
     body = {"model": pipeline.name, "task": manifest.task, "activation": manifest.activation,
-            "mask_ratio": {"spec": mask_ratio or DEFAULT_RATIO, "range": list(ratio)} if ratio else None,
+            "mask_ratio": masking.describe() if masking else None,
             "corruption": {"name": corrupted[0], "severity": corrupted[1]} if corrupted else None,
             "n": n, "seed": seed, "threshold": cut, "precision": pipeline.runner.precision, **report}
     if explain:

@@ -20,6 +20,10 @@ from robustness.masks import (
     MASK_ATTEMPTS,
     MAX_RATIO_SPEC_LENGTH,
     MIN_RETRY_BUDGET,
+    MaskCache,
+    MaskRatio,
+    MaskRatioError,
+    RatioRange,
     apply_mask,
     check_mask_batch,
     distinct_mask_count,
@@ -29,6 +33,7 @@ from robustness.masks import (
     make_shape,
     masks,
     parse_ratio,
+    ratio_range,
     reachable_counts,
     resize_mask,
 )
@@ -77,6 +82,24 @@ def test_parse_ratio_accepts_names_aliases_and_ranges(spec, expected):
 def test_parse_ratio_rejects_bad_specs_with_a_clear_message(spec, message):
     with pytest.raises(ValueError, match=message.replace("|", r"\|").replace("(", r"\(").replace(")", r"\)")):
         parse_ratio(spec)
+
+
+def test_a_spec_is_parsed_once_into_a_range_that_the_mask_functions_take_as_it_is(monkeypatch):
+    asked = MaskRatio.parse("medium")
+    assert asked.describe() == {"spec": "medium", "range": [0.2, 0.4]}
+    assert isinstance(asked.range, RatioRange) and asked.range == (0.2, 0.4) and ratio_range(asked.range) is asked.range
+    parses = []
+    monkeypatch.setattr("robustness.masks.parse_ratio", lambda spec: parses.append(spec) or parse_ratio(spec))
+    assert check_mask_batch(4, 8, 8, asked.range) is asked.range
+    MaskCache(1 << 20)(4, 8, 8, asked.range, seed=0)  # drawn (checked again) and cached: no spec is parsed again
+    assert parses == []
+
+
+@pytest.mark.parametrize("refused", [lambda: MaskRatio.parse("b7"), lambda: check_mask_batch(5, 2, 2, "b3"),
+                                     lambda: masks(2, 4, 4, "0.9-0.91", seed=0)])
+def test_every_refusal_of_a_ratio_is_a_mask_ratio_error(refused):
+    with pytest.raises(MaskRatioError):
+        refused()
 
 
 # The pattern parse_ratio used before issue 12: the same language, but it backtracks (quadratic in the length).
