@@ -52,6 +52,8 @@ from server.routes.examples import (
     ROBUSTNESS_SOFTMAX_EXAMPLE,
     TRUTH_REQUEST_BODY,
 )
+from server.shapes.robustness import RobustnessResponse
+from server.shapes.schema import json_content
 
 router = APIRouter(tags=["robustness"], dependencies=[Depends(require_api_key)])
 MAX_MASKS = 64
@@ -178,13 +180,13 @@ def read_truth(data: bytes, prepared: PreparedImage, num_classes: int, size: tup
                 "`curl -F file=@photo.jpg 'localhost:8000/robustness?corruption=fog&severity=3&n=8'`\n\n"
                 "`curl -F file=@photo.jpg -F truth=@labels.png 'localhost:8000/robustness?model=seg'`",
     openapi_extra=TRUTH_REQUEST_BODY,
-    responses={200: {"content": {"application/json": {"examples": {
+    responses={200: json_content(RobustnessResponse, examples={
         "sigmoid": {"summary": "multi-label classifier with labels=", "value": ROBUSTNESS_EXAMPLE},
         "softmax": {"summary": "single-label classifier", "value": ROBUSTNESS_SOFTMAX_EXAMPLE},
         "segmenter": {"summary": "segmenter with a truth PNG", "value": ROBUSTNESS_SEGMENTER_EXAMPLE},
         "explain": {"summary": "explain=true: saliency of the judged classes", "value": ROBUSTNESS_EXPLAIN_EXAMPLE},
         "corruption": {"summary": "corruption=fog&severity=3, no masks", "value": ROBUSTNESS_CORRUPTION_EXAMPLE},
-    }}}}, **ERRORS},
+    }), **ERRORS},
 )
 async def robustness(
     request: Request,
