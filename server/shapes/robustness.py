@@ -12,7 +12,7 @@ from server.shapes.schema import closed
 
 
 @closed
-class MaskRatio(TypedDict):
+class MaskRatioAsked(TypedDict):
     """The hole-ratio range asked for, as written and as [low, high]."""
 
     spec: str
@@ -58,7 +58,7 @@ class _Request(TypedDict):
     """The request's echo, common to every report."""
 
     model: str
-    mask_ratio: MaskRatio | None
+    mask_ratio: MaskRatioAsked | None
     corruption: Corruption | None
     n: int
     seed: int
