@@ -33,8 +33,9 @@ ONNX_FILE = "model.onnx"  # the fp32 ONNX model every entry has
 TORCHSCRIPT_FILE = "model.pt"  # the TorchScript model, when the entry was exported with it
 
 
-class Precision(enum.Enum):
-    """The numeric precision of an entry's ONNX model; each owns its file name in the entry."""
+class Precision(enum.StrEnum):
+    """The numeric precision of an entry's ONNX model; each owns its file name in the entry. A string enum: it
+    compares equal to the word manifests, flags and query strings spell, and serialises as that word."""
 
     FP32 = "fp32"
     INT8 = "int8"

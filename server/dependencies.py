@@ -13,6 +13,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from model_store.manifest import Precision
 from server.admission import InflightBudget, close_request_ticket
 from server.errors import api_key_error
 from server.evaluations import EvaluationJobs
@@ -44,7 +45,7 @@ class ServerContext:
         """The request pipeline of a served model, by name, whatever its task."""
         return self._pipeline_of(self.registry.runner(name))
 
-    async def pipeline_at(self, pipeline: RequestPipeline, precision: str | None) -> RequestPipeline:
+    async def pipeline_at(self, pipeline: RequestPipeline, precision: Precision | None) -> RequestPipeline:
         """The same model's pipeline at another precision (fp32 or a listed variant); itself for None."""
         if precision is None:
             return pipeline

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from model_store.manifest import Manifest
+from model_store.manifest import Manifest, Precision
 from server.batching import DeadlineExceededError, QueueFullError
 from server.domain_errors import InvalidInput, ServingError
 from server.ipc import (
@@ -48,8 +48,9 @@ from server.ipc import (
     read_message,
     remove_segments,
 )
+from server.precision import Selection
 from server.registry import FAILED, LOADING, READY, ModelRegistry, read_store
-from server.runner import ModelRunner
+from server.runner import ModelRunner, select_artifact
 from server.settings import Settings
 
 log = logging.getLogger("server.front_end")
@@ -76,8 +77,8 @@ class InferenceService:
 
     async def _runner(self, message: dict[str, Any]) -> ModelRunner:
         runner = self.registry.runner(message["model"])
-        if message["precision"] != runner.precision:
-            runner = await self.registry.runner_at(message["model"], message["precision"])
+        if message["precision"] != runner.precision:  # the worker's word, read here once
+            runner = await self.registry.runner_at(message["model"], Precision(message["precision"]))
         return runner
 
     async def infer(self, message: dict[str, Any], maps: dict) -> tuple[dict[str, Any], np.ndarray | None]:
@@ -195,7 +196,7 @@ async def serve_inference(settings: Settings, address: str) -> None:
 class RemoteBackend:
     """A backend whose batches run on the inference process (called from the worker's inference threads)."""
 
-    def __init__(self, clients: ThreadClients, model: str, precision: str, description: dict[str, Any],
+    def __init__(self, clients: ThreadClients, model: str, precision: Precision, description: dict[str, Any],
                  timeout_s: float) -> None:
         self.clients, self.model, self.precision, self.timeout_s = clients, model, precision, timeout_s
         self.kind = description.get("backend", "onnx")
@@ -242,13 +243,16 @@ class RemoteRegistry(ModelRegistry):
         finally:
             client.close()
 
-    def _remote_runner(self, name: str, precision: str | None = None) -> ModelRunner:
-        description = self.remote.get(name, {})
-        served = precision or description.get("precision") or "fp32"
-        backend = RemoteBackend(self.clients, name, served, description, self.settings.timeout_ms / 1000.0)
+    def _remote_runner(self, name: str, selection: Selection | None = None) -> ModelRunner:
+        manifest, description = self.manifests[name], self.remote.get(name, {})
         # the served precision is the inference process's choice (it may have re-checked a variant there)
-        runner = ModelRunner(self.manifests[name], self.settings, None, on_health=self._health,
-                             precision=precision or served, backend=backend)
+        if selection is None:
+            served = Precision(description.get("precision") or Precision.FP32)  # the inference process's word
+            selection = select_artifact(manifest, self.settings, served)
+        backend = RemoteBackend(self.clients, name, selection.precision, description,
+                                self.settings.timeout_ms / 1000.0)
+        runner = ModelRunner(manifest, self.settings, None, on_health=self._health, selection=selection,
+                             backend=backend)
         runner.warm = True  # the inference process warmed the model
         return runner
 
@@ -275,8 +279,8 @@ class RemoteRegistry(ModelRegistry):
             self.runners[name] = runner
             self.states[name] = READY
 
-    def _build_alternate(self, manifest: Manifest, precision: str) -> ModelRunner:
-        return self._remote_runner(manifest.name, precision)
+    def _build_alternate(self, manifest: Manifest, selection: Selection) -> ModelRunner:
+        return self._remote_runner(manifest.name, selection)
 
     async def close(self) -> None:
         """Stop the runners and close the connections to the inference process."""

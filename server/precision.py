@@ -14,7 +14,7 @@ from typing import Any
 from model_store.manifest import TORCHSCRIPT_FILE, Manifest, Precision, Variant
 from server.recheck import MIN_SPEEDUP, Recheck
 from server.runtimes import CPU
-from server.settings import PRECISIONS
+from server.settings import AUTO
 
 FP32_FILE = Precision.FP32.onnx_file
 
@@ -27,13 +27,13 @@ class PrecisionError(ValueError):
 class Selection:
     """The precision and file a model is served from, and why."""
 
-    precision: str
+    precision: Precision
     file: str
     reason: str
     variant: Variant | None = None
     checks: dict[str, Any] | None = None  # the re-check on this machine of the variant considered (Recheck.describe)
 
-    def describe(self, requested: str) -> dict[str, Any]:
+    def describe(self, requested: Precision | str) -> dict[str, Any]:
         """The selection as /models shows it, with the guard's figures of the served variant and the checks made
         on this machine."""
         out: dict[str, Any] = {"requested": requested, "served": self.precision, "file": self.file,
@@ -46,20 +46,20 @@ class Selection:
         return out
 
 
-def preferred_variant(provider: str) -> str:
+def preferred_variant(provider: str) -> Precision:
     """The variant that speeds up this provider: int8 on the CPU, fp16 on CUDA and TensorRT."""
-    return "int8" if provider == CPU else "fp16"
+    return Precision.INT8 if provider == CPU else Precision.FP16
 
 
 def variant_precisions(manifest: Manifest) -> list[str]:
     """Precisions an entry can be run at: fp32 and every variant it lists (accepted or rejected)."""
-    return ["fp32", *(v.precision for v in manifest.variants)]
+    return [Precision.FP32, *(v.precision for v in manifest.variants)]
 
 
-def listed_variant(manifest: Manifest, precision: str) -> Selection:
+def listed_variant(manifest: Manifest, precision: Precision) -> Selection:
     """Any listed variant, accepted or not (for comparisons such as ``/robustness?precision=``)."""
-    if precision == "fp32":
-        return Selection("fp32", FP32_FILE, "requested")
+    if precision == Precision.FP32:
+        return Selection(Precision.FP32, FP32_FILE, "requested")
     variant = manifest.variant(precision)
     if variant is None:
         raise PrecisionError(f"model {manifest.name!r} has no {precision} variant (it has "
@@ -68,20 +68,19 @@ def listed_variant(manifest: Manifest, precision: str) -> Selection:
     return Selection(precision, variant.file, "requested", variant)
 
 
-def select_precision(manifest: Manifest, requested: str, provider: str, backend: str = "onnx") -> Selection:
-    """The artifact to serve for ``--precision`` on ``provider``; PrecisionError for an explicit precision the
-    entry lacks or whose variant the guard rejected."""
-    if requested not in PRECISIONS:
-        raise PrecisionError(f"precision {requested!r} must be one of {', '.join(PRECISIONS)}")
+def select_precision(manifest: Manifest, requested: Precision | str, provider: str,
+                     backend: str = "onnx") -> Selection:
+    """The artifact to serve for ``--precision`` (a Precision, or AUTO) on ``provider``; PrecisionError for an
+    explicit precision the entry lacks or whose variant the guard rejected."""
     if backend != "onnx":
-        if requested in ("int8", "fp16"):
+        if requested in (Precision.INT8, Precision.FP16):
             raise PrecisionError(f"the {backend} backend serves {TORCHSCRIPT_FILE} as exported; {requested} variants "
                                  "are ONNX")
-        return Selection(manifest.precision, TORCHSCRIPT_FILE,
+        return Selection(Precision(manifest.precision), TORCHSCRIPT_FILE,
                          f"the {backend} backend serves {TORCHSCRIPT_FILE} as exported")
-    if requested == "fp32":
-        return Selection("fp32", FP32_FILE, "requested")
-    if requested != "auto":
+    if requested == Precision.FP32:
+        return Selection(Precision.FP32, FP32_FILE, "requested")
+    if requested != AUTO:
         selection = listed_variant(manifest, requested)
         if not selection.variant.accepted:
             raise PrecisionError(f"the {requested} variant of {manifest.name!r} was rejected by the accuracy guard "
@@ -90,17 +89,19 @@ def select_precision(manifest: Manifest, requested: str, provider: str, backend:
     wanted = preferred_variant(provider)
     variant = manifest.variant(wanted)
     if variant is None:
-        return Selection("fp32", FP32_FILE, f"auto: the entry has no {wanted} variant for {provider}")
+        return Selection(Precision.FP32, FP32_FILE, f"auto: the entry has no {wanted} variant for {provider}")
     if not variant.accepted:
-        return Selection("fp32", FP32_FILE, f"auto: the {wanted} variant was rejected by the guard ({variant.reason})")
+        return Selection(Precision.FP32, FP32_FILE,
+                         f"auto: the {wanted} variant was rejected by the guard ({variant.reason})")
     speedup = variant.measures.get("speedup")
     if speedup is not None and speedup <= 1.0 and variant.setup.get("speed_provider") == provider:
-        return Selection("fp32", FP32_FILE, f"auto: the {wanted} variant measured {speedup:.2f}x fp32 on {provider}")
+        return Selection(Precision.FP32, FP32_FILE,
+                         f"auto: the {wanted} variant measured {speedup:.2f}x fp32 on {provider}")
     gain = f", {speedup:.2f}x fp32" if speedup is not None else ""
     return Selection(wanted, variant.file, f"auto: guard-accepted {wanted} variant for {provider}{gain}", variant)
 
 
-def settle(manifest: Manifest, selection: Selection, requested: str, check: Recheck) -> Selection:
+def settle(manifest: Manifest, selection: Selection, requested: Precision | str, check: Recheck) -> Selection:
     """The selection once the variant was re-checked on this machine: unchanged when its verdict was measured on
     one like it; under auto, fp32 when it fails here or is under MIN_SPEEDUP here; PrecisionError for an explicit
     precision that fails here."""
@@ -111,14 +112,15 @@ def settle(manifest: Manifest, selection: Selection, requested: str, check: Rech
         return replace(selection, checks=checks)
     name, precision = manifest.name, variant.precision
     speed = check.figures.get("speedup")
-    if requested != "auto":
+    if requested != AUTO:
         if check.ran and not check.holds:
             raise PrecisionError(f"the {precision} variant of {name!r} {check.summary()}; serve fp32 or re-export "
                                  "on a machine like this one")
         return replace(selection, reason=f"requested; the verdict {check.summary()}", checks=checks)
     if not check.holds:
-        return Selection("fp32", FP32_FILE, f"auto: the {precision} variant {check.summary()}", checks=checks)
+        return Selection(Precision.FP32, FP32_FILE, f"auto: the {precision} variant {check.summary()}",
+                         checks=checks)
     if not check.faster:
-        return Selection("fp32", FP32_FILE, f"auto: the {precision} variant holds on this machine but measured "
+        return Selection(Precision.FP32, FP32_FILE, f"auto: the {precision} variant holds on this machine but measured "
                          f"{speed:.2f}x fp32 here, under the {MIN_SPEEDUP:g}x a variant must earn", checks=checks)
     return replace(selection, reason=f"{selection.reason}; {check.summary()}", checks=checks)

@@ -8,7 +8,7 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from model_store.manifest import Manifest, ManifestError, list_entries, load_manifest
+from model_store.manifest import Manifest, ManifestError, Precision, list_entries, load_manifest
 from server.allocator import trim_malloc
 from server.domain_errors import InvalidInput, InvalidParameter, ModelBroken, NotFound, Unavailable
 from server.precision import FP32_FILE, PrecisionError, Selection, settle
@@ -105,7 +105,7 @@ class ModelRegistry:
                 return opened[chosen.file]
             return open_backend
 
-        fp32 = Selection("fp32", FP32_FILE, "re-check")
+        fp32 = Selection(Precision.FP32, FP32_FILE, "re-check")
         check = recheck(manifest, selection.variant, first_provider(self.settings), opener(fp32), opener(selection))
         settled = settle(manifest, selection, self.settings.precision, check)
         if check.needed:
@@ -194,7 +194,7 @@ class ModelRegistry:
         for runner in [*self.runners.values(), *self.alternates.values()]:
             await runner.stop()
 
-    async def runner_at(self, name: str, precision: str) -> ModelRunner:
+    async def runner_at(self, name: str, precision: Precision) -> ModelRunner:
         """The runner of ``name`` at ``precision`` (fp32 or any variant the entry lists, accepted or rejected): the
         served one, or one loaded on first use and kept while it is among the ``max_alternates`` most recently used
         (the least recently used is evicted and closed); 422 for a precision the entry cannot run at."""
@@ -207,11 +207,11 @@ class ModelRegistry:
                 self.alternates.move_to_end(key)
                 return self.alternates[key]
             manifest = self.manifests[name]
-            loop = asyncio.get_running_loop()
             try:
-                runner = await loop.run_in_executor(None, self._build_alternate, manifest, precision)
+                selection = select_artifact(manifest, self.settings, precision)
             except PrecisionError as exc:
                 raise InvalidParameter("invalid_parameter", f"precision: {exc}") from None
+            runner = await asyncio.get_running_loop().run_in_executor(None, self._build_alternate, manifest, selection)
             runner.start()
             self.alternates[key] = runner
             log.info("model %s also loaded at %s for comparisons", name, precision)
@@ -237,8 +237,8 @@ class ModelRegistry:
         await runner.stop()
         await asyncio.get_running_loop().run_in_executor(None, _release, runner)
 
-    def _build_alternate(self, manifest: Manifest, precision: str) -> ModelRunner:
-        runner = ModelRunner(manifest, self.settings, self.metrics, precision=precision)
+    def _build_alternate(self, manifest: Manifest, selection: Selection) -> ModelRunner:
+        runner = ModelRunner(manifest, self.settings, self.metrics, selection=selection)
         runner.warmup(runs=1)
         return runner
 

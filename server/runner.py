@@ -18,7 +18,7 @@ import onnxruntime as ort
 from PIL import Image
 
 from common.preprocess import InputNormaliser
-from model_store.manifest import TORCHSCRIPT_FILE, Manifest, verified_artifact
+from model_store.manifest import TORCHSCRIPT_FILE, Manifest, Precision, verified_artifact
 from server.batching import (
     BatchObservers,
     BatchPolicy,
@@ -41,7 +41,7 @@ def first_provider(settings: Settings) -> str:
     return choose_providers(ort.get_available_providers(), settings.providers)[0]
 
 
-def select_artifact(manifest: Manifest, settings: Settings, precision: str | None = None) -> Selection:
+def select_artifact(manifest: Manifest, settings: Settings, precision: Precision | None = None) -> Selection:
     """The artifact ``--precision`` (or ``precision``: any listed variant, for comparisons) selects."""
     if precision is not None and settings.backend == "onnx":
         return listed_variant(manifest, precision)
@@ -94,14 +94,14 @@ class ModelRunner:
     """
 
     def __init__(self, manifest: Manifest, settings: Settings, metrics: ServerMetrics | None = None,
-                 on_health: HealthObserver | None = None, precision: str | None = None,
-                 backend: Backend | None = None, selection: Selection | None = None) -> None:
+                 on_health: HealthObserver | None = None, backend: Backend | None = None,
+                 selection: Selection | None = None) -> None:
         self.manifest, self.settings, self.metrics, self.on_health = manifest, settings, metrics, on_health
         self.failures = 0
         self.unhealthy: str | None = None
         self.stopping = threading.Event()
         self.normaliser = InputNormaliser(manifest.input.mean, manifest.input.std)
-        self.selection = selection or select_artifact(manifest, settings, precision)
+        self.selection = selection or select_artifact(manifest, settings)
         self.backend = backend or load_backend(manifest, settings, self.selection)
         self.serving = with_faults(self.backend, settings, self.stopping)  # what served batches run on
         # an HTTP worker's backend whose inference process decodes JPEG uploads on its device
@@ -127,7 +127,7 @@ class ModelRunner:
         return self.manifest.name
 
     @property
-    def precision(self) -> str:
+    def precision(self) -> Precision:
         """The precision this runner serves: fp32, int8 or fp16."""
         return self.selection.precision
 

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from common.compute import available_cores
-from model_store.manifest import PRECISION_NAMES
+from model_store.manifest import PRECISION_NAMES, Precision
 
 BACKENDS = ("onnx", "torchscript")
-PRECISIONS = ("auto", *PRECISION_NAMES)
+AUTO = "auto"  # --precision: the fastest variant the guard accepted for the provider
+PRECISIONS = (AUTO, *PRECISION_NAMES)
 FAULTS = ("", "raise", "hang")  # testing only: every batch raises, or never returns
 CUDNN_SEARCHES = ("HEURISTIC", "EXHAUSTIVE", "DEFAULT")
 SWITCHES = ("auto", "on", "off")
@@ -31,6 +32,11 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:  # a host name other than localhost may resolve to anything
         return False
+
+
+def requested_precision(value: str) -> Precision | str:
+    """A --precision word as the server passes it on: AUTO, or the Precision it names (ValueError for another)."""
+    return AUTO if value == AUTO else Precision(value)
 
 
 def _flag(value: str) -> bool:
@@ -81,8 +87,8 @@ class Settings:
         f"runtime: {' | '.join(BACKENDS)} (torchscript needs model.pt in the entry)",
         check=(lambda v: v in BACKENDS,
                lambda v: f"backend {v!r} must be one of {', '.join(BACKENDS)}"))
-    precision: str = option(
-        "auto", "--precision", str,
+    precision: Precision | str = option(  # a Precision or AUTO once constructed
+        AUTO, "--precision", str,
         "auto | fp32 | int8 | fp16: auto serves the fastest variant the accuracy guard accepted for the provider "
         "(int8 on CPU, fp16 on CUDA/TensorRT), else fp32",
         check=(lambda v: v in PRECISIONS,
@@ -299,8 +305,9 @@ class Settings:
             value = getattr(self, item.name)
             if check is not None and not check[0](value):
                 raise ValueError(check[1](value))
+        object.__setattr__(self, "precision", requested_precision(self.precision))
         checks = [  # the rules that tie two or more fields
-            (self.backend == "onnx" or self.precision in ("auto", "fp32"),
+            (self.backend == "onnx" or self.precision in (AUTO, Precision.FP32),
              f"precision {self.precision} needs the onnx backend (variants are ONNX files)"),
             (0 <= self.grpc_port <= 65535 and self.grpc_port != self.port,
              f"gRPC port {self.grpc_port} must be 0 (off) or lie in 1..65535 and differ from --port {self.port}"),

@@ -7,7 +7,7 @@ import contextlib
 import time
 import weakref
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
@@ -15,7 +15,7 @@ from PIL import Image
 
 from common.kinds import TASKS, Task
 from common.scores import resize_class_map
-from model_store.manifest import PRECISION_NAMES, Manifest
+from model_store.manifest import Manifest, Precision
 from robustness.corruptions import CORRUPTIONS, MAX_SEVERITY, MIN_SIDE
 from robustness.masks import (
     MAX_RATIO_SPEC_LENGTH,
@@ -61,7 +61,6 @@ MAX_LABELS_LENGTH = 4096  # characters of labels=: comma-separated class names
 MAX_CORRUPTION_LENGTH = 32  # characters of corruption=; the longest name has 17
 DEFAULT_RATIO = "high"
 DEFAULT_SEVERITY = 3
-PRECISION_PATTERN = f"^({'|'.join(PRECISION_NAMES)})$"
 
 
 def copy_pngs(prepared: PreparedImage, holes: np.ndarray, fill: np.ndarray, copies: np.ndarray | None) -> list[str]:
@@ -212,10 +211,10 @@ async def robustness(
                                              "only with corruption=)"),
     explain: bool = Query(False, description=f"add RISE saliency heatmaps from the masks (needs masks and n >= "
                                              f"{MIN_SALIENCY_MASKS})"),
-    precision: str | None = Query(None, pattern=PRECISION_PATTERN,
-                                  description="run the copies on this precision of the model: fp32 or a variant "
-                                              "its entry lists (int8, fp16; default: the served one). The same seed "
-                                              "gives the same masks at every precision"),
+    precision: Annotated[Precision | None, Query(description="run the copies on this precision of the model: fp32 "
+                                                             "or a variant its entry lists (int8, fp16; default: "
+                                                             "the served one). The same seed gives the same masks "
+                                                             "at every precision")] = None,
 ) -> JSONResponse:
     """Measure the robustness of one image's prediction to occlusion or corruption."""
     pipeline = await ctx.pipeline_at(ctx.pipeline(model, TASKS, "/robustness"),

@@ -6,9 +6,10 @@ from dataclasses import replace
 
 import pytest
 
-from model_store.manifest import Manifest, Variant, load_manifest
+from model_store.manifest import Manifest, Precision, Variant, load_manifest
 from server.precision import PrecisionError, listed_variant, select_precision
 from server.runtimes import CPU, CUDA, TENSORRT
+from server.settings import AUTO, Settings
 from tests.conftest import CLASSIFIER
 
 
@@ -61,3 +62,13 @@ def test_comparisons_may_run_a_rejected_variant(plain: Manifest) -> None:
     assert listed_variant(rejected, "int8").variant.status == "rejected"
     with pytest.raises(PrecisionError, match="it has fp32, int8"):
         listed_variant(rejected, "fp16")
+
+
+def test_a_precision_is_read_once_where_it_enters_and_passed_on_typed(plain: Manifest) -> None:
+    assert Settings(precision="int8").precision is Precision.INT8 and Settings().precision == AUTO
+    with pytest.raises(ValueError, match="precision 'int4' must be one of auto, fp32, int8, fp16"):
+        Settings(precision="int4")
+    chosen = select_precision(with_variants(plain, INT8), Settings().precision, CPU)
+    assert chosen.precision is Precision.INT8 and chosen.precision == "int8"  # a string enum: JSON says "int8"
+    assert select_precision(plain, Precision.FP32, CPU).precision is Precision.FP32
+    assert listed_variant(with_variants(plain, INT8), Precision.INT8).file == "model.int8.onnx"
