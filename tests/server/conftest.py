@@ -91,11 +91,13 @@ MAIN_FLAGS = ("--max-batch", "8", "--max-delay-ms", "50", "--queue-size", "64", 
               "--max-pixels", str(MAX_PIXELS), "--default-model", CLASSIFIER, "--intra-op-threads", "1",
               "--decode-threads", "2")
 
-# The strict server: TorchScript, an API key, one request in flight plus one queued, a 500 ms "model" and a
-# 750 ms deadline: the running request answers, the queued one gets a 504 (it cannot finish before 2 x 500 ms)
-# and the rest are shed with 503s. The deadline sits halfway, so 250 ms of scheduling jitter changes nothing.
-EXTRA_LATENCY_MS = 500
-TIMEOUT_MS = 750
+# The strict server: TorchScript, an API key, one request in flight plus one queued, a 1 s "model" and a 1.5 s
+# deadline: the running request answers, the queued one gets a 504 (it cannot finish before 2 x 1 s) and the rest
+# are shed with 503s. The deadline sits halfway, so 500 ms of scheduling jitter changes nothing, and the shed
+# requests have 1.5 s to arrive while the queue is still full (750 ms was too little on a loaded 2-core machine:
+# the queued request timed out first, and a shed one took its place).
+EXTRA_LATENCY_MS = 1000
+TIMEOUT_MS = 1500
 STRICT_FLAGS = ("--models", CLASSIFIER, "--backend", "torchscript", "--api-key", API_KEY, "--max-batch", "1",
                 "--max-delay-ms", "0", "--queue-size", "1", "--extra-latency-ms", str(EXTRA_LATENCY_MS),
                 "--timeout-ms", str(TIMEOUT_MS), "--intra-op-threads", "1")

@@ -221,7 +221,7 @@ def idle_strict_batch(strict_server) -> tuple[np.ndarray, str]:
 
 
 def occupy(pool: ThreadPoolExecutor, strict_server, images: np.ndarray, name: str) -> Future:
-    """A call running its 500 ms batch; its future. Its batch ends 250 ms before its 750 ms deadline, which a
+    """A call running its 1 s batch; its future. Its batch ends 500 ms before its 1.5 s deadline, which a
     loaded machine can eat up, so it answers OK or DEADLINE_EXCEEDED."""
     running = pool.submit(strict_infer, strict_server, images, name)
     wait_for(strict_server, "batches_running", 1)
@@ -229,7 +229,7 @@ def occupy(pool: ThreadPoolExecutor, strict_server, images: np.ndarray, name: st
 
 
 def test_shedding_is_resource_exhausted_and_late_answers_deadline_exceeded(strict_server):
-    """The strict server (queue of one, 500 ms batches, 750 ms deadline): one call runs, one waits past its
+    """The strict server (queue of one, 1 s batches, 1.5 s deadline): one call runs, one waits past its
     deadline, the rest are shed at once, as the HTTP route answers 200, 504 and 503."""
     images, name = idle_strict_batch(strict_server)
     with ThreadPoolExecutor(8) as pool:
@@ -238,7 +238,7 @@ def test_shedding_is_resource_exhausted_and_late_answers_deadline_exceeded(stric
         wait_for(strict_server, "queue_depth", 1)
         shed = list(pool.map(lambda _: strict_infer(strict_server, images, name), range(4)))
     assert running.result()[0] in ("OK", "DEADLINE_EXCEEDED")
-    assert waiting.result()[0] == "DEADLINE_EXCEEDED"  # it cannot finish before 1000 ms
+    assert waiting.result()[0] == "DEADLINE_EXCEEDED"  # it cannot finish before 2 s
     assert [code for code, _ in shed] == ["RESOURCE_EXHAUSTED"] * 4
     assert all(seconds < EXTRA_LATENCY_MS / 1000 for code, seconds in shed)
 
@@ -247,7 +247,7 @@ def test_a_client_whose_deadline_passes_leaves_the_queue_and_is_logged_as_gone(s
     images, name = idle_strict_batch(strict_server)
     with ThreadPoolExecutor(2) as pool:
         running = occupy(pool, strict_server, images, name)
-        code, seconds = strict_infer(strict_server, images, name, timeout=0.1)  # queued behind the 500 ms batch
+        code, seconds = strict_infer(strict_server, images, name, timeout=0.1)  # queued behind the 1 s batch
         assert code == "DEADLINE_EXCEEDED" and seconds < 0.4
         wait_for(strict_server, "queue_depth", 0)  # it left the queue before its batch could start
         assert running.result()[0] in ("OK", "DEADLINE_EXCEEDED")
