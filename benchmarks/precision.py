@@ -30,6 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.server import add_load_arguments, command_line, jpeg_payload, parse_size, publish, saturate
+from common.compute import available_cores
 from common.datasets import evaluation_set
 from common.kinds import Task
 from export.pipeline import VariantRequest, add_variants
@@ -39,7 +40,6 @@ from loadtests.processes import ServerProcess
 from loadtests.raw_ceiling import best_raw, raw_layouts
 from model_store.manifest import ONNX_FILE, entry_dir, load_manifest
 from robustness.probe_check import DEFAULT_PROBE_IMAGES
-from server.settings import available_cores
 
 
 def recipe_main(args: argparse.Namespace, command: str) -> int:

@@ -28,10 +28,10 @@ import ray
 from tqdm import tqdm
 
 from benchmarks.server import add_load_arguments, build_store, command_line, jpeg_payload, publish
+from common.compute import available_cores
 from loadtests.processes import RayServeProcess, ServerProcess, session_cpu
 from model_store.manifest import entry_dir, load_manifest
 from server.ray import REPLICA_HEADER
-from server.settings import available_cores
 
 
 def process_name(pid: int) -> str:

@@ -43,6 +43,7 @@ from skimage import data as samples
 from starlette.responses import JSONResponse as StarletteJSONResponse
 from tqdm import tqdm
 
+from common.compute import available_cores
 from common.kinds import Activation, Task
 from common.preprocess import InputNormaliser, resize_to_input
 from common.scores import class_scores, score_table, top_labels
@@ -50,7 +51,6 @@ from robustness.masks import masks
 from robustness.occlusion_report import occlusion_report
 from server.images import EXIF_ORIENTATION, decode_image, open_untrusted, prepare_image
 from server.responses import JSONResponse, dumps
-from server.settings import available_cores
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 MAX_PIXELS = 50_000_000

@@ -39,12 +39,12 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from common.compute import available_cores
 from common.kinds import Task
 from loadtests.processes import ServerProcess
 from model_store.manifest import entry_dir, load_manifest
 from robustness.masks import parse_ratio
 from robustness.saliency import MIN_SALIENCY_MASKS
-from server.settings import available_cores
 from training.datasets.scenes import SCENE_CONFIGS, render_scene
 
 HEADERS = {"Content-Type": "image/jpeg"}

@@ -35,11 +35,11 @@ import onnxruntime as ort
 from PIL import Image
 from tqdm import tqdm
 
+from common.compute import available_cores
 from export.random_weights import export_random
 from loadtests.processes import ServerProcess
 from loadtests.raw_ceiling import BoundSession, Throughput, best_raw, raw_layouts
 from model_store.manifest import ONNX_FILE, Manifest, entry_dir, load_manifest
-from server.settings import available_cores
 
 
 def build_store(preset: str, name: str, folder: Path) -> Path:

@@ -7,7 +7,6 @@ import os
 from collections.abc import Collection
 
 TENSORRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
-PROVIDER_PREFERENCE = (TENSORRT, CUDA, CPU)
 GPU_PROVIDERS = (TENSORRT, CUDA)
 
 

@@ -20,13 +20,13 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from common.compute import onnx_providers
 from common.datasets import EvalSet
 from common.kinds import Task
 from model_store.machine import machine_record
 from model_store.manifest import ACCEPTED, ONNX_FILE, REJECTED, Manifest, verified_artifact
 from robustness.evaluation import EvaluationConfig, OnnxModel, evaluate
 from robustness.evaluation.conditions import OCCLUSION, Condition
-from robustness.evaluation.onnx_model import onnx_providers
 
 HIGH_BUCKET = "b6"
 DEFAULT_TOLERANCE = 0.5

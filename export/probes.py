@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from common.compute import onnx_providers
 from common.datasets import EvalSet
 from common.kinds import Task
 from common.scores import resize_class_map
 from model_store.manifest import ONNX_FILE, FileRecord, Manifest, ProbeSet, verified_artifact
 from robustness.evaluation.conditions import InputBuilder
-from robustness.evaluation.onnx_model import onnx_providers
 from robustness.probe_check import DEFAULT_PROBE_IMAGES, PROBE_FILES, probe_figures, read_probes
 
 PROBE_BATCH = 8

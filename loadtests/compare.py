@@ -18,6 +18,7 @@ import onnxruntime as ort
 import torch
 from PIL import Image
 
+from common.compute import available_cores
 from common.kinds import Task
 from common.preprocess import InputNormaliser, resize_to_input
 from export.random_weights import export_random
@@ -27,7 +28,6 @@ from loadtests.payloads import build_payloads
 from loadtests.processes import ServerProcess, TorchServeProcess
 from loadtests.raw_ceiling import best_raw, raw_layouts
 from model_store.manifest import ONNX_FILE, ManifestError, entry_dir, load_manifest
-from server.settings import available_cores
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from server.settings import available_cores
+from common.compute import available_cores
 
 
 def free_port() -> int:

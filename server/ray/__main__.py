@@ -23,9 +23,9 @@ from ray import serve
 from ray._private import ray_constants
 from ray.serve.schema import ServeDeploySchema
 
+from common.compute import available_cores
 from server.ray import DEPLOYMENT, application, settings_from_args
 from server.registry import read_store
-from server.settings import available_cores
 
 
 def build_parser() -> argparse.ArgumentParser:
