@@ -237,6 +237,7 @@ def test_slow_corruptions_side_by_side_leave_the_server_answering(explain_server
             answers.append(post(own, model=CLASSIFIER, corruption="brightness", severity=1, n=64).status_code)
 
     workers = [threading.Thread(target=slow) for _ in range(3)]
+    started = time.perf_counter()
     for worker in workers:
         worker.start()
     try:
@@ -248,7 +249,10 @@ def test_slow_corruptions_side_by_side_leave_the_server_answering(explain_server
     finally:
         for worker in workers:
             worker.join(120)
-    assert quick.status_code == 200 and seconds < 1.0, seconds
+    slow_seconds = time.perf_counter() - started
+    # It may wait for the one forward pass under way (a /robustness stack runs as one batch: about a third of the
+    # three requests' time), never behind a second: a loaded machine slows both alike, so the bound is relative.
+    assert quick.status_code == 200 and seconds < 0.5 * slow_seconds, (seconds, slow_seconds)
     assert busy, "the corruption requests finished before /predict was asked: the test proves nothing"
     assert answers == [200, 200, 200]
 
