@@ -49,11 +49,6 @@ class ModelKind(enum.Enum):
         return Task.SEGMENTATION if self is ModelKind.SEGMENTER else Task.CLASSIFICATION
 
     @property
-    def activation(self) -> Activation:
-        """The activation that turns this kind's logits into scores."""
-        return Activation.SIGMOID if self is ModelKind.MULTI_LABEL else Activation.SOFTMAX
-
-    @property
     def thresholded(self) -> bool:
         """Whether a score threshold decides this kind's labels (multi-label only)."""
         return self is ModelKind.MULTI_LABEL
