@@ -13,7 +13,7 @@ speed differ across CPUs.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,22 +61,25 @@ class AgreementRecorder:
         return out
 
 
-def images_per_second(manifest: Manifest, filename: str, seconds: float = 2.0, rounds: int = 2,
-                      batch: int = SPEED_BATCH) -> tuple[float, str]:
-    """Best of ``rounds`` timed windows of batch-``batch`` inference on zeros, and the provider that ran them."""
-    session = ort.InferenceSession(str(verified_artifact(manifest, filename)), providers=onnx_providers())
+def images_per_second(manifest: Manifest, filenames: Sequence[str], seconds: float = 1.5, rounds: int = 3,
+                      batch: int = SPEED_BATCH) -> tuple[dict[str, float], str]:
+    """Each file's best images/s over ``rounds`` timed windows of batch-``batch`` inference on zeros, the files'
+    windows taking turns so that a change of load falls on all of them alike; and the provider that ran them."""
+    sessions = {name: ort.InferenceSession(str(verified_artifact(manifest, name)), providers=onnx_providers())
+                for name in dict.fromkeys(filenames)}
     height, width = manifest.input_size
-    images = np.zeros((batch, 3, height, width), dtype=np.float32)
-    feed = {manifest.input.name: images}
-    session.run(None, feed)
-    best = 0.0
+    feed = {manifest.input.name: np.zeros((batch, 3, height, width), dtype=np.float32)}
+    for session in sessions.values():
+        session.run(None, feed)
+    best = dict.fromkeys(sessions, 0.0)
     for _ in range(rounds):
-        done, start = 0, time.perf_counter()
-        while (elapsed := time.perf_counter() - start) < seconds or done == 0:
-            session.run(None, feed)
-            done += batch
-        best = max(best, done / elapsed)
-    return best, session.get_providers()[0]
+        for name, session in sessions.items():
+            done, start = 0, time.perf_counter()
+            while (elapsed := time.perf_counter() - start) < seconds or done == 0:
+                session.run(None, feed)
+                done += batch
+            best[name] = max(best[name], done / elapsed)
+    return best, next(iter(sessions.values())).get_providers()[0]
 
 
 def _value(report: dict, label: str, key: str, metric: str) -> float | None:
@@ -122,7 +125,8 @@ def guard_variants(manifest: Manifest, files: Mapping[str, str], eval_set: EvalS
     report = evaluate([reference, *candidates.values()], eval_set, config, progress=progress)
     differences = {c["other"]: c["conditions"] for c in report["comparisons"]}
     reference_top = np.concatenate(reference.top)
-    fp32_speed, provider = images_per_second(manifest, ONNX_FILE)
+    speeds, provider = images_per_second(manifest, [ONNX_FILE, *files.values()])
+    fp32_speed = speeds[ONNX_FILE]
     setup = {"guard_data": str(eval_set.root), "guard_split": "test", "guard_images": report["dataset"]["images"],
              "masked_bucket": HIGH_BUCKET, "tolerance": tolerance,
              "gated_on": [f"{p}{m}" for m in GUARD_METRICS[manifest.task] for p in ("", "masked_")
@@ -135,7 +139,7 @@ def guard_variants(manifest: Manifest, files: Mapping[str, str], eval_set: EvalS
                                      gate_masked)
         agreement = float(np.mean(reference_top == np.concatenate(candidate.top)))
         measures["top_label_agreement" if manifest.task == Task.CLASSIFICATION else "pixel_agreement"] = agreement
-        speed, _ = images_per_second(manifest, files[precision])
+        speed = speeds[files[precision]]
         measures |= {"images_per_s": speed, "fp32_images_per_s": fp32_speed, "speedup": speed / fp32_speed}
         verdicts[precision] = Verdict(REJECTED if reasons else ACCEPTED, "; ".join(reasons), measures, dict(setup),
                                       dict(machine))

@@ -1,9 +1,10 @@
 """Which artifact serves a model: ``model.onnx`` (fp32) or a lower-precision variant the accuracy guard accepted.
 
-``auto`` picks the fastest accepted variant for the provider that will run it: INT8 on the CPU (VNNI kernels),
-FP16 on CUDA or TensorRT. A variant measured slower than fp32 on that same provider is passed over. When the guard
-judged the variant on a machine unlike this one, ``settle`` applies the re-check made here (``server.recheck``):
-auto serves the variant only if it holds and is faster here, and an explicit precision that fails it is refused.
+``auto`` picks the accepted variant that should speed up the provider that will run it: INT8 on the CPU, FP16 on
+CUDA or TensorRT. ``settle`` then decides with what was measured on a machine like this one: the guard's own timing
+when the verdict was measured here, else the re-check made at load (``server.recheck``). Under auto the variant is
+served only if it holds and is at least ``MIN_SPEEDUP`` times as fast as fp32; an explicit precision that fails the
+re-check is refused.
 """
 
 from __future__ import annotations
@@ -94,23 +95,25 @@ def select_precision(manifest: Manifest, requested: Precision | str, provider: s
         return Selection(Precision.FP32, FP32_FILE,
                          f"auto: the {wanted} variant was rejected by the guard ({variant.reason})")
     speedup = variant.measures.get("speedup")
-    if speedup is not None and speedup <= 1.0 and variant.setup.get("speed_provider") == provider:
-        return Selection(Precision.FP32, FP32_FILE,
-                         f"auto: the {wanted} variant measured {speedup:.2f}x fp32 on {provider}")
     gain = f", {speedup:.2f}x fp32" if speedup is not None else ""
     return Selection(wanted, variant.file, f"auto: guard-accepted {wanted} variant for {provider}{gain}", variant)
 
 
 def settle(manifest: Manifest, selection: Selection, requested: Precision | str, check: Recheck) -> Selection:
     """The selection once the variant was re-checked on this machine: unchanged when its verdict was measured on
-    one like it; under auto, fp32 when it fails here or is under MIN_SPEEDUP here; PrecisionError for an explicit
-    precision that fails here."""
+    one like it; under auto, fp32 when it fails here or is under MIN_SPEEDUP here (by the guard's timing when that
+    was made on a machine like this one); PrecisionError for an explicit precision that fails here."""
     variant = selection.variant
     assert variant is not None
     checks = check.describe()
-    if not check.needed:
-        return replace(selection, checks=checks)
     name, precision = manifest.name, variant.precision
+    if not check.needed:
+        speed = variant.measures.get("speedup")
+        if requested == AUTO and speed is not None and speed < MIN_SPEEDUP:
+            return Selection(Precision.FP32, FP32_FILE, f"auto: the guard timed the {precision} variant at "
+                             f"{speed:.2f}x fp32 on a machine like this one, under the {MIN_SPEEDUP:g}x a variant "
+                             "must earn", checks=checks)
+        return replace(selection, checks=checks)
     speed = check.figures.get("speedup")
     if requested != AUTO:
         if check.ran and not check.holds:

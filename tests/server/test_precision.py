@@ -2,12 +2,15 @@
 precision the entry cannot honour fails that model with the reason; /robustness?precision= compares precisions on
 the same masks.
 
-Two entries of one fine-tuned classifier: ``ok`` (INT8 judged with a tolerance of 100 points: accepted) and
-``strict`` (a tolerance of -100, a gain no variant can show: rejected). Both verdicts are real guard runs.
+Entries of one fine-tuned classifier: ``ok`` (INT8 judged with a tolerance of 100 points: accepted) and
+``strict`` (a tolerance of -100, a gain no variant can show: rejected). Both verdicts are real guard runs. How much
+faster INT8 runs depends on the CPU and its load, so the guard's timing is pinned: ``ok`` records 2.0x fp32 and
+``slow`` (a copy of ``ok``) 1.2x, under the 1.5x auto asks of a variant.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -41,7 +44,18 @@ def precision_store(fine_tuned: FineTuned, tmp_path_factory: pytest.TempPathFact
               "guard_images": 24}
     add_variants(store / "ok" / "1", VariantRequest(("int8",), tolerance=100.0, **common), progress=False)
     add_variants(store / "strict" / "1", VariantRequest(("int8",), tolerance=-100.0, **common), progress=False)
+    shutil.copytree(store / "ok", store / "slow")
+    pin_speedup(store / "ok" / "1", "ok", 2.0)
+    pin_speedup(store / "slow" / "1", "slow", 1.2)
     return store
+
+
+def pin_speedup(entry: Path, name: str, speedup: float) -> None:
+    """Record ``speedup`` as the guard's INT8 timing (and ``name`` as the entry's)."""
+    document = json.loads((entry / "manifest.json").read_text())
+    document["name"] = name
+    document["variants"][0]["measures"]["speedup"] = speedup
+    (entry / "manifest.json").write_text(json.dumps(document))
 
 
 def settled(live: LiveServer, seconds: float = 120) -> None:
@@ -82,6 +96,14 @@ def test_auto_serves_the_accepted_int8_variant_and_shows_its_figures(client: htt
     assert "CPUExecutionProvider" in ok["served"]["reason"]
     assert {"mAP_delta", "masked_mAP_delta", "top_label_agreement", "speedup"} <= set(ok["served"]["measures"])
     assert [v["precision"] for v in ok["variants"]] == ["int8"]
+
+
+def test_auto_serves_fp32_when_the_guard_timed_int8_under_the_speed_bar(client: httpx.Client) -> None:
+    slow = describe(client, "slow")
+    assert slow["precision"] == "fp32" and slow["served"]["file"] == "model.onnx"
+    assert slow["served"]["reason"] == ("auto: the guard timed the int8 variant at 1.20x fp32 on a machine like this "
+                                        "one, under the 1.5x a variant must earn")
+    assert slow["served"]["checks"]["needed"] is False
 
 
 def test_auto_falls_back_to_fp32_when_the_guard_rejected_int8(client: httpx.Client) -> None:
