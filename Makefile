@@ -21,8 +21,8 @@ SUDO := $(shell test "$$(id -u)" = 0 || echo sudo)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --progress-bar off -e ".[test]"
-	$(PY) -m pip install --quiet --progress-bar off --no-deps $$($(PY) -c 'import tomllib; \
+	$(PY) -m pip install --quiet --progress-bar off --no-compile -e ".[test]"
+	$(PY) -m pip install --quiet --progress-bar off --no-compile --no-deps $$($(PY) -c 'import tomllib; \
 		print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["tool"]["occlusion-serve"]["no-deps"]))')
 	@touch $(STAMP)
 

@@ -37,6 +37,7 @@ from server.runtimes import OnnxBackend
 
 EMULATED_CPU = "Haswell"
 HASWELL_FLAGS = ("avx2", "fma")  # the kernel-relevant flags QEMU's Haswell model reports (model_store.machine)
+VNNI_FLAGS = ("avx2", "avx512bw", "avx512f", "avx512vl", "avx512_vnni", "fma")
 
 
 def recipe_file(recipe: str) -> str:
@@ -156,8 +157,10 @@ def markdown(command: str, results: dict[str, dict[str, Any]], recipes: Sequence
                              f"{m[metric]:.2f} | {_f(m[metric + '_delta'])} [{_f(m[metric + '_delta_ci_low'])}, "
                              f"{_f(m[metric + '_delta_ci_high'])}] | {agree:.3f} | "
                              f"{run['recipes'][recipe]['status']} | {speed} |")
-    lines += ["", "The start-up re-check (`server/recheck.py`) on this CPU, for a verdict that claims an AVX2-only "
-              f"machine; {threads} intra-op threads, probe files read and both sessions opened inside the time. "
+    claimed = claimed_machine(machine_record(ort.__version__, "CPUExecutionProvider"))
+    lines += ["", "The start-up re-check (`server/recheck.py`) on this CPU, for a verdict that claims "
+              f"{claimed['cpu']} (ISA level `{claimed['isa']}`); {threads} intra-op threads, probe files read and both "
+              "sessions opened inside the time. "
               "`AVX2 estimate` is what the same check computes from the emulated AVX2 probe outputs (the guard's "
               "delta shifted by the probe delta's move), next to the AVX2 guard's own delta.", "",
               "| model | recipe | probe delta here | probe delta AVX2 | AVX2 estimate | AVX2 guard | check here | "
@@ -180,13 +183,21 @@ def markdown(command: str, results: dict[str, dict[str, Any]], recipes: Sequence
     return "\n".join(lines)
 
 
+def claimed_machine(here: dict[str, Any]) -> dict[str, Any]:
+    """The machine the start-up checks' verdicts claim: an AVX2-only CPU, or a VNNI one where this CPU is AVX2-only
+    (a verdict claiming this machine's own record would need no check)."""
+    if isa_record(HASWELL_FLAGS)["isa"] != here["isa"]:
+        return {**isa_record(HASWELL_FLAGS), "cpu": "an AVX2-only CPU (claimed)"}
+    return {**isa_record(VNNI_FLAGS), "cpu": "an AVX-512 VNNI CPU (claimed)"}
+
+
 def run(store: Path, models: Sequence[str], recipes: Sequence[str], data: dict[str, tuple[Path, Path]],
         calib_images: int, guard_images: int, probe_images: int, emulate: Sequence[str], threads: int,
         command: str) -> str:
     """The whole measurement in one run, as Markdown."""
     with tempfile.TemporaryDirectory(prefix="bench-recipes-") as tmp:
         results = measure(store, models, recipes, data, Path(tmp), calib_images, guard_images, probe_images, emulate)
-        claimed = {**isa_record(HASWELL_FLAGS), "cpu": "an AVX2-only CPU (claimed)"}
+        claimed = claimed_machine(machine_record(ort.__version__, "CPUExecutionProvider"))
         checks = {(model, recipe): startup_check(result["entry"], recipe, result["native"], claimed, threads)
                   for model, result in results.items() for recipe in recipes}
     return markdown(command, results, recipes, checks, threads)

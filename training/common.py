@@ -105,7 +105,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="torch intra-op threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu",
-                        help="cpu, cuda, cuda:N or auto (CUDA when present); on CUDA: bf16 autocast, channels_last")
+                        help="cpu, cuda, cuda:N or auto (CUDA when present); on CUDA: bf16 autocast")
     parser.add_argument("--pool", metavar="DIR",
                         help="with --stream: read the streamed scenes from a pre-rendered uint8 pool under DIR "
                              "(rendered once, shared by runs with the same seed and stream)")
@@ -125,18 +125,14 @@ def resolve_device(name: str) -> torch.device:
 
 
 def to_device(model: nn.Module, device: torch.device) -> nn.Module:
-    """The model on ``device``; channels_last on CUDA (faster convolutions under bf16)."""
-    model.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-    return model
+    """The model on ``device`` in channels_last memory (faster convolutions: under bf16 on CUDA, and oneDNN's on
+    the CPU, where an MSL step of the demo classifier takes 0.74x the time)."""
+    return model.to(device, memory_format=torch.channels_last)
 
 
 def batch_to(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A batch of images on ``device`` (channels_last on CUDA)."""
-    if device.type == "cuda":
-        return images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-    return images.to(device)
+    """A batch of images on ``device`` in channels_last memory (see ``to_device``)."""
+    return images.to(device, non_blocking=device.type == "cuda").contiguous(memory_format=torch.channels_last)
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
