@@ -5,11 +5,13 @@ A batch is flushed when it holds ``max_batch`` images or when its first request 
 queued while the model was busy. With ``buckets`` every batch is padded to the smallest bucket size that holds
 it (a GPU runtime then meets only shapes it was warmed up on); the padded rows never reach an answer. A batch
 only holds inputs of one shape: a request of another shape waits, oldest first, for
-the next batch. A request of more than ``max_batch`` images runs alone, in chunks of ``max_batch``. The
-queue is bounded: a full queue refuses at once (the caller answers 503). Each
-request may carry a deadline; a request past it is answered with ``DeadlineExceededError`` (504) and is
-dropped from the queue if it has not started. Inference runs in an executor, so the event loop stays
-free; at most ``concurrency`` batches of one model run at the same time.
+the next batch. A request of more than ``max_batch`` images runs alone, in chunks of ``max_batch``.
+Ordinary requests waiting behind an exclusive stack (a ``/robustness`` batch of n copies) run first, at most
+``PASSES_PER_STACK`` batches of them per stack, so a single image never waits for several stacks queued just before
+it, and a stack never waits for ever. The queue is bounded: a full queue refuses at once (the caller answers 503).
+Each request may carry a deadline; a request past it is answered with ``DeadlineExceededError`` (504) and is
+dropped from the queue if it has not started. Inference runs in an executor, so the event loop stays free; at most
+``concurrency`` batches of one model run at the same time.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+PASSES_PER_STACK = 4  # ordinary batches that may run ahead of one waiting exclusive stack
 
 
 class QueueFullError(RuntimeError):
@@ -51,6 +55,7 @@ class _Pending:
     submitted: float
     deadline: float | None
     exclusive: bool
+    passed: int = 0  # ordinary batches that have run ahead of this exclusive stack while it waited
     size: int = field(init=False)
     shape: tuple[int, ...] = field(init=False)
 
@@ -225,9 +230,34 @@ class MicroBatcher:
             self._report_depth()
         return None
 
+    def _waiting_ordinary(self) -> _Pending | None:
+        """The oldest live ordinary (not exclusive) request already waiting, taken out of line; queued requests
+        looked at before it are set aside, in order."""
+        for item in self._set_aside:
+            if not item.exclusive and item.live():
+                self._set_aside.remove(item)
+                return item
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return None
+            if not item.live():
+                self._report_depth()
+            elif not item.exclusive:
+                return item
+            else:
+                self._set_aside.append(item)
+
     async def _collect(self) -> list[_Pending]:
         first = self._first_set_aside() or await self._from_queue(None)
         assert first is not None
+        if first.exclusive and first.passed < PASSES_PER_STACK:
+            ordinary = self._waiting_ordinary()
+            if ordinary is not None:  # ordinary requests go first; the stack waits a bounded number of batches
+                first.passed += 1
+                self._set_aside.appendleft(first)
+                first = ordinary
         batch, count = [first], first.size
         if first.exclusive:
             return batch

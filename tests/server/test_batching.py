@@ -11,7 +11,14 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from server.batching import BatchObservers, BatchPolicy, DeadlineExceededError, MicroBatcher, QueueFullError
+from server.batching import (
+    PASSES_PER_STACK,
+    BatchObservers,
+    BatchPolicy,
+    DeadlineExceededError,
+    MicroBatcher,
+    QueueFullError,
+)
 
 
 class RecordingModel:
@@ -103,6 +110,36 @@ def test_exclusive_stacks_run_alone():
 
     results = run(with_batcher(model, body, max_batch=8))
     assert sorted(model.sizes) == [1, 1, 3] and results[1].batch_size == 3
+
+
+class FirstValues(RecordingModel):
+    """Also remembers the first value of every batch, which names the request that opened it."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(delay)
+        self.firsts: list[float] = []
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        self.firsts.append(float(images[0, 0, 0, 0]))
+        return super().__call__(images)
+
+
+def test_ordinary_requests_queued_behind_stacks_run_first_and_a_stack_waits_at_most_four_batches():
+    assert PASSES_PER_STACK == 4
+    model = FirstValues(delay=0.05)
+
+    async def body(batcher):
+        running = asyncio.ensure_future(batcher.submit(stack(100, n=3), exclusive=True))
+        await asyncio.sleep(0.01)  # the first stack is running
+        waiting = [asyncio.ensure_future(batcher.submit(stack(200 + k, n=3), exclusive=True)) for k in range(2)]
+        await asyncio.sleep(0)
+        singles = [asyncio.ensure_future(batcher.submit(stack(k, n=3))) for k in range(6)]  # one per batch
+        return await asyncio.gather(running, *waiting, *singles)
+
+    results = run(with_batcher(model, body, max_batch=3, max_delay=0.0))
+    # four ordinary batches pass the first waiting stack, then it runs; the second lets the two left go first
+    assert model.firsts == [100, 0, 1, 2, 3, 200, 4, 5, 201]
+    assert [r.outputs[0, 0, 0, 0] for r in results] == [200, 400, 402, 0, 2, 4, 6, 8, 10]
 
 
 def test_full_queue_refuses_immediately():
