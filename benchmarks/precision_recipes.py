@@ -29,15 +29,14 @@ from common.datasets import evaluation_set
 from export.guard import DEFAULT_TOLERANCE, guard_variants
 from export.probes import variant_probe_figures, write_probes
 from export.variants import INT8_RECIPES, calibration_files, prepared_inputs, quantize_int8
-from model_store.machine import isa_record, machine_record
+from model_store.machine import AVX2_ONLY_FLAGS, isa_record, machine_record, unlike
 from model_store.manifest import ONNX_FILE, FileRecord, Variant, entry_dir, load_manifest, write_manifest
 from robustness.probe_check import DEFAULT_PROBE_IMAGES
 from server.recheck import Recheck, recheck
 from server.runtimes import OnnxBackend
 
 EMULATED_CPU = "Haswell"
-HASWELL_FLAGS = ("avx2", "fma")  # the kernel-relevant flags QEMU's Haswell model reports (model_store.machine)
-VNNI_FLAGS = ("avx2", "avx512bw", "avx512f", "avx512vl", "avx512_vnni", "fma")
+HASWELL_FLAGS = AVX2_ONLY_FLAGS  # the kernel-relevant flags QEMU's Haswell model reports (model_store.machine)
 
 
 def recipe_file(recipe: str) -> str:
@@ -131,8 +130,9 @@ def _f(value: float | None, spec: str = "+.2f") -> str:
 
 
 def markdown(command: str, results: dict[str, dict[str, Any]], recipes: Sequence[str],
-             checks: dict[tuple[str, str], Recheck], threads: int) -> str:
-    """The section's tables: the guard per recipe and ISA, then the probe re-check as a server would make it."""
+             checks: dict[tuple[str, str], Recheck], claimed: dict[str, Any], threads: int) -> str:
+    """The section's tables: the guard per recipe and ISA, then the probe re-check as a server would make it for a
+    verdict that claims the ``claimed`` machine."""
     native = next(iter(results.values()))["native"]["machine"]
     avx2 = next((r["avx2"]["machine"] for r in results.values() if "avx2" in r), None)
     lines = [f"Command: `{command}`", "",
@@ -157,7 +157,6 @@ def markdown(command: str, results: dict[str, dict[str, Any]], recipes: Sequence
                              f"{m[metric]:.2f} | {_f(m[metric + '_delta'])} [{_f(m[metric + '_delta_ci_low'])}, "
                              f"{_f(m[metric + '_delta_ci_high'])}] | {agree:.3f} | "
                              f"{run['recipes'][recipe]['status']} | {speed} |")
-    claimed = claimed_machine(machine_record(ort.__version__, "CPUExecutionProvider"))
     lines += ["", "The start-up re-check (`server/recheck.py`) on this CPU, for a verdict that claims "
               f"{claimed['cpu']} (ISA level `{claimed['isa']}`); {threads} intra-op threads, probe files read and both "
               "sessions opened inside the time. "
@@ -186,9 +185,8 @@ def markdown(command: str, results: dict[str, dict[str, Any]], recipes: Sequence
 def claimed_machine(here: dict[str, Any]) -> dict[str, Any]:
     """The machine the start-up checks' verdicts claim: an AVX2-only CPU, or a VNNI one where this CPU is AVX2-only
     (a verdict claiming this machine's own record would need no check)."""
-    if isa_record(HASWELL_FLAGS)["isa"] != here["isa"]:
-        return {**isa_record(HASWELL_FLAGS), "cpu": "an AVX2-only CPU (claimed)"}
-    return {**isa_record(VNNI_FLAGS), "cpu": "an AVX-512 VNNI CPU (claimed)"}
+    other = unlike(here)
+    return {**other, "cpu": f"{'an AVX2-only' if other['isa'] == 'avx2' else 'an AVX-512 VNNI'} CPU (claimed)"}
 
 
 def run(store: Path, models: Sequence[str], recipes: Sequence[str], data: dict[str, tuple[Path, Path]],
@@ -200,7 +198,7 @@ def run(store: Path, models: Sequence[str], recipes: Sequence[str], data: dict[s
         claimed = claimed_machine(machine_record(ort.__version__, "CPUExecutionProvider"))
         checks = {(model, recipe): startup_check(result["entry"], recipe, result["native"], claimed, threads)
                   for model, result in results.items() for recipe in recipes}
-    return markdown(command, results, recipes, checks, threads)
+    return markdown(command, results, recipes, checks, claimed, threads)
 
 
 def main(argv: list[str] | None = None) -> int:

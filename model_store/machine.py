@@ -60,6 +60,17 @@ def machine_record(onnxruntime: str, provider: str, cpuinfo: str | None = None) 
     return {**isa_record(flags), "cpu": model, "onnxruntime": onnxruntime, "provider": provider}
 
 
+AVX2_ONLY_FLAGS = ("avx2", "fma")
+AVX512_VNNI_FLAGS = ("avx2", "avx512bw", "avx512f", "avx512vl", "avx512_vnni", "fma")
+
+
+def unlike(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The ISA part of a record for a CPU of another level than ``record``'s: AVX2-only, or AVX-512 VNNI where
+    ``record`` is AVX2-only (a verdict claiming it is always re-checked on ``record``'s machine)."""
+    other = isa_record(AVX2_ONLY_FLAGS)
+    return other if other["isa"] != record["isa"] else isa_record(AVX512_VNNI_FLAGS)
+
+
 def machine_differences(recorded: Mapping[str, Any], here: Mapping[str, Any]) -> list[str]:
     """What differs between the machine a verdict was measured on and this one (empty when nothing does)."""
     if not recorded:

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -38,24 +38,29 @@ def precision_store(fine_tuned: FineTuned, tmp_path_factory: pytest.TempPathFact
     manifest = export_entry(resolve_source(fine_tuned.checkpoint), "ok", store=store, formats=("onnx",),
                             progress=False)
     shutil.copytree(manifest.path.parent, store / "strict")
-    (store / "strict" / "1" / "manifest.json").write_text(
-        (store / "strict" / "1" / "manifest.json").read_text().replace('"name": "ok"', '"name": "strict"'))
+    rewrite_manifest(store / "strict" / "1", "strict")
     common = {"calib": fine_tuned.data, "guard_data": fine_tuned.data, "calib_images": 32, "calib_method": "minmax",
               "guard_images": 24}
     add_variants(store / "ok" / "1", VariantRequest(("int8",), tolerance=100.0, **common), progress=False)
     add_variants(store / "strict" / "1", VariantRequest(("int8",), tolerance=-100.0, **common), progress=False)
     shutil.copytree(store / "ok", store / "slow")
-    pin_speedup(store / "ok" / "1", "ok", 2.0)
-    pin_speedup(store / "slow" / "1", "slow", 1.2)
+    rewrite_manifest(store / "ok" / "1", "ok", pin_speedup(2.0))
+    rewrite_manifest(store / "slow" / "1", "slow", pin_speedup(1.2))
     return store
 
 
-def pin_speedup(entry: Path, name: str, speedup: float) -> None:
-    """Record ``speedup`` as the guard's INT8 timing (and ``name`` as the entry's)."""
+def rewrite_manifest(entry: Path, name: str, change: Callable[[dict], object] | None = None) -> None:
+    """Rename the entry ``name`` in its manifest and apply ``change`` to the manifest document."""
     document = json.loads((entry / "manifest.json").read_text())
     document["name"] = name
-    document["variants"][0]["measures"]["speedup"] = speedup
+    if change is not None:
+        change(document)
     (entry / "manifest.json").write_text(json.dumps(document))
+
+
+def pin_speedup(speedup: float) -> Callable[[dict], None]:
+    """A change recording ``speedup`` as the guard's timing of the entry's first variant."""
+    return lambda document: document["variants"][0]["measures"].update(speedup=speedup)
 
 
 def settled(live: LiveServer, seconds: float = 120) -> None:

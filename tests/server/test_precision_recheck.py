@@ -16,7 +16,6 @@ The probe figures are recomputed here with scikit-learn from direct ONNX Runtime
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,27 +27,18 @@ from sklearn.metrics import average_precision_score
 
 from export.pipeline import VariantRequest, add_variants, export_entry
 from export.source import resolve_source
-from model_store.machine import machine_record
+from model_store.machine import machine_record, unlike
 from model_store.manifest import load_manifest
 from server.recheck import MIN_SPEEDUP
 from tests.conftest import FineTuned
 from tests.server.conftest import LiveServer, launch_server
 from tests.server.oracle import png_bytes, random_rgb
-from tests.server.test_precision import settled
+from tests.server.test_precision import pin_speedup, rewrite_manifest, settled
 
 HERE = machine_record(ort.__version__, "CPUExecutionProvider")
 # A record that differs from this machine's on any x86-64 CPU the tests run on.
-OTHER_MACHINE = {"isa": "avx2", "isa_flags": ["avx2", "fma"], "cpu": "AMD EPYC 7B13 (claimed)"} \
-    if HERE["isa"] != "avx2" else {"isa": "avx512-vnni", "cpu": "Intel Xeon 8375C (claimed)",
-                                   "isa_flags": ["avx2", "avx512bw", "avx512f", "avx512vl", "avx512_vnni", "fma"]}
+OTHER_MACHINE = {**unlike(HERE), "cpu": "another CPU (claimed)"}
 CLAIMED_BETTER = 50.0  # points of probe mAP delta the "fails" entry claims on its guard's machine
-
-
-def _rewrite(entry: Path, name: str, change) -> None:
-    document = json.loads((entry / "manifest.json").read_text())
-    document["name"] = name
-    change(document)
-    (entry / "manifest.json").write_text(json.dumps(document))
 
 
 def _claim_other(document: dict, probe_delta_shift: float = 0.0, tolerance: float | None = None) -> None:
@@ -75,12 +65,12 @@ def recheck_store(fine_tuned: FineTuned, tmp_path_factory: pytest.TempPathFactor
     add_variants(manifest.path, VariantRequest(("int8",), fine_tuned.data, fine_tuned.data, tolerance=100.0,
                                                calib_images=32, calib_method="minmax", guard_images=24,
                                                probe_images=16), progress=False)
-    _rewrite(store / "same" / "1", "same", lambda d: d["variants"][0]["measures"].update(speedup=2.0))
+    rewrite_manifest(store / "same" / "1", "same", pin_speedup(2.0))
     changes = {"holds": _claim_other, "fails": lambda d: _claim_other(d, CLAIMED_BETTER, tolerance=0.5),
                "unprobed": _drop_probes}
     for name, change in changes.items():
         shutil.copytree(store / "same", store / name)
-        _rewrite(store / name / "1", name, change)
+        rewrite_manifest(store / name / "1", name, change)
     for name in ("holds", "fails"):  # the probe files stay listed and verified
         assert load_manifest(store / name / "1").probe is not None
     return store
