@@ -10,7 +10,8 @@ Ordinary requests waiting behind an exclusive stack (a ``/robustness`` batch of 
 ``PASSES_PER_STACK`` batches of them per stack, so a single image never waits for several stacks queued just before
 it, and a stack never waits for ever. The queue is bounded: a full queue refuses at once (the caller answers 503).
 Each request may carry a deadline; a request past it is answered with ``DeadlineExceededError`` (504) and is
-dropped from the queue if it has not started. Inference runs in an executor, so the event loop stays free; at most
+dropped from the queue if it has not started; a batch run in chunks stops before its next chunk once none of its
+requests still wants an answer. Inference runs in an executor, so the event loop stays free; at most
 ``concurrency`` batches of one model run at the same time.
 """
 
@@ -38,6 +39,10 @@ class DeadlineExceededError(RuntimeError):
     """The request's deadline passed before its answer was ready."""
 
 
+class _Abandoned(Exception):
+    """No request of a batch run in chunks still wanted its answer when its next chunk was due."""
+
+
 @dataclass(frozen=True)
 class BatchResult:
     """One request's slice of a batch output, plus how it was served."""
@@ -61,6 +66,10 @@ class _Pending:
 
     def __post_init__(self) -> None:
         self.size, self.shape = len(self.images), tuple(self.images.shape[1:])
+
+    def wanted(self) -> bool:
+        """Whether an answer is still awaited; read from the inference thread, so it changes nothing."""
+        return not self.future.done() and (self.deadline is None or time.monotonic() < self.deadline)
 
     def live(self) -> bool:
         """False once answered (cancelled, or its deadline passed); a request past its deadline is answered 504."""
@@ -323,15 +332,18 @@ class MicroBatcher:
         out[row:] = 0
         return out
 
-    def _stack_and_run(self, stacks: list[Stack]) -> np.ndarray:
+    def _stack_and_run(self, batch: list[_Pending]) -> np.ndarray:
         """Concatenate (in the inference thread, not on the event loop) and run, in chunks of ``max_batch``, each
-        padded to its bucket; only the real rows of each output are kept."""
-        stacks = same_kind(stacks)
+        padded to its bucket; only the real rows of each output are kept. Chunks stop (``_Abandoned``) once no
+        request of the batch wants its answer any more: past their deadlines, or their clients gone."""
+        stacks = same_kind([p.images for p in batch])
         total = sum(len(stack) for stack in stacks)
         if total <= self.policy.max_batch and not self.policy.buckets and len(stacks) == 1:
             return self.run_batch(stacks[0])
         outputs = []
         for start in range(0, total, self.policy.max_batch):
+            if start and not any(p.wanted() for p in batch):
+                raise _Abandoned
             stop = min(start + self.policy.max_batch, total)
             outputs.append(self.run_batch(self._padded(stacks, start, stop))[:stop - start])
         return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
@@ -350,12 +362,16 @@ class MicroBatcher:
 
     async def _run(self, batch: list[_Pending]) -> None:
         """Run one batch in the executor and hand each request its rows."""
-        stacks = [p.images for p in batch]
         size = sum(p.size for p in batch)
         started = time.monotonic()
         try:
             outputs = await self._watch(asyncio.get_running_loop().run_in_executor(self.executor, self._stack_and_run,
-                                                                                   stacks))
+                                                                                   batch))
+        except _Abandoned:  # not a runtime failure: nobody waits for the rest
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(DeadlineExceededError("the deadline passed while its batch ran"))
+            return
         except Exception as exc:  # the runtime failed: every request of the batch gets the error
             if self.observers.on_outcome is not None:
                 self.observers.on_outcome(exc)

@@ -200,6 +200,24 @@ def test_deadline_gives_up_and_a_queued_request_past_it_is_never_run():
     assert depths[-1] == 0, depths
 
 
+def test_a_chunked_batch_stops_once_its_request_is_past_its_deadline():
+    """A stack of 10 at max_batch 2 is five chunks of 0.1 s; its 0.15 s deadline passes during the second (or the
+    first, on a machine slow to start it), so no later chunk runs, and the model is not reported as failing."""
+    model = RecordingModel(delay=0.1)
+    outcomes: list = []
+
+    async def body(batcher):
+        with pytest.raises(DeadlineExceededError):
+            await batcher.submit(stack(1, n=10), deadline=time.monotonic() + 0.15, exclusive=True)
+        await asyncio.sleep(0.3)  # long enough for three more chunks, had they run
+        return await batcher.submit(stack(2))  # the model still answers
+
+    answer = run(with_batcher(model, body, max_batch=2, max_delay=0.0, on_outcome=outcomes.append))
+    chunks = model.sizes[:-1]
+    assert chunks in ([2], [2, 2]) and model.sizes[-1] == 1 and answer.outputs[0, 0, 0, 0] == 4
+    assert outcomes == [None]  # only the last request's batch reports an outcome; the abandoned one is no failure
+
+
 def test_runtime_errors_reach_every_request_of_the_batch():
     model = RecordingModel(fail=True)
 
