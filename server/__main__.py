@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import uvicorn
 
-from server.allocator import limit_malloc_arenas
+from server.allocator import configure_malloc
 from server.connections import uvicorn_options
 from server.grpc_server import check_grpc_port
 from server.logs import configure_logging
@@ -18,7 +18,7 @@ from server.settings import parse_settings
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags and env vars, check the store, then serve until interrupted; one-line errors, exit 2."""
-    limit_malloc_arenas()  # before any thread starts
+    configure_malloc()  # before any thread starts
     try:
         settings = parse_settings(argv)
         configure_logging(settings.log_level)

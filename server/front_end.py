@@ -399,11 +399,11 @@ def supervise(settings: Settings, argv: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m server.front_end inference|http FLAGS``: one child of the supervisor."""
-    from server.allocator import limit_malloc_arenas
+    from server.allocator import configure_malloc
     from server.logs import configure_logging
     from server.settings import parse_settings
 
-    limit_malloc_arenas()  # before any thread starts
+    configure_malloc()  # before any thread starts
     die_with_parent()
     argv = list(sys.argv[1:] if argv is None else argv)
     role, flags = argv[0], argv[1:]
