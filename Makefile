@@ -59,7 +59,8 @@ $(CALIB_SEG)/dataset.json: | $(STAMP)
 
 $(RUNS)/classifier/best.pth: $(CLS_DATA)/dataset.json
 	$(PY) -m training classify --data $(CLS_DATA) --preset mobilenetv2-csra --method msl --stream 1200 --epochs 4 \
-		--warmup-epochs 1 --decay-epochs 3 --lr 0.1 --val-size 150 --workers 1 --out $(RUNS)/classifier
+		--warmup-epochs 1 --decay-epochs 3 --lr 0.1 --val-size 150 --workers 1 --choose-threshold \
+		--out $(RUNS)/classifier
 
 # The segmenter's trunk starts from the classifier's: ImageNet features that have also learnt these shapes.
 $(RUNS)/segmenter/final.pth: $(SEG_DATA)/dataset.json $(RUNS)/classifier/best.pth

@@ -97,6 +97,7 @@ def build_manifest(src: ExportSource, name: str, version: str, files: dict[str, 
         preset=PresetRecord(p.name, p.arch, dict(p.arch_args), p.heads, p.lam, p.pretrained, p.description),
         files=files, parity=parity, opset=opset, precision="fp16" if fp16 else "fp32",
         source=SourceRecord(str(src.checkpoint), sha256_file(src.checkpoint), src.origin),
+        threshold_source=src.threshold_source,
         tools=tool_versions(), created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
 

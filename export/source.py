@@ -28,6 +28,16 @@ class ExportSource:
     preset: Preset
     checkpoint: Path
     origin: str  # "preset" | "checkpoint" | "inferred"
+    threshold_source: str = ""
+
+
+def threshold_source(choice: Any) -> str:
+    """The manifest's sentence on how a trainer chose the threshold (``training classify --choose-threshold``)."""
+    if not isinstance(choice, dict) or "threshold" not in choice:
+        return ""
+    return (f"chosen on the {choice.get('split', 'validation')} split ({choice.get('images', '?')} images) to maximise "
+            f"{choice['criterion']}: {choice['figures'][choice['criterion']]:.1f} there, "
+            f"{choice['at_0.5'][choice['criterion']]:.1f} at 0.5")
 
 
 def resolve_source(checkpoint: str | Path, preset_name: str | None = None, **overrides: Any) -> ExportSource:
@@ -53,4 +63,6 @@ def resolve_source(checkpoint: str | Path, preset_name: str | None = None, **ove
     model = build_model(preset)
     check_state_dict(model, state, source=str(checkpoint))
     model.load_state_dict(state, strict=True)
-    return ExportSource(model.eval(), preset, checkpoint, origin)
+    kept = origin == "checkpoint" and overrides.get("threshold") is None  # the trainer's threshold is the one used
+    choice = raw.get("threshold_choice") if kept else None
+    return ExportSource(model.eval(), preset, checkpoint, origin, threshold_source(choice))

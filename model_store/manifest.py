@@ -216,6 +216,7 @@ class Manifest:
     created: str = ""
     variants: tuple[Variant, ...] = ()
     probe: ProbeSet | None = None
+    threshold_source: str = ""  # how the threshold was chosen, where a trainer chose it
     path: Path | None = field(default=None, compare=False)  # the entry folder, once written or loaded
 
     @property
@@ -338,6 +339,7 @@ def _parse(data: Mapping[str, Any], path: Path | None) -> Manifest:
                                dict(v.get("probe") or {}))
                        for v in data.get("variants", ())),
         probe=_probe_set(data.get("probe")),
+        threshold_source=str(data.get("threshold_source", "")),
         path=path,
     )
 

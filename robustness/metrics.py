@@ -122,6 +122,21 @@ def multilabel_metrics(
     }
 
 
+THRESHOLD_GRID = tuple(round(0.01 * k, 2) for k in range(1, 100))  # 0.01 ... 0.99
+
+
+def choose_threshold(scores: Any, targets: Any, criterion: str = "OF1", grid: tuple[float, ...] = THRESHOLD_GRID,
+                     ignore_zero: bool | None = None) -> dict[str, Any]:
+    """The decision threshold of ``grid`` that maximises ``criterion`` (OF1 or CF1) of ``multilabel_metrics``;
+    of equal scores, the one nearest 0.5. Returns the threshold and the figures there and at 0.5."""
+    if criterion not in ("OF1", "CF1"):
+        raise ValueError(f"criterion {criterion!r}: choose OF1 or CF1")
+    figures = {t: multilabel_metrics(scores, targets, threshold=t, ignore_zero=ignore_zero) for t in grid}
+    best = min(grid, key=lambda t: (-figures[t][criterion], abs(t - 0.5)))
+    return {"threshold": best, "criterion": criterion, "figures": figures[best],
+            "at_0.5": multilabel_metrics(scores, targets, threshold=0.5, ignore_zero=ignore_zero)}
+
+
 # ---------------------------------------------------------------- segmentation
 
 

@@ -4,12 +4,15 @@
         --out runs/msl
 
 The best epoch is chosen on a validation split (carved from training, or fresh scenes when streaming),
-never on the test split; the test split is evaluated once, with the chosen weights, at the end.
+never on the test split; the test split is evaluated once, with the chosen weights, at the end. With
+``--choose-threshold`` the decision threshold is chosen there too (the one that maximises OF1), kept in the
+checkpoint's preset, and so in the exported manifest that servers read.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from typing import Any
 
@@ -23,7 +26,7 @@ from tqdm import tqdm
 import models
 from common.kinds import Task
 from robustness.masks import apply_mask
-from robustness.metrics import multilabel_metrics
+from robustness.metrics import choose_threshold, multilabel_metrics
 from training.common import (
     add_initialisation_arguments,
     add_run_arguments,
@@ -106,6 +109,15 @@ def evaluate(model: nn.Module, loader: DataLoader, holes: MaskSource | None) -> 
     return result
 
 
+def chosen_threshold(model: nn.Module, val_loader: DataLoader) -> dict[str, Any]:
+    """Set the model's threshold to the one that maximises OF1 on the validation split; what was chosen, and why."""
+    choice = choose_threshold(*predict_scores(model, val_loader))
+    model.preset = dataclasses.replace(model.preset, threshold=choice["threshold"])
+    tqdm.write(f"threshold {choice['threshold']:.2f} chosen on val: OF1 {choice['figures']['OF1']:.1f} "
+               f"(at 0.5: {choice['at_0.5']['OF1']:.1f})")
+    return {**choice, "split": "validation", "images": len(val_loader.dataset)}
+
+
 def build_model(args: argparse.Namespace, class_names: list[str]) -> nn.Module:
     """The preset with the dataset's classes and the requested input size, its trunk initialised."""
     model = models.create_model(args.preset, class_names=class_names, image_size=args.image_size)
@@ -160,8 +172,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         tqdm.write(f"epoch {epoch + 1}: loss {losses['loss']:.4f}, val mAP {metrics['clean']['mAP']:.1f}{masked}")
     state = torch.load(out / "best.pth", map_location="cpu", weights_only=True)
     model.load_state_dict(state["state_dict"])
-    test = evaluate(model, test_loader, eval_masks)
     kept = {k: v for k, v in state.items() if k not in ("state_dict", "preset", "test")}
+    if args.choose_threshold:
+        kept["threshold_choice"] = chosen_threshold(model, val_loader)
+    test = evaluate(model, test_loader, eval_masks)
     save_checkpoint(out / "best.pth", model, **kept, test=test)
     masked = f", masked {test['masked']['mAP']:.1f}" if "masked" in test else ""
     tqdm.write(f"test (epoch {best['epoch']} chosen on val): mAP {test['clean']['mAP']:.1f}{masked}")
@@ -188,6 +202,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=0.01, help="backbone rate; the head gets 10x")
     parser.add_argument("--warmup-epochs", type=int, default=2)
     parser.add_argument("--decay-epochs", type=int, nargs="*", default=[9], help="epochs where lr drops 10x")
+    parser.add_argument("--choose-threshold", action="store_true",
+                        help="choose the decision threshold that maximises OF1 on the validation split and keep it "
+                             "for export (default: the preset's 0.5, as the papers' CP/CR/OF1 use)")
     parser.add_argument("--limit", type=int, help="use only the first N training images")
     parser.add_argument("--stream", type=int, metavar="N",
                         help="train on N fresh procedural scenes per epoch (embedded data only) instead of the files")

@@ -159,7 +159,8 @@ MODELS_EXAMPLE: ModelsResponse = {
     "models": [{
         "name": "r18", "version": "1", "task": Task.CLASSIFICATION, "state": "ready",
         "class_names": ["circle", "square"], "activation": Activation.SIGMOID, "kind": "multi-label classifier",
-        "threshold": 0.5,
+        "threshold": 0.22,
+        "threshold_source": "chosen on the validation split (150 images) to maximise OF1: 55.3 there, 34.9 at 0.5",
         "input": {"name": "images", "size": [128, 128], "mean": [0, 0, 0], "std": [1, 1, 1]},
         "output": {"name": "logits", "kind": "class_logits", "activation": Activation.SIGMOID},
         "architecture": {"preset": "resnet18-csra-128", "arch": "resnet18_csra", "heads": 1, "lam": 0.1},

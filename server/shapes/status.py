@@ -105,6 +105,7 @@ class ModelDescription(TypedDict):
     activation: Activation
     kind: Literal["multi-label classifier", "single-label classifier", "segmenter"]
     threshold: float | None
+    threshold_source: str  # how a trainer chose the threshold on its validation split; empty where it is the preset's
     input: dict[str, Any]  # the manifest's input block: tensor name, size, mean and std
     output: dict[str, Any]  # the manifest's output block: tensor name, kind, activation
     architecture: dict[str, Any]

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
-from sklearn.metrics import average_precision_score
+from sklearn.metrics import average_precision_score, f1_score
 
-from robustness.metrics import average_precision, multilabel_metrics
+from robustness.metrics import THRESHOLD_GRID, average_precision, choose_threshold, multilabel_metrics
 
 # Hand-computed example: 4 images x 3 classes, threshold 0.5 (inclusive: 0.5 is a prediction).
 SCORES = np.array(
@@ -135,3 +135,30 @@ def test_bad_inputs_raise_value_error(scores, targets, message):
 def test_bad_threshold_raises_value_error():
     with pytest.raises(ValueError, match=r"threshold 1.5 must lie in \[0, 1\]"):
         multilabel_metrics(SCORES, TARGETS, threshold=1.5)
+
+
+def test_chosen_threshold_is_the_hand_computed_best_nearest_one_half():
+    # Both positives score 0.2 or more and the negatives 0.1 or less: every threshold in (0.1, 0.2] finds both with
+    # no false positive (OF1 100); of those, 0.2 is nearest 0.5. At 0.5 nothing is predicted (OF1 0).
+    choice = choose_threshold([[0.3, 0.1], [0.2, 0.05]], [[1, 0], [1, 0]])
+    assert choice["threshold"] == 0.2 and choice["criterion"] == "OF1"
+    assert choice["figures"]["OF1"] == 100.0 and choice["at_0.5"]["OF1"] == 0.0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_chosen_threshold_maximises_sklearns_micro_f1(seed):
+    rng = np.random.default_rng(seed)
+    targets = (rng.random((60, 5)) < 0.3).astype(int)
+    scores = np.clip(0.25 * targets + 0.6 * rng.random((60, 5)), 0, 1)  # informative, and calibrated low
+    micro = {t: f1_score(targets, scores >= t, average="micro", zero_division=0) for t in THRESHOLD_GRID}
+    best = max(micro.values())
+    expected = min((t for t in THRESHOLD_GRID if micro[t] == best), key=lambda t: abs(t - 0.5))
+    choice = choose_threshold(scores, targets)
+    assert choice["threshold"] == expected
+    assert choice["figures"]["OF1"] == pytest.approx(100 * best)
+    assert choice["figures"]["OF1"] > choice["at_0.5"]["OF1"]
+
+
+def test_threshold_criterion_must_be_an_f1():
+    with pytest.raises(ValueError, match="OF1 or CF1"):
+        choose_threshold([[0.3]], [[1]], criterion="mAP")

@@ -8,8 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import f1_score
+from torch.utils.data import DataLoader
 
+import models
+from export.pipeline import export_entry
+from export.source import resolve_source
+from models.presets import preset_from_dict
+from robustness.metrics import THRESHOLD_GRID, multilabel_metrics
 from tests.conftest import FineTuned
+from training.classify import predict_scores
+from training.data import classification_datasets
 from training.datasets import make_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +51,7 @@ def test_quick_msl_run_lowers_its_loss_and_ranks_well_above_chance(fine_tuned: F
     result = run_training("classify", "--data", str(fine_tuned.data), "--out", str(tmp_path), "--method", "msl",
                           "--preset", "mobilenetv2-csra", "--image-size", "128", "--epochs", "4", "--lr", "0.01",
                           "--batch-size", "16", "--warmup-epochs", "1", "--decay-epochs", "--eval-mask-ratio", "high",
-                          "--seed", "0")
+                          "--seed", "0", "--choose-threshold")
     assert result.returncode == 0, result.stderr[-2000:]
     log = json.loads((tmp_path / "log.json").read_text())
     assert [r["epoch"] for r in log] == [1, 2, 3, 4]
@@ -64,6 +73,30 @@ def test_quick_msl_run_lowers_its_loss_and_ranks_well_above_chance(fine_tuned: F
     # and 2; 23.8 with optimizer.step() removed.
     chance, test_map = chance_map(fine_tuned.data / "test.json"), checkpoint["test"]["clean"]["mAP"]
     assert chance < 25 and test_map > 1.5 * chance, (chance, test_map)
+    assert_threshold_chosen_on_validation(checkpoint, tmp_path / "best.pth", fine_tuned.data, tmp_path / "store")
+
+
+def assert_threshold_chosen_on_validation(checkpoint: dict, path: Path, data: Path, store: Path) -> None:
+    """The kept threshold maximises scikit-learn's micro F1 (OF1) of the validation scores, the test figures are
+    taken at it, and export writes it, with how it was chosen, into the manifest."""
+    choice, threshold = checkpoint["threshold_choice"], checkpoint["preset"]["threshold"]
+    assert choice["threshold"] == threshold and choice["split"] == "validation" and choice["criterion"] == "OF1"
+    model = models.build_model(preset_from_dict(checkpoint["preset"]))
+    model.load_state_dict(checkpoint["state_dict"])
+    val = classification_datasets(data, 128, seed=0).val
+    assert choice["images"] == len(val)
+    scores, targets = predict_scores(model, DataLoader(val, batch_size=32))
+    micro = {t: f1_score(targets == 1, scores >= t, average="micro", zero_division=0) for t in THRESHOLD_GRID}
+    assert micro[threshold] == pytest.approx(max(micro.values()), abs=0.01)
+    assert choice["figures"]["OF1"] == pytest.approx(100 * micro[threshold], abs=1.0)
+    assert choice["at_0.5"]["OF1"] == pytest.approx(100 * micro[0.5], abs=1.0)
+    test_scores, test_targets = predict_scores(model, DataLoader(classification_datasets(data, 128, seed=0).test,
+                                                                 batch_size=32))
+    assert checkpoint["test"]["clean"]["OF1"] == pytest.approx(
+        multilabel_metrics(test_scores, test_targets, threshold=threshold)["OF1"], abs=1.0)
+    manifest = export_entry(resolve_source(path), "chosen", store=store, formats=("onnx",))
+    assert manifest.threshold == threshold
+    assert manifest.threshold_source.startswith(f"chosen on the validation split ({len(val)} images) to maximise OF1")
 
 
 def test_classify_resumes_from_last_checkpoint(tiny_data: Path, tmp_path: Path) -> None:
