@@ -60,12 +60,12 @@ class OcclusionServeHandler(BaseHandler):
         return self.session.run([self.entry["output"]["name"]], {self.entry["input"]["name"]: batch})[0]
 
     def postprocess(self, logits: np.ndarray) -> list:
-        """One JSON answer per request: labels above the threshold, or a PNG class map."""
+        """One JSON answer per request: labels at or above the threshold (as the server decides), or a PNG class map."""
         names = self.entry["class_names"]
         if self.entry["task"] == "classification":
             scores = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
             threshold = self.entry["threshold"]
-            return [{"labels": [{"name": names[i], "score": float(s[i])} for i in np.argsort(-s) if s[i] > threshold],
+            return [{"labels": [{"name": names[i], "score": float(s[i])} for i in np.argsort(-s) if s[i] >= threshold],
                      "scores": {n: float(v) for n, v in zip(names, s, strict=True)}} for s in scores]
         answers = []
         for class_map, size in zip(logits.argmax(axis=1).astype(np.uint8), self.original_sizes, strict=True):
