@@ -63,6 +63,7 @@ def resolve_source(checkpoint: str | Path, preset_name: str | None = None, **ove
     model = build_model(preset)
     check_state_dict(model, state, source=str(checkpoint))
     model.load_state_dict(state, strict=True)
-    kept = origin == "checkpoint" and overrides.get("threshold") is None  # the trainer's threshold is the one used
-    choice = raw.get("threshold_choice") if kept else None
+    choice = raw.get("threshold_choice") if origin == "checkpoint" else None
+    if not isinstance(choice, dict) or choice.get("threshold") != preset.threshold:  # --threshold or another run's
+        choice = None
     return ExportSource(model.eval(), preset, checkpoint, origin, threshold_source(choice))

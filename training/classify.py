@@ -172,7 +172,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         tqdm.write(f"epoch {epoch + 1}: loss {losses['loss']:.4f}, val mAP {metrics['clean']['mAP']:.1f}{masked}")
     state = torch.load(out / "best.pth", map_location="cpu", weights_only=True)
     model.load_state_dict(state["state_dict"])
-    kept = {k: v for k, v in state.items() if k not in ("state_dict", "preset", "test")}
+    kept = {k: v for k, v in state.items() if k not in ("state_dict", "preset", "test", "threshold_choice")}
     if args.choose_threshold:
         kept["threshold_choice"] = chosen_threshold(model, val_loader)
     test = evaluate(model, test_loader, eval_masks)
