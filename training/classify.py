@@ -28,8 +28,6 @@ from common.kinds import Task
 from robustness.masks import apply_mask
 from robustness.metrics import choose_threshold, multilabel_metrics
 from training.common import (
-    add_initialisation_arguments,
-    add_run_arguments,
     append_log,
     autocast,
     batch_to,
@@ -180,36 +178,3 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     masked = f", masked {test['masked']['mAP']:.1f}" if "masked" in test else ""
     tqdm.write(f"test (epoch {best['epoch']} chosen on val): mAP {test['clean']['mAP']:.1f}{masked}")
     return {"best": best, "test": test, "log": str(out / "log.json"), "checkpoint": str(out / "best.pth")}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``python -m training classify``."""
-    parser.add_argument("--data", required=True,
-                        help="embedded folder, reference JSON lists, a VOC2007/2012 folder or a COCO instances JSON")
-    parser.add_argument("--preset", default="mobilenetv2-csra", help="model preset (default mobilenetv2-csra)")
-    parser.add_argument("--method", choices=("baseline", "msl"), default="msl", help="BCE only, or MSL")
-    parser.add_argument("--mask-ratio", default="high",
-                        help="MSL training masks: low|medium|high|b1..b6|a-b, or 'buckets' (each mask's bucket drawn "
-                             "uniformly from b1..b6 at every step)")
-    parser.add_argument("--masked-bn", choices=("update", "clean"), default="update",
-                        help="BatchNorm running statistics from both passes (update) or the clean pass only (clean)")
-    parser.add_argument("--eval-mask-ratio", default="high", help="extra masked evaluation ('' to skip)")
-    parser.add_argument("--mask-dir", help="folder of real Irregular-Mask PNGs (white = hole) for training and "
-                                           "evaluation masks, instead of generated ones")
-    parser.add_argument("--image-size", type=int, help="input size (default: the preset's)")
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=0.01, help="backbone rate; the head gets 10x")
-    parser.add_argument("--warmup-epochs", type=int, default=2)
-    parser.add_argument("--decay-epochs", type=int, nargs="*", default=[9], help="epochs where lr drops 10x")
-    parser.add_argument("--choose-threshold", action="store_true",
-                        help="choose the decision threshold that maximises OF1 on the validation split and keep it "
-                             "for export (default: the preset's 0.5, as the papers' CP/CR/OF1 use)")
-    parser.add_argument("--limit", type=int, help="use only the first N training images")
-    parser.add_argument("--stream", type=int, metavar="N",
-                        help="train on N fresh procedural scenes per epoch (embedded data only) instead of the files")
-    parser.add_argument("--val-size", type=int, default=200, help="validation scenes when streaming (default 200)")
-    add_initialisation_arguments(parser)
-    add_run_arguments(parser)
-    parser.add_argument("--out", required=True, help="output folder (checkpoints, log.json)")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pth")

@@ -92,25 +92,6 @@ def normalise(images: torch.Tensor, preset: models.Preset) -> torch.Tensor:
     return (images - mean) / std
 
 
-def add_initialisation_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--init FILE`` and ``--no-pretrained``: where the trunk's first weights come from."""
-    parser.add_argument("--init", help="torchvision/timm state_dict loaded strictly into the trunk (head stays fresh)")
-    parser.add_argument("--no-pretrained", dest="pretrained", action="store_false",
-                        help="start from random weights even when the preset names packaged pretrained weights")
-
-
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--workers``, ``--threads``, ``--seed``, ``--device`` and ``--pool``, which both trainers take."""
-    parser.add_argument("--workers", type=int, default=0)
-    parser.add_argument("--threads", type=int, help="torch intra-op threads")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu",
-                        help="cpu, cuda, cuda:N or auto (CUDA when present); on CUDA: bf16 autocast")
-    parser.add_argument("--pool", metavar="DIR",
-                        help="with --stream: read the streamed scenes from a pre-rendered uint8 pool under DIR "
-                             "(rendered once, shared by runs with the same seed and stream)")
-
-
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> CUDA when available, else CPU; a CUDA device asked for but absent is a ValueError."""
     if name == "auto":

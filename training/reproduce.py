@@ -28,6 +28,8 @@ from tqdm import tqdm
 
 from robustness.masks import BUCKETS
 from training import classify, segment
+from training.arguments import classify_arguments, segment_arguments
+from training.budgets import budget_of
 from training.common import resolve_device
 from training.datasets import make_dataset
 from training.protocols import SIZES, chance_map, render_test_scenes, visible_labels
@@ -37,45 +39,13 @@ SEG_METRICS = ("mIoU", "IA-mIoU", "IA_S", "IA_M", "IA_L")
 CLASSIFIER, SEGMENTER = "mobilenetv2-csra", "deeplab-mobilenetv2"
 HIGH = "b6"
 
-# Budgets per run. The CE phase up to "switch" is shared by the CE and L_sb runs of a seed.
-BUDGETS: dict[str, dict[str, Any]] = {
-    "tiny": {"cls_test": 40, "seg_test": 24, "size": 64, "stream": 64, "epochs": 2, "decay": [], "lr": 0.05,
-             "batch": 16, "seg_stream": 32, "iters": 8, "switch": 4, "eval_every": 4, "seg_batch": 4,
-             "seg_lr": 0.01, "val": 16, "workers": 0, "checks": 16},
-    # About 2 hours for 3 seeds on a 2-core CPU: sized from a measured run of 40 min at about 0.4 of this compute.
-    "cpu": {"cls_test": 300, "seg_test": 200, "size": 128, "stream": 800, "epochs": 4, "decay": [3], "lr": 0.1,
-            "batch": 16, "seg_stream": 1000, "iters": 300, "switch": 120, "eval_every": 60, "seg_batch": 8,
-            "seg_lr": 0.01, "val": 150, "workers": 1, "checks": 100},
-    # Planned for one GPU (bf16, channels_last, 12 loader workers); not yet run on one.
-    "gpu": {"cls_test": 300, "seg_test": 200, "size": 224, "stream": 4000, "epochs": 16, "decay": [12], "lr": 0.1,
-            "batch": 32, "seg_stream": 4000, "iters": 6000, "switch": 2000, "eval_every": 500, "seg_batch": 16,
-            "seg_lr": 0.01, "val": 300, "workers": 12, "checks": 300},
-}
-
-
-def budget_of(name: str, overrides: list[str] | None = None) -> dict[str, Any]:
-    """A named budget with ``KEY=VALUE`` overrides (ints, floats, or comma-separated lists for ``decay``)."""
-    if name not in BUDGETS:
-        raise ValueError(f"--budget {name!r}: choose one of {', '.join(BUDGETS)}")
-    budget = dict(BUDGETS[name])
-    for item in overrides or []:
-        key, _, value = item.partition("=")
-        if key not in budget or not value:
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(budget)}")
-        if key == "decay":
-            budget[key] = [int(v) for v in value.split(",") if v]
-        else:
-            budget[key] = type(budget[key])(float(value)) if isinstance(budget[key], int) else float(value)
-    if not 0 < budget["switch"] < budget["iters"]:
-        raise ValueError(f"switch {budget['switch']} must lie inside 1..{budget['iters'] - 1}")
-    return budget
 
 
 def classify_args(data: Path, out: Path, method: str, budget: dict[str, Any], seed: int, device: str,
                   pool: Path, masked_bn: str = "clean") -> argparse.Namespace:
     """Arguments for one classification run (MSL: masks drawn across the six buckets at every step)."""
     parser = argparse.ArgumentParser()
-    classify.add_arguments(parser)
+    classify_arguments(parser)
     return parser.parse_args([
         "--data", str(data), "--out", str(out), "--method", method, "--preset", CLASSIFIER,
         "--image-size", str(budget["size"]), "--epochs", str(budget["epochs"]), "--stream", str(budget["stream"]),
@@ -90,7 +60,7 @@ def segment_args(data: Path, out: Path, loss: str, budget: dict[str, Any], seed:
                  start_from: Path | None = None, init: Path | None = None) -> argparse.Namespace:
     """Arguments for one segmentation run (from a trunk ``init``, or continuing from the shared switch state)."""
     parser = argparse.ArgumentParser()
-    segment.add_arguments(parser)
+    segment_arguments(parser)
     return parser.parse_args([
         *(["--start-from", str(start_from)] if start_from else []),
         *(["--init", str(init)] if init else []),
@@ -549,23 +519,3 @@ def assemble(args: argparse.Namespace, name: str, budget: dict[str, Any], seeds:
     if args.setup_minutes:
         result["setup_minutes"] = args.setup_minutes
     return result
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``python -m training reproduce``."""
-    parser.add_argument("--budget", default="cpu", choices=tuple(BUDGETS),
-                        help="tiny (tests, a minute), cpu (about 2 h for 3 seeds on 2 cores) or gpu (paper-like step "
-                             "counts for one GPU)")
-    parser.add_argument("--quick", action="store_true", help="the same as --budget tiny")
-    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
-                        help="override one budget entry (e.g. --set iters=400); the report then calls the run reduced")
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (default 0,1,2)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
-    parser.add_argument("--threads", type=int, help="torch intra-op threads")
-    parser.add_argument("--machine", default="this 2-core CPU machine", help="how the report names the machine")
-    parser.add_argument("--work", default="runs/reproduce", help="dataset, scene pool and run folder")
-    parser.add_argument("--docs", default="docs", help="where reproduction.md/.json and plots go")
-    parser.add_argument("--demo", default="runs/demo", help="the default store's training runs (for its figures)")
-    parser.add_argument("--setup-minutes", type=float, help="record a measured make-serve set-up time")
-    parser.add_argument("--report-only", action="store_true",
-                        help="rebuild reproduction.md and the plots from reproduction.json without training")

@@ -27,8 +27,6 @@ from common.kinds import Task
 from common.labels import VOID
 from robustness.metrics import SegmentationMetrics
 from training.common import (
-    add_initialisation_arguments,
-    add_run_arguments,
     append_log,
     autocast,
     batch_to,
@@ -222,35 +220,3 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                f"IA-mIoU {test['IA-mIoU']:.3f}, IA_S {test['IA_S']:.3f}")
     return {"test": test, "best": best, "checkpoint": str(out / "final.pth"), "log": str(out / "log.json"),
             "ewc_stability": stability}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``python -m training segment``."""
-    parser.add_argument("--data", required=True,
-                        help="embedded folder, or a VOC2007/2012 folder (SegmentationClass/Object)")
-    parser.add_argument("--preset", default="deeplab-mobilenetv2",
-                        help="segmenter preset (default deeplab-mobilenetv2)")
-    parser.add_argument("--loss", choices=("ce", "sb"), default="sb", help="plain CE, or CE then L_sw + EWC")
-    parser.add_argument("--iters", type=int, default=1200)
-    parser.add_argument("--switch-iter", type=int, help="CE -> L_sb switch (default: half of --iters)")
-    parser.add_argument("--fisher-iters", type=int, default=100, help="CE iterations averaged into the Fisher")
-    parser.add_argument("--tau", type=float, default=5.0, help="size-weight cap")
-    parser.add_argument("--ewc-lambda", type=float, default=500.0, help="EWC strength (0 disables)")
-    parser.add_argument("--image-size", type=int, help="training crop size (default: the preset's)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=0.01, help="backbone rate; the head gets 10x")
-    parser.add_argument("--warmup-iters", type=int, default=50)
-    parser.add_argument("--finetune-lr-factor", type=float, default=1.0,
-                        help="after the switch every group runs at its CE-phase rate times this, for both losses "
-                             "(default 1: the baseline's rate; the run logs lr x max(lambda F) against SGD's bound)")
-    parser.add_argument("--keep", choices=("ia-miou", "last"), default="ia-miou",
-                        help="weights kept: best validation IA-mIoU after the switch, or the last iterate")
-    parser.add_argument("--start-from", help="continue from a switch.pth written by a run with the same settings")
-    parser.add_argument("--eval-every", type=int, default=300)
-    parser.add_argument("--limit", type=int, help="use only the first N training images")
-    parser.add_argument("--stream", type=int, metavar="N",
-                        help="train on fresh procedural scenes (N per pass; embedded data only) instead of the files")
-    parser.add_argument("--val-size", type=int, default=100, help="validation scenes when streaming (default 100)")
-    add_initialisation_arguments(parser)
-    add_run_arguments(parser)
-    parser.add_argument("--out", required=True, help="output folder (final.pth, log.json)")

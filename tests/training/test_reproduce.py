@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from training.reproduce import BUDGETS, budget_of, msl_finding, sb_finding
+from training.budgets import BUDGETS, budget_of
+from training.reproduce import msl_finding, sb_finding
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -195,24 +195,6 @@ def make_dataset(out_dir: str | Path, n_train: int = 1000, n_test: int = 300, im
     return out
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``python -m training make-dataset``."""
-    parser.add_argument("out_dir", help="folder to write the VOC-style dataset into")
-    parser.add_argument("--n-train", type=int, default=1000, help="training images (default 1000)")
-    parser.add_argument("--n-test", type=int, default=300, help="test images (default 300)")
-    parser.add_argument("--image-size", type=int, default=224, help="square image side in pixels (default 224)")
-    parser.add_argument("--seed", type=int, default=0, help="the same seed gives the same bytes (default 0)")
-    parser.add_argument("--scenes", choices=tuple(SCENE_CONFIGS), default="mixed",
-                        help="scene configuration: classification (VOC-like), segmentation (COCO-like, many small "
-                             "objects) or mixed (the first embedded set); default mixed")
-    parser.add_argument("--max-objects", type=int, help="objects drawn per image, at most (default: the config's)")
-    parser.add_argument("--min-visible", type=int,
-                        help="visible pixels an object needs to count as present (default: the config's, 12)")
-    parser.add_argument("--void-width", type=int, help="void band around objects, pixels (default 1)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a dataset already in OUT_DIR")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
 def main(args: argparse.Namespace) -> Path:
     """Run ``make-dataset`` from parsed arguments; print where the dataset went."""
     out = make_dataset(args.out_dir, args.n_train, args.n_test, args.image_size, args.seed, scenes=args.scenes,

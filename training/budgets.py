@@ -1,0 +1,38 @@
+"""The reproduction's compute budgets (``python -m training reproduce --budget``), torch-free."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Budgets per run. The CE phase up to "switch" is shared by the CE and L_sb runs of a seed.
+BUDGETS: dict[str, dict[str, Any]] = {
+    "tiny": {"cls_test": 40, "seg_test": 24, "size": 64, "stream": 64, "epochs": 2, "decay": [], "lr": 0.05,
+             "batch": 16, "seg_stream": 32, "iters": 8, "switch": 4, "eval_every": 4, "seg_batch": 4,
+             "seg_lr": 0.01, "val": 16, "workers": 0, "checks": 16},
+    # About 2 hours for 3 seeds on a 2-core CPU: sized from a measured run of 40 min at about 0.4 of this compute.
+    "cpu": {"cls_test": 300, "seg_test": 200, "size": 128, "stream": 800, "epochs": 4, "decay": [3], "lr": 0.1,
+            "batch": 16, "seg_stream": 1000, "iters": 300, "switch": 120, "eval_every": 60, "seg_batch": 8,
+            "seg_lr": 0.01, "val": 150, "workers": 1, "checks": 100},
+    # Planned for one GPU (bf16, channels_last, 12 loader workers); not yet run on one.
+    "gpu": {"cls_test": 300, "seg_test": 200, "size": 224, "stream": 4000, "epochs": 16, "decay": [12], "lr": 0.1,
+            "batch": 32, "seg_stream": 4000, "iters": 6000, "switch": 2000, "eval_every": 500, "seg_batch": 16,
+            "seg_lr": 0.01, "val": 300, "workers": 12, "checks": 300},
+}
+
+
+def budget_of(name: str, overrides: list[str] | None = None) -> dict[str, Any]:
+    """A named budget with ``KEY=VALUE`` overrides (ints, floats, or comma-separated lists for ``decay``)."""
+    if name not in BUDGETS:
+        raise ValueError(f"--budget {name!r}: choose one of {', '.join(BUDGETS)}")
+    budget = dict(BUDGETS[name])
+    for item in overrides or []:
+        key, _, value = item.partition("=")
+        if key not in budget or not value:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(budget)}")
+        if key == "decay":
+            budget[key] = [int(v) for v in value.split(",") if v]
+        else:
+            budget[key] = type(budget[key])(float(value)) if isinstance(budget[key], int) else float(value)
+    if not 0 < budget["switch"] < budget["iters"]:
+        raise ValueError(f"switch {budget['switch']} must lie inside 1..{budget['iters'] - 1}")
+    return budget
