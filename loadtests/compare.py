@@ -7,6 +7,7 @@ the same ONNX file through the exported .mar, with batching configured like ours
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import io
 import os
 import platform
@@ -15,13 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-import torch
 from PIL import Image
 
 from common.compute import available_cores
 from common.kinds import Task
 from common.preprocess import InputNormaliser, resize_to_input
-from export.random_weights import export_random
 from export.torchserve import write_mar
 from loadtests.locust_run import parse_seconds, read_stats, run_locust
 from loadtests.payloads import build_payloads
@@ -54,6 +53,8 @@ def ensure_model(args: argparse.Namespace) -> Path:
     except ManifestError:
         if not args.preset:
             raise ValueError(f"model {args.model!r} is not in {args.store}; pass --preset to export one") from None
+    from export.random_weights import export_random  # loads torch: only when a model must be exported
+
     return export_random(args.preset, args.model, args.store, formats=("onnx", "mar"), progress=True,
                          image_size=args.image_size).path
 
@@ -77,7 +78,8 @@ def machine_facts() -> str:
                  if line.startswith("model name")]
         cpu = names[0] if names else cpu
     return (f"{cpu}, {available_cores()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') >> 30} GiB, "
-            f"Python {platform.python_version()}, onnxruntime {ort.__version__}, torch {torch.__version__}")
+            f"Python {platform.python_version()}, onnxruntime {ort.__version__}, "
+            f"torch {importlib.metadata.version('torch')}")
 
 
 def main(args: argparse.Namespace) -> int:
