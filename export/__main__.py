@@ -6,9 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from export.artifact_formats import DEFAULT_FORMATS, FORMATS, parse_formats
 from export.guard import DEFAULT_GUARD_IMAGES, DEFAULT_TOLERANCE
-from export.pipeline import DEFAULT_FORMATS, FORMATS, VariantRequest, export_entry, parse_formats
-from export.source import resolve_source
 from export.variants import (
     CALIBRATION_CHOICES,
     DEFAULT_CALIBRATION_IMAGES,
@@ -80,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         formats = parse_formats(args.formats)
+        from export.pipeline import VariantRequest, export_entry  # torch and timm (about 5 s): once the flags hold
+        from export.source import resolve_source
+
         request = VariantRequest(args.variants, args.calib, args.guard_data, args.tolerance, args.calib_images,
                                  args.calib_method, args.guard_images, args.guard_masked, args.int8_recipe,
                                  args.probe_images) if args.variants else None

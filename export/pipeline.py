@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from common.datasets import evaluation_set
+from export.artifact_formats import DEFAULT_FORMATS, parse_formats
 from export.formats import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, export_onnx, export_torchscript, load_torchscript
 from export.guard import DEFAULT_GUARD_IMAGES, DEFAULT_TOLERANCE, guard_variants
 from export.parity import FP16_TOL, FP32_TOL, check_parity, parity_cases
@@ -59,19 +60,6 @@ from model_store.manifest import (
 from robustness.probe_check import DEFAULT_PROBE_IMAGES
 
 log = logging.getLogger("export")
-FORMATS = ("onnx", "torchscript", "mar", "triton")
-DEFAULT_FORMATS = ("onnx", "torchscript")
-
-
-def parse_formats(spec: str | Sequence[str]) -> tuple[str, ...]:
-    """Validate a comma list of formats; ONNX is always included (parity and the server need it)."""
-    items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
-    unknown = [s for s in items if s not in FORMATS]
-    if unknown:
-        raise ValueError(f"unknown format(s) {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
-    return tuple(dict.fromkeys(["onnx", *items]))
-
-
 def tool_versions() -> dict[str, str]:
     """Versions of the tools that produced an artifact."""
     return {"python": platform.python_version(), "torch": torch.__version__, "onnx": onnx.__version__,
