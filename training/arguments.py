@@ -15,6 +15,7 @@ def initialisation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-pretrained", dest="pretrained", action="store_false",
                         help="start from random weights even when the preset names packaged pretrained weights")
 
+
 def run_arguments(parser: argparse.ArgumentParser) -> None:
     """``--workers``, ``--threads``, ``--seed``, ``--device`` and ``--pool``, which both trainers take."""
     parser.add_argument("--workers", type=int, default=0)
@@ -25,6 +26,18 @@ def run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pool", metavar="DIR",
                         help="with --stream: read the streamed scenes from a pre-rendered uint8 pool under DIR "
                              "(rendered once, shared by runs with the same seed and stream)")
+
+
+def data_arguments(parser: argparse.ArgumentParser, stream: str, val_size: int) -> None:
+    """``--limit``, ``--stream``, ``--val-size``, then the initialisation and run flags both trainers take."""
+    parser.add_argument("--limit", type=int, help="use only the first N training images")
+    parser.add_argument("--stream", type=int, metavar="N",
+                        help=f"train on {stream} (embedded data only) instead of the files")
+    parser.add_argument("--val-size", type=int, default=val_size,
+                        help=f"validation scenes when streaming (default {val_size})")
+    initialisation_arguments(parser)
+    run_arguments(parser)
+
 
 def classify_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``python -m training classify``."""
@@ -49,14 +62,10 @@ def classify_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--choose-threshold", action="store_true",
                         help="choose the decision threshold that maximises OF1 on the validation split and keep it "
                              "for export (default: the preset's 0.5, as the papers' CP/CR/OF1 use)")
-    parser.add_argument("--limit", type=int, help="use only the first N training images")
-    parser.add_argument("--stream", type=int, metavar="N",
-                        help="train on N fresh procedural scenes per epoch (embedded data only) instead of the files")
-    parser.add_argument("--val-size", type=int, default=200, help="validation scenes when streaming (default 200)")
-    initialisation_arguments(parser)
-    run_arguments(parser)
+    data_arguments(parser, "N fresh procedural scenes per epoch", val_size=200)
     parser.add_argument("--out", required=True, help="output folder (checkpoints, log.json)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pth")
+
 
 def segment_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``python -m training segment``."""
@@ -81,13 +90,9 @@ def segment_arguments(parser: argparse.ArgumentParser) -> None:
                         help="weights kept: best validation IA-mIoU after the switch, or the last iterate")
     parser.add_argument("--start-from", help="continue from a switch.pth written by a run with the same settings")
     parser.add_argument("--eval-every", type=int, default=300)
-    parser.add_argument("--limit", type=int, help="use only the first N training images")
-    parser.add_argument("--stream", type=int, metavar="N",
-                        help="train on fresh procedural scenes (N per pass; embedded data only) instead of the files")
-    parser.add_argument("--val-size", type=int, default=100, help="validation scenes when streaming (default 100)")
-    initialisation_arguments(parser)
-    run_arguments(parser)
+    data_arguments(parser, "fresh procedural scenes (N per pass)", val_size=100)
     parser.add_argument("--out", required=True, help="output folder (final.pth, log.json)")
+
 
 def reproduce_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``python -m training reproduce``."""
@@ -107,6 +112,7 @@ def reproduce_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--setup-minutes", type=float, help="record a measured make-serve set-up time")
     parser.add_argument("--report-only", action="store_true",
                         help="rebuild reproduction.md and the plots from reproduction.json without training")
+
 
 def make_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``python -m training make-dataset``."""
