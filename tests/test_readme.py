@@ -1,5 +1,6 @@
-"""The README stays true: its configuration table is the server's flags, every `python -m` command it shows
-names flags its command accepts, and every URL its curl lines call is a route of the app."""
+"""The README stays true: its configuration table is the server's flags, every `python -m` command it (or the
+Makefile, which `make serve` runs on a fresh clone) shows names flags its command accepts, and every URL its curl
+lines call is a route of the app."""
 
 from __future__ import annotations
 
@@ -31,6 +32,13 @@ def commands() -> list[list[str]]:
     return found
 
 
+def makefile_commands() -> list[list[str]]:
+    """Every ``$(PY) -m ...`` recipe of the Makefile but pip's, continuation lines joined, split like a shell."""
+    recipes = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    return [shlex.split("python " + line.strip().removeprefix("$(PY) ")) for line in recipes.splitlines()
+            if line.strip().startswith("$(PY) -m ") and not line.strip().startswith("$(PY) -m pip ")]
+
+
 @functools.cache
 def help_text(module: str, sub: str | None) -> str:
     """`python -m module [sub] --help`."""
@@ -46,7 +54,7 @@ def test_the_configuration_table_lists_every_flag_with_its_variable() -> None:
     assert set(OPTIONS) <= set(help_text("server", None).split())
 
 
-@pytest.mark.parametrize("command", commands(), ids=lambda c: " ".join(c[:4]))
+@pytest.mark.parametrize("command", commands() + makefile_commands(), ids=lambda c: " ".join(c[:4]))
 def test_every_python_command_uses_flags_its_program_accepts(command: list[str]) -> None:
     module = command[command.index("-m") + 1]
     rest = command[command.index("-m") + 2:]
@@ -61,6 +69,8 @@ def test_every_python_command_uses_flags_its_program_accepts(command: list[str])
 
 def test_the_readme_shows_commands_to_check() -> None:
     assert len(commands()) >= 15
+    modules = [command[2] for command in makefile_commands()]  # data, calibration, training, export, the server
+    assert len(modules) >= 10 and {"training", "export", "models", "server"} <= set(modules)
 
 
 def test_every_curl_url_is_a_route_of_the_app() -> None:
