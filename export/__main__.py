@@ -19,6 +19,17 @@ from model_store.manifest import Variant
 from robustness.probe_check import DEFAULT_PROBE_IMAGES
 
 
+def unit_interval(text: str) -> float:
+    """A threshold strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text} must lie strictly between 0 and 1")
+    return value
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line flags."""
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
@@ -33,6 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--image-size", type=int, help="override the preset's input size")
     parser.add_argument("--lam", type=float, help="override the CSRA lambda")
     parser.add_argument("--heads", type=int, help="override the CSRA head count")
+    parser.add_argument("--threshold", type=unit_interval,
+                        help="decision threshold of a multi-label (sigmoid) classifier, written into the manifest "
+                             "(default: the one the checkpoint's trainer chose, else the preset's 0.5)")
     parser.add_argument("--force", action="store_true", help="replace an existing entry of that version")
     variants = parser.add_argument_group("lower-precision variants (judged by the accuracy guard)")
     variants.add_argument("--variants", default="", help=f"comma list from {', '.join(VARIANT_FILES)}: built next to "
@@ -85,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         request = VariantRequest(args.variants, args.calib, args.guard_data, args.tolerance, args.calib_images,
                                  args.calib_method, args.guard_images, args.guard_masked, args.int8_recipe,
                                  args.probe_images) if args.variants else None
-        src = resolve_source(args.checkpoint, args.preset, image_size=args.image_size, lam=args.lam, heads=args.heads)
+        src = resolve_source(args.checkpoint, args.preset, image_size=args.image_size, lam=args.lam, heads=args.heads,
+                             threshold=args.threshold)
         manifest = export_entry(src, args.name, args.version, args.store, formats, fp16=args.fp16, force=args.force,
                                 variants=request)
     except (ValueError, KeyError, TypeError, RuntimeError, OSError) as exc:

@@ -9,6 +9,7 @@ from typing import Any
 
 from torch import nn
 
+from common.kinds import Activation, Task
 from models.checkpoint import (
     check_state_dict,
     extract_state_dict,
@@ -31,9 +32,15 @@ class ExportSource:
     threshold_source: str = ""
 
 
-def threshold_source(choice: Any) -> str:
-    """The manifest's sentence on how a trainer chose the threshold (``training classify --choose-threshold``)."""
-    if not isinstance(choice, dict) or "threshold" not in choice:
+def threshold_source(preset: Preset, choice: Any, at_export: bool) -> str:
+    """How the manifest's threshold was set: at export (``--threshold``), by the checkpoint's trainer
+    (``training classify --choose-threshold``), or ``""`` where it is the preset's."""
+    if at_export:
+        if preset.task != Task.CLASSIFICATION or preset.activation != Activation.SIGMOID:
+            raise ValueError(f"--threshold: {preset.name} is not a multi-label (sigmoid) classifier; only those "
+                             "decide labels by a threshold")
+        return "set at export (--threshold)"
+    if not isinstance(choice, dict) or choice.get("threshold") != preset.threshold:  # none, or another run's
         return ""
     return (f"chosen on the {choice.get('split', 'validation')} split ({choice.get('images', '?')} images) to maximise "
             f"{choice['criterion']}: {choice['figures'][choice['criterion']]:.1f} there, "
@@ -60,10 +67,9 @@ def resolve_source(checkpoint: str | Path, preset_name: str | None = None, **ove
                    f"no reference value for {preset.arch} with {preset.heads} heads, so the {preset.arch} default")
             print(f"note: lambda is not stored in weights; using {lam}, {why} (pass --lam to change)",
                   file=sys.stderr)
+    chosen = threshold_source(preset, raw.get("threshold_choice") if origin == "checkpoint" else None,
+                              at_export=overrides.get("threshold") is not None)
     model = build_model(preset)
     check_state_dict(model, state, source=str(checkpoint))
     model.load_state_dict(state, strict=True)
-    choice = raw.get("threshold_choice") if origin == "checkpoint" else None
-    if not isinstance(choice, dict) or choice.get("threshold") != preset.threshold:  # --threshold or another run's
-        choice = None
-    return ExportSource(model.eval(), preset, checkpoint, origin, threshold_source(choice))
+    return ExportSource(model.eval(), preset, checkpoint, origin, chosen)

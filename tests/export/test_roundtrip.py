@@ -175,3 +175,22 @@ def test_deeplabv2_r18_exports_pixel_logits_at_any_size(tmp_path: Path) -> None:
     assert (out.argmax(1) == expected.argmax(1)).mean() > 0.999
     config = (tmp_path / "store" / "triton" / "seg" / "config.pbtxt").read_text()
     assert "dims: [ 3, -1, -1 ]" in config and "dims: [ 11, -1, -1 ]" in config
+
+
+def test_a_threshold_set_at_export_is_written_with_its_source(tmp_path: Path, r18_checkpoint: Path) -> None:
+    store = tmp_path / "store"
+    done = run_export(str(r18_checkpoint), "--preset", "resnet18-csra-128", "--name", "r18", "--store", str(store),
+                      "--formats", "onnx", "--threshold", "0.3")
+    assert done.returncode == 0, done.stderr[-1000:]
+    manifest = load_manifest(store / "r18" / "1")
+    assert manifest.threshold == 0.3 and manifest.threshold_source == "set at export (--threshold)"
+
+    for value, message in (("1.5", "must lie strictly between 0 and 1"), ("0", "must lie strictly between 0 and 1"),
+                           ("half", "'half' is not a number")):
+        done = run_export(str(r18_checkpoint), "--name", "bad", "--store", str(store), "--threshold", value)
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+    segmenter = save_random("deeplabv2-r18", tmp_path / "seg.pth", seed=5)
+    done = run_export(str(segmenter), "--preset", "deeplabv2-r18", "--name", "seg", "--store", str(store),
+                      "--threshold", "0.3")
+    assert done.returncode == 2 and "is not a multi-label (sigmoid) classifier" in done.stderr
+    assert done.stderr.strip().count("\n") == 0 and not (store / "seg").exists()
