@@ -191,6 +191,7 @@
     const info = $("model-info");
     if (!model) {
       info.textContent = "";
+      info.title = "";
       return;
     }
     const size = model.input && model.input.size ? `${model.input.size[0]}×${model.input.size[1]} input` : "";
@@ -201,6 +202,7 @@
     const sigmoid = model.task === "classification" && model.activation === "sigmoid";
     const threshold = sigmoid && typeof model.threshold === "number" ? `threshold ${model.threshold}` : "";
     info.textContent = [kind, size, classes, threshold].filter(Boolean).join(" · ");
+    info.title = threshold && model.threshold_source ? `threshold ${model.threshold_source}` : "";
   }
 
   // ------------------------------------------------------------------ samples and the image
