@@ -60,6 +60,8 @@ from model_store.manifest import (
 from robustness.probe_check import DEFAULT_PROBE_IMAGES
 
 log = logging.getLogger("export")
+
+
 def tool_versions() -> dict[str, str]:
     """Versions of the tools that produced an artifact."""
     return {"python": platform.python_version(), "torch": torch.__version__, "onnx": onnx.__version__,

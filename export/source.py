@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import nn
 
-from common.kinds import Activation, Task
+from common.kinds import ModelKind
 from models.checkpoint import (
     check_state_dict,
     extract_state_dict,
@@ -36,7 +36,7 @@ def threshold_source(preset: Preset, choice: Any, at_export: bool) -> str:
     """How the manifest's threshold was set: at export (``--threshold``), by the checkpoint's trainer
     (``training classify --choose-threshold``), or ``""`` where it is the preset's."""
     if at_export:
-        if preset.task != Task.CLASSIFICATION or preset.activation != Activation.SIGMOID:
+        if not ModelKind.of(preset.task, preset.activation).thresholded:
             raise ValueError(f"--threshold: {preset.name} is not a multi-label (sigmoid) classifier; only those "
                              "decide labels by a threshold")
         return "set at export (--threshold)"

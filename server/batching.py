@@ -239,30 +239,24 @@ class MicroBatcher:
             self._report_depth()
         return None
 
-    def _waiting_ordinary(self) -> _Pending | None:
+    async def _waiting_ordinary(self) -> _Pending | None:
         """The oldest live ordinary (not exclusive) request already waiting, taken out of line; queued requests
         looked at before it are set aside, in order."""
         for item in self._set_aside:
             if not item.exclusive and item.live():
                 self._set_aside.remove(item)
                 return item
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except asyncio.QueueEmpty:
-                return None
-            if not item.live():
-                self._report_depth()
-            elif not item.exclusive:
+        while (item := await self._from_queue(0)) is not None:  # timeout 0: never waits
+            if not item.exclusive:
                 return item
-            else:
-                self._set_aside.append(item)
+            self._set_aside.append(item)
+        return None
 
     async def _collect(self) -> list[_Pending]:
         first = self._first_set_aside() or await self._from_queue(None)
         assert first is not None
         if first.exclusive and first.passed < PASSES_PER_STACK:
-            ordinary = self._waiting_ordinary()
+            ordinary = await self._waiting_ordinary()
             if ordinary is not None:  # ordinary requests go first; the stack waits a bounded number of batches
                 first.passed += 1
                 self._set_aside.appendleft(first)

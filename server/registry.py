@@ -311,7 +311,7 @@ class ModelRegistry:
             "name": m.name, "version": m.version, "task": m.task, "state": self.states[name],
             "class_names": m.class_names, "activation": m.activation,
             "kind": m.kind.value, "threshold": m.kind.threshold(m.threshold),
-            "threshold_source": m.threshold_source if m.kind.threshold(m.threshold) is not None else "",
+            "threshold_source": m.threshold_source if m.kind.thresholded else "",
             "input": document["input"], "output": document["output"],
             "architecture": m.preset.summary(), "precision": m.precision,
             "files": sorted(m.files),

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.precision_recipes import claimed_machine
-from model_store.machine import isa_record, machine_differences
+from model_store.machine import AVX2_ONLY_FLAGS, AVX512_VNNI_FLAGS, isa_record, machine_differences
 
-AVX2 = {**isa_record(["avx2", "fma"]), "cpu": "AMD EPYC", "onnxruntime": "1.31.1", "provider": "CPUExecutionProvider"}
-VNNI = {**AVX2, **isa_record(["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni"])}
+AVX2 = {**isa_record(AVX2_ONLY_FLAGS), "cpu": "AMD EPYC", "onnxruntime": "1.31.1", "provider": "CPUExecutionProvider"}
+VNNI = {**AVX2, **isa_record(AVX512_VNNI_FLAGS)}
 
 
 @pytest.mark.parametrize(("here", "claimed_isa"), [(AVX2, "avx512-vnni"), (VNNI, "avx2")])
