@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from export.artifact_formats import DEFAULT_FORMATS, FORMATS, parse_formats
-from export.guard import DEFAULT_GUARD_IMAGES, DEFAULT_TOLERANCE
+from export.guard import DEFAULT_GUARD_IMAGES, DEFAULT_SPEED_SECONDS, DEFAULT_TOLERANCE
+from export.variant_request import VariantRequest
 from export.variants import (
     CALIBRATION_CHOICES,
     DEFAULT_CALIBRATION_IMAGES,
@@ -74,6 +75,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     variants.add_argument("--probe-images", type=int, default=DEFAULT_PROBE_IMAGES,
                           help="guard images kept in the entry with their fp32 outputs, so that a server on another "
                                f"CPU re-checks the variants at start (default {DEFAULT_PROBE_IMAGES}; 0: none)")
+    variants.add_argument("--speed-seconds", type=float, default=DEFAULT_SPEED_SECONDS,
+                          help="length of each of the guard's three timed windows per file, fp32 and each variant "
+                               f"taking turns (default {DEFAULT_SPEED_SECONDS})")
     return parser.parse_args(argv)
 
 
@@ -93,12 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         formats = parse_formats(args.formats)
-        from export.pipeline import VariantRequest, export_entry  # torch and timm (about 5 s): once the flags hold
-        from export.source import resolve_source
-
         request = VariantRequest(args.variants, args.calib, args.guard_data, args.tolerance, args.calib_images,
                                  args.calib_method, args.guard_images, args.guard_masked, args.int8_recipe,
-                                 args.probe_images) if args.variants else None
+                                 args.probe_images, args.speed_seconds) if args.variants else None
+        from export.pipeline import export_entry  # torch and timm (about 5 s): once the flags hold
+        from export.source import resolve_source
+
         src = resolve_source(args.checkpoint, args.preset, image_size=args.image_size, lam=args.lam, heads=args.heads,
                              threshold=args.threshold)
         manifest = export_entry(src, args.name, args.version, args.store, formats, fp16=args.fp16, force=args.force,

@@ -18,6 +18,24 @@ DEFAULT_OPSET = 18
 
 
 @contextlib.contextmanager
+def _out_of_place(model: nn.Module):
+    """Run the model's in-place activations (``ReLU(inplace=True)``, ``ReLU6``) out of place while it is exported.
+
+    The dynamo exporter lowers ``hardtanh_`` and ``relu_`` through their slow reference decompositions (each
+    traced element-wise with symbolic shapes) where the out-of-place ops map straight to ONNX; the graph it
+    writes is the same, and a MobileNetV2 exports in about half the time.
+    """
+    switched = [m for m in model.modules() if getattr(m, "inplace", None) is True]
+    for module in switched:
+        module.inplace = False
+    try:
+        yield model
+    finally:
+        for module in switched:
+            module.inplace = True
+
+
+@contextlib.contextmanager
 def _quiet():
     """Silence exporter chatter (it prints progress and warnings we check ourselves via parity)."""
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
@@ -32,7 +50,7 @@ def export_onnx(model: nn.Module, path: Path, example: torch.Tensor, dynamic_siz
         raise ValueError("export from an example batch of 2 or more, or the batch axis is fixed at 1")
     auto = torch.export.Dim.AUTO
     axes = {0: auto, 2: auto, 3: auto} if dynamic_size else {0: auto}
-    with _quiet():
+    with _quiet(), _out_of_place(model):
         program = torch.onnx.export(model.eval(), (example,), dynamo=True, dynamic_shapes={"x": axes},
                                     input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                                     opset_version=opset, verbose=False)

@@ -33,6 +33,7 @@ DEFAULT_TOLERANCE = 0.5
 DEFAULT_GUARD_IMAGES = 300
 GUARD_METRICS = {Task.CLASSIFICATION: ("mAP",), Task.SEGMENTATION: ("mIoU", "IA-mIoU")}
 SPEED_BATCH = 8
+DEFAULT_SPEED_SECONDS = 1.5
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,8 @@ class AgreementRecorder:
         return out
 
 
-def images_per_second(manifest: Manifest, filenames: Sequence[str], seconds: float = 1.5, rounds: int = 3,
-                      batch: int = SPEED_BATCH) -> tuple[dict[str, float], str]:
+def images_per_second(manifest: Manifest, filenames: Sequence[str], seconds: float = DEFAULT_SPEED_SECONDS,
+                      rounds: int = 3, batch: int = SPEED_BATCH) -> tuple[dict[str, float], str]:
     """Each file's best images/s over ``rounds`` timed windows of batch-``batch`` inference on zeros, the files'
     windows taking turns so that a change of load falls on all of them alike; and the provider that ran them."""
     sessions = {name: ort.InferenceSession(str(verified_artifact(manifest, name)), providers=onnx_providers())
@@ -114,7 +115,7 @@ def _verdict(report: dict, precision: str, differences: dict, task: str, toleran
 def guard_variants(manifest: Manifest, files: Mapping[str, str], eval_set: EvalSet,
                    tolerance: float = DEFAULT_TOLERANCE, limit: int | None = DEFAULT_GUARD_IMAGES, seed: int = 0,
                    batch: int = 16, progress: Callable[[int, int], None] | None = None,
-                   gate_masked: bool = False) -> dict[str, Verdict]:
+                   gate_masked: bool = False, speed_seconds: float = DEFAULT_SPEED_SECONDS) -> dict[str, Verdict]:
     """Evaluate every variant (precision -> a file listed in the manifest) against ``model.onnx`` in one pass over
     the test split, and decide on each."""
     reference = AgreementRecorder(OnnxModel(manifest, "fp32"))
@@ -125,13 +126,13 @@ def guard_variants(manifest: Manifest, files: Mapping[str, str], eval_set: EvalS
     report = evaluate([reference, *candidates.values()], eval_set, config, progress=progress)
     differences = {c["other"]: c["conditions"] for c in report["comparisons"]}
     reference_top = np.concatenate(reference.top)
-    speeds, provider = images_per_second(manifest, [ONNX_FILE, *files.values()])
+    speeds, provider = images_per_second(manifest, [ONNX_FILE, *files.values()], seconds=speed_seconds)
     fp32_speed = speeds[ONNX_FILE]
     setup = {"guard_data": str(eval_set.root), "guard_split": "test", "guard_images": report["dataset"]["images"],
              "masked_bucket": HIGH_BUCKET, "tolerance": tolerance,
              "gated_on": [f"{p}{m}" for m in GUARD_METRICS[manifest.task] for p in ("", "masked_")
                           if gate_masked or not p], "seed": seed, "speed_provider": provider,
-             "speed_batch": SPEED_BATCH}
+             "speed_batch": SPEED_BATCH, "speed_seconds": speed_seconds}
     machine = machine_record(ort.__version__, provider)
     verdicts = {}
     for precision, candidate in candidates.items():

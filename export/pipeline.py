@@ -8,7 +8,7 @@ import os
 import platform
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +22,17 @@ from tqdm import tqdm
 from common.datasets import evaluation_set
 from export.artifact_formats import DEFAULT_FORMATS, parse_formats
 from export.formats import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, export_onnx, export_torchscript, load_torchscript
-from export.guard import DEFAULT_GUARD_IMAGES, DEFAULT_TOLERANCE, guard_variants
+from export.guard import guard_variants
 from export.parity import FP16_TOL, FP32_TOL, check_parity, parity_cases
 from export.probes import variant_probe_figures, write_probes
 from export.source import ExportSource
+from export.variant_request import VariantRequest
 from export.variants import (
-    CALIBRATION_CHOICES,
-    DEFAULT_CALIBRATION_IMAGES,
-    DEFAULT_INT8_RECIPE,
     INT8_RECIPES,
     VARIANT_FILES,
     build_int8,
     calibration_files,
     convert_fp16,
-    parse_variants,
     prepared_inputs,
 )
 from model_store.manifest import (
@@ -57,7 +54,6 @@ from model_store.manifest import (
     validate_name,
     write_manifest,
 )
-from robustness.probe_check import DEFAULT_PROBE_IMAGES
 
 log = logging.getLogger("export")
 
@@ -105,42 +101,6 @@ def _torchscript_runner(path: Path):
             return module(torch.from_numpy(x)).numpy()
 
     return run
-
-
-@dataclass(frozen=True)
-class VariantRequest:
-    """Which lower-precision variants to build, what calibrates INT8 and what judges every variant."""
-
-    precisions: tuple[str, ...]
-    calib: Path | None = None  # a dataset (its train split) or a folder of images
-    guard_data: Path | None = None  # a labelled dataset whose TEST split judges the variants (default: calib)
-    tolerance: float = DEFAULT_TOLERANCE
-    calib_images: int = DEFAULT_CALIBRATION_IMAGES
-    calib_method: str = "auto"
-    guard_images: int | None = DEFAULT_GUARD_IMAGES
-    gate_masked: bool = False  # the masked (b6) deltas reject too, not only the clean ones
-    int8_recipe: str = DEFAULT_INT8_RECIPE  # how INT8 stores its weights (export.variants.INT8_RECIPES)
-    probe_images: int = DEFAULT_PROBE_IMAGES  # guard images kept with their fp32 outputs, to re-check elsewhere
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "precisions", parse_variants(self.precisions))
-        if self.int8_recipe not in INT8_RECIPES:
-            raise ValueError(f"INT8 recipe {self.int8_recipe!r} must be one of {', '.join(INT8_RECIPES)}")
-        if self.probe_images < 0:
-            raise ValueError("--probe-images must be >= 0")
-        if self.calib_method not in CALIBRATION_CHOICES:
-            raise ValueError(f"calibration method {self.calib_method!r} must be one of "
-                             f"{', '.join(CALIBRATION_CHOICES)}")
-        if self.calib_images < 1 or (self.guard_images is not None and self.guard_images < 1):
-            raise ValueError("--calib-images and --guard-images must be >= 1")
-        if "int8" in self.precisions and self.calib is None:
-            raise ValueError("the int8 variant needs --calib DIR: a dataset (its train split is used) or a folder of "
-                             "100-500 images like the ones the model will serve")
-        for flag, path in (("--calib", self.calib), ("--guard-data", self.guard_data)):
-            if path is not None and not Path(path).exists():
-                raise ValueError(f"{flag} {path}: not found")
-        if self.guard_data is None and self.calib is None:
-            raise ValueError("variants need --guard-data DIR: a labelled dataset whose test split judges them")
 
 
 def _build_variant(entry: Path, manifest: Manifest, precision: str, request: VariantRequest,
@@ -199,7 +159,7 @@ def add_variants(entry: Path, request: VariantRequest, progress: bool = True) ->
         with tqdm(total=len(eval_set), desc=f"guard {','.join(built)}", unit="img", disable=not progress) as bar:
             verdicts = guard_variants(manifest, {p: VARIANT_FILES[p] for p in built}, eval_set, request.tolerance,
                                       request.guard_images, progress=lambda done, _total: bar.update(done - bar.n),
-                                      gate_masked=request.gate_masked)
+                                      gate_masked=request.gate_masked, speed_seconds=request.speed_seconds)
         for precision, verdict in verdicts.items():
             figures = variant_probe_figures(manifest, VARIANT_FILES[precision]) if probe is not None else {}
             variants[precision] = Variant(VARIANT_FILES[precision], precision, verdict.status, verdict.reason,

@@ -46,7 +46,7 @@ def quantised(fine_tuned: FineTuned, scenes: Path, tmp_path_factory: pytest.Temp
     store = tmp_path_factory.mktemp("variant-store")
     result = run("export", str(fine_tuned.checkpoint), "--name", "tiny", "--store", str(store), "--formats", "onnx",
                  "--variants", "int8,fp16", "--calib", str(scenes), "--calib-images", "64", "--calib-method",
-                 "percentile", "--guard-data", str(scenes))
+                 "percentile", "--guard-data", str(scenes), "--speed-seconds", "0.2")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "int8: " in result.stdout and "fp16: " in result.stdout
     return store / "tiny" / "1"
@@ -105,7 +105,7 @@ def test_guard_figures_match_an_independent_scikit_learn_oracle(quantised: Path,
     assert m["masked_mAP_fp32"] < m["mAP_fp32"]  # b6 masks hide most of each image
     assert 0.5 < m["top_label_agreement"] <= 1.0
     assert m["images_per_s"] > 0 and m["speedup"] == pytest.approx(m["images_per_s"] / m["fp32_images_per_s"])
-    assert int8.setup["speed_provider"] == "CPUExecutionProvider"
+    assert int8.setup["speed_provider"] == "CPUExecutionProvider" and int8.setup["speed_seconds"] == 0.2
     assert (int8.status == "accepted") == (-m["mAP_delta"] <= 0.5)
     assert manifest.variant("fp16").measures["top_label_agreement"] > 0.97  # fp16 barely changes the logits
 
@@ -120,7 +120,7 @@ def test_an_impossible_tolerance_rejects_with_the_reason(quantised: Path, scenes
     document["variants"] = []
     (entry / "manifest.json").write_text(json.dumps(document))
     request = VariantRequest(("int8",), scenes, scenes, tolerance=-100.0, calib_images=32, calib_method="minmax",
-                             guard_images=24)
+                             guard_images=24, speed_seconds=0.1)
     manifest = add_variants(entry, request, progress=False)
     int8 = manifest.variant("int8")
     assert int8.status == "rejected"
@@ -158,6 +158,7 @@ def test_the_first_and_last_convolutions_stay_in_float(quantised: Path) -> None:
     (["--variants", "int8", "--guard-data", "."], "the int8 variant needs --calib DIR"),
     (["--variants", "fp16"], "variants need --guard-data DIR"),
     (["--variants", "int8", "--calib", "/nonexistent/calib"], "--calib /nonexistent/calib: not found"),
+    (["--variants", "fp16", "--guard-data", ".", "--speed-seconds", "0"], "--speed-seconds must be > 0"),
 ])
 def test_bad_variant_flags_are_one_line_errors(r18_checkpoint: Path, tmp_path: Path, argv: list[str],
                                                message: str) -> None:

@@ -40,7 +40,7 @@ def precision_store(fine_tuned: FineTuned, tmp_path_factory: pytest.TempPathFact
     shutil.copytree(manifest.path.parent, store / "strict")
     rewrite_manifest(store / "strict" / "1", "strict")
     common = {"calib": fine_tuned.data, "guard_data": fine_tuned.data, "calib_images": 32, "calib_method": "minmax",
-              "guard_images": 24}
+              "guard_images": 24, "speed_seconds": 0.2}
     add_variants(store / "ok" / "1", VariantRequest(("int8",), tolerance=100.0, **common), progress=False)
     add_variants(store / "strict" / "1", VariantRequest(("int8",), tolerance=-100.0, **common), progress=False)
     shutil.copytree(store / "ok", store / "slow")

@@ -64,7 +64,7 @@ def recheck_store(fine_tuned: FineTuned, tmp_path_factory: pytest.TempPathFactor
                             progress=False)
     add_variants(manifest.path, VariantRequest(("int8",), fine_tuned.data, fine_tuned.data, tolerance=100.0,
                                                calib_images=32, calib_method="minmax", guard_images=24,
-                                               probe_images=16), progress=False)
+                                               probe_images=16, speed_seconds=0.2), progress=False)
     rewrite_manifest(store / "same" / "1", "same", pin_speedup(2.0))
     changes = {"holds": _claim_other, "fails": lambda d: _claim_other(d, CLAIMED_BETTER, tolerance=0.5),
                "unprobed": _drop_probes}

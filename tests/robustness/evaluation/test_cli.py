@@ -118,7 +118,7 @@ def test_compare_precision_evaluates_the_entry_beside_its_int8_variant(capsys, s
         Image.fromarray(noise).save(calib / f"{seed}.png")
     add_variants(entry / "1", VariantRequest(("int8",), calib=calib, guard_data=CLASSIFICATION_DATA,
                                              tolerance=100.0, calib_images=8, calib_method="minmax", guard_images=6,
-                                             probe_images=0), progress=False)
+                                             probe_images=0, speed_seconds=0.1), progress=False)
     out = tmp_path / "run"
     code, err = run_cli(capsys, "--model", str(entry), "--data", str(CLASSIFICATION_DATA), "--limit", "6",
                         "--occlusion", "none", "--corruptions", "contrast", "--severities", "1", "--bootstrap", "20",
