@@ -38,8 +38,11 @@ $(CHROMIUM) $(CHROMEDRIVER):
 
 browser: $(CHROMIUM) $(CHROMEDRIVER)
 
+# Two workers, each taking whole test modules (their module fixtures and servers stay on one worker); TEST_WORKERS=0
+# runs the suite in one process.
+TEST_WORKERS ?= 2
 test: $(STAMP) lint browser
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The default store: an MSL classifier and an L_sb segmenter fine-tuned from torchvision's ImageNet MobileNetV2
 # (the weights come with pip, nothing is downloaded) on fresh procedural scenes, and the ImageNet model as it is.

@@ -3,12 +3,14 @@ briefly fine-tuned classifier with its data (for what needs a model that has lea
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from export.random_weights import export_random
 from training.datasets import make_dataset
@@ -53,21 +55,35 @@ class FineTuned:
         return self.run / "best.pth"
 
 
+def _fine_tune(folder: Path) -> FineTuned:
+    data = make_dataset(folder / "scenes", n_train=192, n_test=64, image_size=224, seed=11, scenes="classification",
+                        progress=False)
+    argv = [sys.executable, "-m", "training", "classify", "--data", str(data), "--out", str(folder / "run"),
+            "--method", "baseline", "--preset", "mobilenetv2-csra", "--image-size", "128", "--epochs", "3", "--lr",
+            "0.01", "--batch-size", "16", "--warmup-epochs", "1", "--decay-epochs", "--eval-mask-ratio", "", "--seed",
+            "0"]
+    result = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (folder / "stdout.txt").write_text(result.stdout)
+    (folder / "stderr.txt").write_text(result.stderr)
+    return FineTuned(data, folder / "run", result)
+
+
 @pytest.fixture(scope="session")
 def fine_tuned(tmp_path_factory: pytest.TempPathFactory) -> FineTuned:
     """MobileNetV2-CSRA at 128 px fine-tuned for 3 epochs from the ImageNet trunk (no masked branch).
 
     The rate is 0.01 (the head 0.1): at 0.05 the test mAP of the epoch chosen on 19 validation images swung with
     the CPU's float kernels (37.9 with AVX-512 kernels, 31.5 with AVX2 ones forced, against a chance level of
-    20.2); at 0.01 it stays at 38-42 across kernels and seeds.
+    20.2); at 0.01 it stays at 38-42 across kernels and seeds. Under pytest-xdist the first worker to ask trains it
+    and the others read the same run (tests only read it).
     """
-    folder = tmp_path_factory.mktemp("fine-tuned")
-    data = make_dataset(folder / "scenes", n_train=192, n_test=64, image_size=224, seed=11, scenes="classification",
-                        progress=False)
-    result = subprocess.run([sys.executable, "-m", "training", "classify", "--data", str(data), "--out",
-                             str(folder / "run"), "--method", "baseline", "--preset", "mobilenetv2-csra",
-                             "--image-size", "128", "--epochs", "3", "--lr", "0.01", "--batch-size", "16",
-                             "--warmup-epochs", "1", "--decay-epochs", "--eval-mask-ratio", "", "--seed", "0"],
-                            capture_output=True, text=True, cwd=ROOT)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return FineTuned(data, folder / "run", result)
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return _fine_tune(tmp_path_factory.mktemp("fine-tuned"))
+    folder = tmp_path_factory.getbasetemp().parent / "fine-tuned"  # the session's folder, shared by its workers
+    with FileLock(f"{folder}.lock"):
+        if not (folder / "stderr.txt").exists():
+            return _fine_tune(folder)
+    stdout, stderr = ((folder / name).read_text() for name in ("stdout.txt", "stderr.txt"))
+    result = subprocess.CompletedProcess([], 0, stdout, stderr)
+    return FineTuned(folder / "scenes", folder / "run", result)
