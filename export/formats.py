@@ -51,7 +51,7 @@ def export_onnx(model: nn.Module, path: Path, example: torch.Tensor, dynamic_siz
     auto = torch.export.Dim.AUTO
     axes = {0: auto, 2: auto, 3: auto} if dynamic_size else {0: auto}
     with _quiet(), _out_of_place(model):
-        program = torch.onnx.export(model.eval(), (example,), dynamo=True, dynamic_shapes={"x": axes},
+        program = torch.onnx.export(model.eval(), (example,), dynamo=True, dynamic_shapes=(axes,),
                                     input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                                     opset_version=opset, verbose=False)
         program.save(str(path))

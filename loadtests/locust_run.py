@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import os
 import subprocess
 import sys
@@ -73,6 +74,12 @@ def parse_seconds(duration: str) -> float:
     return total + (float(number) if number else 0.0)
 
 
+def _figure(text: str) -> float:
+    """A number of the stats CSV; NaN where Locust has none (it writes N/A, or nothing, for a row without
+    requests), never 0 ms."""
+    return float(text) if text and text != "N/A" else math.nan
+
+
 def read_stats(csv_path: Path) -> list[EndpointStats]:
     """Rows of Locust's ``*_stats.csv`` (the Aggregated row last)."""
     rows = []
@@ -80,17 +87,22 @@ def read_stats(csv_path: Path) -> list[EndpointStats]:
         for row in csv.DictReader(fh):
             rows.append(EndpointStats(
                 name=row["Name"], requests=int(row["Request Count"]), failures=int(row["Failure Count"]),
-                rps=float(row["Requests/s"]), p50=float(row["50%"] or 0), p95=float(row["95%"] or 0),
-                p99=float(row["99%"] or 0)))
+                rps=_figure(row["Requests/s"]), p50=_figure(row["50%"]), p95=_figure(row["95%"]),
+                p99=_figure(row["99%"])))
     return rows
 
 
+def _ms(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.0f}"
+
+
 def format_table(rows: list[EndpointStats]) -> str:
-    """A Markdown table: requests/s, p50, p95, p99 and failures per endpoint."""
+    """A Markdown table: requests/s, p50, p95, p99 and failures per endpoint ("-" where nothing was measured)."""
     lines = ["| endpoint | requests | req/s | p50 ms | p95 ms | p99 ms | failures |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r.name} | {r.requests} | {r.rps:.1f} | {r.p50:.0f} | {r.p95:.0f} | {r.p99:.0f} | "
+        rps = "-" if math.isnan(r.rps) else f"{r.rps:.1f}"
+        lines.append(f"| {r.name} | {r.requests} | {rps} | {_ms(r.p50)} | {_ms(r.p95)} | {_ms(r.p99)} | "
                      f"{r.failures} ({100 * r.failure_rate:.1f}%) |")
     return "\n".join(lines)
 
@@ -102,6 +114,8 @@ def check_slo(rows: list[EndpointStats], slo_path: Path) -> list[str]:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ValueError(f"{slo_path}: cannot read SLO file ({exc})") from None
     default = slo.get("default", {})
+    if not any(row.requests for row in rows if row.name != "Aggregated"):
+        return ["no request completed during the run, so no objective could be checked"]
     violations = []
     for row in rows:
         if row.name == "Aggregated" or row.requests == 0:
