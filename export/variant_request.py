@@ -15,6 +15,8 @@ from export.variants import (
 )
 from robustness.probe_check import DEFAULT_PROBE_IMAGES
 
+MAX_SPEED_SECONDS = 60.0
+
 
 @dataclass(frozen=True)
 class VariantRequest:
@@ -38,8 +40,8 @@ class VariantRequest:
             raise ValueError(f"INT8 recipe {self.int8_recipe!r} must be one of {', '.join(INT8_RECIPES)}")
         if self.probe_images < 0:
             raise ValueError("--probe-images must be >= 0")
-        if not self.speed_seconds > 0:
-            raise ValueError("--speed-seconds must be > 0")
+        if not 0 < self.speed_seconds <= MAX_SPEED_SECONDS:  # NaN fails too; inf would time for ever
+            raise ValueError(f"--speed-seconds must lie in (0, {MAX_SPEED_SECONDS:g}]")
         if self.calib_method not in CALIBRATION_CHOICES:
             raise ValueError(f"calibration method {self.calib_method!r} must be one of "
                              f"{', '.join(CALIBRATION_CHOICES)}")

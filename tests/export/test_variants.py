@@ -158,7 +158,8 @@ def test_the_first_and_last_convolutions_stay_in_float(quantised: Path) -> None:
     (["--variants", "int8", "--guard-data", "."], "the int8 variant needs --calib DIR"),
     (["--variants", "fp16"], "variants need --guard-data DIR"),
     (["--variants", "int8", "--calib", "/nonexistent/calib"], "--calib /nonexistent/calib: not found"),
-    (["--variants", "fp16", "--guard-data", ".", "--speed-seconds", "0"], "--speed-seconds must be > 0"),
+    (["--variants", "fp16", "--guard-data", ".", "--speed-seconds", "0"], "--speed-seconds must lie in (0, 60]"),
+    (["--variants", "fp16", "--guard-data", ".", "--speed-seconds", "inf"], "--speed-seconds must lie in (0, 60]"),
 ])
 def test_bad_variant_flags_are_one_line_errors(r18_checkpoint: Path, tmp_path: Path, argv: list[str],
                                                message: str) -> None:
