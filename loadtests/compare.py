@@ -22,7 +22,7 @@ from common.compute import available_cores
 from common.kinds import Task
 from common.preprocess import InputNormaliser, resize_to_input
 from export.torchserve import write_mar
-from loadtests.locust_run import parse_seconds, read_stats, run_locust
+from loadtests.locust_run import parse_seconds, read_stats, run_locust, shown
 from loadtests.payloads import build_payloads
 from loadtests.processes import ServerProcess, TorchServeProcess
 from loadtests.raw_ceiling import best_raw, raw_layouts
@@ -129,12 +129,11 @@ def main(args: argparse.Namespace) -> int:
         "| serving | req/s (img/s) | p50 ms | p95 ms | p99 ms | failures |",
         "|---|---:|---:|---:|---:|---:|",
         f"| (a) raw ONNX Runtime loop, batch {args.max_batch} ({layout}) | {raw:.1f} | - | - | - | - |",
-        f"| (b) this server | {ours.rps:.1f} | {ours.p50:.0f} | {ours.p95:.0f} | {ours.p99:.0f} | {ours.failures} |",
-        f"| (c) TorchServe 0.12, same ONNX | {theirs.rps:.1f} | {theirs.p50:.0f} | {theirs.p95:.0f} | "
-        f"{theirs.p99:.0f} | {theirs.failures} |",
+        f"| (b) this server | {ours.figure_cells()} | {ours.failures} |",
+        f"| (c) TorchServe 0.12, same ONNX | {theirs.figure_cells()} | {theirs.failures} |",
         "",
         f"Ratios: (b)/(a) = {ours.rps / raw:.2f}, (b)/(c) = {ours.rps / max(theirs.rps, 1e-9):.2f}x, "
-        f"p95 (b) {ours.p95:.0f} ms vs (c) {theirs.p95:.0f} ms.",
+        f"p95 (b) {shown(ours.p95, '.0f')} ms vs (c) {shown(theirs.p95, '.0f')} ms.",
         "",
     ]
     publish("\n".join(lines), args.docs, f"compare:{args.model}")

@@ -33,6 +33,10 @@ class EndpointStats:
         """Failures over requests (0 when nothing was sent)."""
         return self.failures / self.requests if self.requests else 0.0
 
+    def figure_cells(self) -> str:
+        """The Markdown cells ``req/s | p50 | p95 | p99`` ("-" where Locust measured nothing)."""
+        return " | ".join([shown(self.rps, ".1f"), *(shown(v, ".0f") for v in (self.p50, self.p95, self.p99))])
+
 
 def require_loopback(host: str) -> str:
     """Load tests target this machine only."""
@@ -92,8 +96,9 @@ def read_stats(csv_path: Path) -> list[EndpointStats]:
     return rows
 
 
-def _ms(value: float) -> str:
-    return "-" if math.isnan(value) else f"{value:.0f}"
+def shown(value: float, spec: str) -> str:
+    """``value`` formatted by ``spec``, or "-" where it is NaN (no figure)."""
+    return "-" if math.isnan(value) else format(value, spec)
 
 
 def format_table(rows: list[EndpointStats]) -> str:
@@ -101,9 +106,7 @@ def format_table(rows: list[EndpointStats]) -> str:
     lines = ["| endpoint | requests | req/s | p50 ms | p95 ms | p99 ms | failures |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        rps = "-" if math.isnan(r.rps) else f"{r.rps:.1f}"
-        lines.append(f"| {r.name} | {r.requests} | {rps} | {_ms(r.p50)} | {_ms(r.p95)} | {_ms(r.p99)} | "
-                     f"{r.failures} ({100 * r.failure_rate:.1f}%) |")
+        lines.append(f"| {r.name} | {r.requests} | {r.figure_cells()} | {r.failures} ({100 * r.failure_rate:.1f}%) |")
     return "\n".join(lines)
 
 

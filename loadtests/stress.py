@@ -101,8 +101,7 @@ def main(args: argparse.Namespace) -> int:
     ]
     for label, row in (("accepted (200)", accepted), ("shed (503 + Retry-After)", shed)):
         if row:
-            lines.append(f"| {label} | {row.requests} | {row.rps:.1f} | {row.p50:.0f} | {row.p95:.0f} | "
-                         f"{row.p99:.0f} | {row.failures} |")
+            lines.append(f"| {label} | {row.requests} | {row.figure_cells()} | {row.failures} |")
     recovery = f"after {recovered:.1f} s" if recovered is not None else "NOT within 30 s"
     total_failures = sum(r.failures for r in stats if r.name != "Aggregated")
     lines += [
