@@ -18,9 +18,11 @@ def test_bench_robustness_prints_a_ratio_per_n_with_and_without_explain(store, c
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in out.splitlines()
             if line.startswith("| ") and not line.startswith("| n ")]
     assert [(row[0], row[1], row[2]) for row in rows] == [("1", "no", "2"), ("8", "no", "9"), ("8", "yes", "9")]
-    for row in rows:  # fixed ms, inference ms, then latency and ratio for a repeated and a fresh seed
-        fixed, inference, repeat_ms, repeat_ratio, fresh_ms, fresh_ratio = (float(cell) for cell in row[3:])
-        assert fixed > 0 and inference > 0 and repeat_ms > inference and fresh_ms > inference
+    for row in rows:  # fixed ms, then inference, latency and ratio for a repeated and for a fresh seed
+        fixed, repeat_inference, repeat_ms, repeat_ratio, fresh_inference, fresh_ms, fresh_ratio = (
+            float(cell) for cell in row[3:])
+        # each request's latency includes its own batch's inference, so the medians over the same requests keep order
+        assert fixed > 0 and 0 < repeat_inference < repeat_ms and 0 < fresh_inference < fresh_ms
         assert 0.5 < repeat_ratio < 20 and 0.5 < fresh_ratio < 20
     assert out.splitlines()[-1].startswith("worst ratio with a repeated seed ")
 
