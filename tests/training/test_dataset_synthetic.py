@@ -13,12 +13,15 @@ from common.labels import EMBEDDED_CLASSES, VOC_PALETTE
 from training.__main__ import main as training_main
 from training.datasets import make_dataset, read_label_png
 from training.datasets.scenes import (
+    TEXTURES,
     SceneConfig,
     SceneObject,
     area_bucket,
     class_map_from_instances,
     keep_visible_instances,
+    paint_textured,
     render_scene,
+    texture,
 )
 from training.datasets.shapes import place_layers, rasterize, shape_layers
 
@@ -144,6 +147,35 @@ def test_void_band_surrounds_objects_by_void_width() -> None:
     assert np.array_equal(classes, expected)
     wider = class_map_from_instances(instances, [SceneObject(4, 1, 1, 1)], void_width=2)
     assert (wider == 255).sum() == 24
+
+
+def test_painting_a_mask_gives_its_pixels_exactly_the_whole_texture_values_for_every_kind() -> None:
+    mask = np.zeros((40, 50), dtype=bool)
+    mask[5:30, 8:44] = np.random.default_rng(1).uniform(size=(25, 36)) < 0.6
+    kinds = set()
+    for seed in range(60):
+        canvas = np.full((40, 50, 3), -1.0)
+        assert paint_textured(np.random.default_rng(seed), canvas, mask, saturated=True)
+        rng = np.random.default_rng(seed)
+        rng.uniform(size=6)  # the two colours, as random_colour draws them
+        kinds.add(TEXTURES[rng.integers(len(TEXTURES))])
+        whole = texture(np.random.default_rng(seed), 25, 36)  # the mask's bounding box
+        assert np.array_equal(canvas[5:30, 8:44][mask[5:30, 8:44]], whole[mask[5:30, 8:44]])
+        assert np.all(canvas[~mask] == -1.0)
+    assert kinds == set(TEXTURES)
+
+
+def test_texture_values_by_hand() -> None:
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        rng.uniform(size=6)
+        kind = TEXTURES[rng.integers(len(TEXTURES))]
+        tex = texture(np.random.default_rng(seed), 16, 17)
+        assert tex.shape == (16, 17, 3)
+        if kind == "solid":
+            assert np.all(tex == tex[0, 0])
+        if kind == "checker":  # cells of 2-7 pixels: the two corners of the first cell are one colour
+            assert np.array_equal(tex[0, 0], tex[1, 1]) and len(np.unique(tex.reshape(-1, 3), axis=0)) == 2
 
 
 def test_shapes_are_distinct_and_ring_has_a_hole() -> None:

@@ -125,16 +125,19 @@ def random_colour(rng: np.random.Generator, saturated: bool) -> np.ndarray:
     return 255 * np.array(colorsys.hsv_to_rgb(hue, sat, val))
 
 
-def texture(rng: np.random.Generator, height: int, width: int, saturated: bool = True) -> np.ndarray:
-    """A (H, W, 3) float texture of a random kind between two random colours."""
+def texture_mix(rng: np.random.Generator, height: int, width: int,
+                saturated: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Two random colours and the (H, W) share of the second at each pixel (None: the first colour only)."""
     first, second = random_colour(rng, saturated), random_colour(rng, saturated)
     kind = TEXTURES[rng.integers(len(TEXTURES))]
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
     angle = rng.uniform(0, np.pi)
-    along = xs * np.cos(angle) + ys * np.sin(angle)
+    # Row and column vectors broadcast to the same per-pixel values a full (H, W) grid gives.
+    xs = np.arange(width, dtype=np.float32)[None, :]
+    ys = np.arange(height, dtype=np.float32)[:, None]
     if kind == "solid":
-        mix = np.zeros((height, width), np.float32)
-    elif kind == "stripes":
+        return first, second, None
+    if kind == "stripes":
+        along = xs * np.cos(angle) + ys * np.sin(angle)
         mix = (np.sin(2 * np.pi * along / rng.uniform(3, 10)) > 0).astype(np.float32)
     elif kind == "checker":
         cell = rng.integers(2, 8)
@@ -142,11 +145,24 @@ def texture(rng: np.random.Generator, height: int, width: int, saturated: bool =
     elif kind == "dots":
         mix = (rng.uniform(size=(height, width)) < rng.uniform(0.1, 0.35)).astype(np.float32)
     elif kind == "gradient":
+        along = xs * np.cos(angle) + ys * np.sin(angle)
         span = max(float(np.ptp(along)), 1.0)
         mix = (along - along.min()) / span
     else:  # noise
         mix = np.clip(rng.normal(0.5, 0.25, size=(height, width)), 0, 1).astype(np.float32)
+    return first, second, mix
+
+
+def blend(first: np.ndarray, second: np.ndarray, mix: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    """``first + mix * (second - first)`` per pixel, as (..., 3) floats of ``shape`` (``mix`` None: all ``first``)."""
+    if mix is None:
+        return np.broadcast_to(first, (*shape, 3))
     return first + mix[..., None] * (second - first)
+
+
+def texture(rng: np.random.Generator, height: int, width: int, saturated: bool = True) -> np.ndarray:
+    """A (H, W, 3) float texture of a random kind between two random colours."""
+    return blend(*texture_mix(rng, height, width, saturated), (height, width))
 
 
 def paint_textured(rng: np.random.Generator, canvas: np.ndarray, mask: np.ndarray, saturated: bool) -> bool:
@@ -156,7 +172,10 @@ def paint_textured(rng: np.random.Generator, canvas: np.ndarray, mask: np.ndarra
         return False
     top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     box = mask[top:bottom, left:right]
-    canvas[top:bottom, left:right][box] = texture(rng, bottom - top, right - left, saturated)[box]
+    first, second, mix = texture_mix(rng, bottom - top, right - left, saturated)
+    # Blending only the painted pixels gives each of them the value the whole texture would.
+    painted = None if mix is None else np.broadcast_to(mix, box.shape)[box]
+    canvas[top:bottom, left:right][box] = blend(first, second, painted, (int(box.sum()),))
     return True
 
 
@@ -165,7 +184,8 @@ def background(rng: np.random.Generator, size: int) -> np.ndarray:
     base = texture(rng, size, size, saturated=False) if rng.uniform() < 0.3 else None
     if base is None:
         first, second = random_colour(rng, False), random_colour(rng, False)
-        ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) / max(size - 1, 1)
+        xs = np.arange(size, dtype=np.float32)[None, :] / max(size - 1, 1)
+        ys = np.arange(size, dtype=np.float32)[:, None] / max(size - 1, 1)
         angle = rng.uniform(0, 2 * np.pi)
         ramp = np.clip(0.5 + (xs - 0.5) * np.cos(angle) + (ys - 0.5) * np.sin(angle), 0, 1)
         base = first + ramp[..., None] * (second - first)
