@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from training.datasets.scenes import SCENE_CONFIGS, render_scene
-from training.datasets.streaming import StreamingScenes, validation_scenes
+from training.datasets.streaming import STREAM_CODE, StreamingScenes, jpeg_round_trip, validation_scenes
 from training.datasets.synthetic import scene_rng
 
 
@@ -74,3 +74,24 @@ def test_scene_pool_holds_exactly_the_streamed_scenes_and_is_rendered_once(tmp_p
                              pool=cls_pool)[(0, 2)][1]
     assert target.tolist() == cls_pool.item(0, 2)[3].tolist() == StreamingScenes(
         cls, seed=4, length=3, task="classification", image_size=64, train=False)[2][1].tolist()
+
+
+def test_a_pool_rendered_by_several_processes_holds_the_scenes_in_order(tmp_path) -> None:
+    from dataclasses import replace
+
+    from training.datasets.streaming import ScenePool
+
+    config = replace(SCENE_CONFIGS["segmentation"], image_size=48)
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    pool = ScenePool(tmp_path, config, seed=7, length=5, epochs=3, workers=2)
+    assert torch.equal(torch.rand(3), expected)  # the model initialised next gets the weights it would without a pool
+    assert pool.workers == 2
+    for k in range(15):
+        epoch, index = divmod(k, 5)
+        scene = render_scene(np.random.default_rng([7, STREAM_CODE, epoch, index]), config)
+        image, class_map, instance_map, labels = pool.item(epoch, index)
+        assert np.array_equal(image, np.asarray(jpeg_round_trip(scene.image)))
+        assert np.array_equal(class_map, scene.class_map) and np.array_equal(instance_map, scene.instance_map)
+        assert labels.tolist() == scene.labels(config)

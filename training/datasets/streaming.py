@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from common.compute import available_cores
 from common.kinds import TASKS, Task
 from training.datasets.classification import eval_transform, train_transform
 from training.datasets.scenes import EMBEDDED_CLASSES, Scene, SceneConfig, render_scene
@@ -50,19 +51,21 @@ class ScenePool:
     """
 
     def __init__(self, root: str | Path, config: SceneConfig, seed: int, length: int, epochs: int,
-                 code: int = STREAM_CODE, maps: bool = True) -> None:
+                 code: int = STREAM_CODE, maps: bool = True, workers: int | None = None) -> None:
         key = json.dumps({"config": asdict(config), "seed": seed, "length": length, "code": code, "maps": maps},
                          sort_keys=True)
         digest = hashlib.sha256(key.encode()).hexdigest()[:12]
         self.folder = Path(root) / f"pool-s{seed}-n{length}-e{epochs}-{digest}"
         self.config, self.seed, self.length, self.epochs, self.code = config, seed, length, epochs, code
         self.maps = maps  # False: classification only, no class/instance maps kept
+        # Rendering processes: by default every core, one per 64 scenes at least.
+        self.workers = workers or min(available_cores(), max(1, length * epochs // 64))
         if not (self.folder / "done").is_file():
             self._render()
         self._arrays: dict[str, np.ndarray] = {}
 
     def _render(self) -> None:
-        """Render every scene of the pool into a temporary folder, then move it in place."""
+        """Render every scene of the pool into a temporary folder, on every core, then move it in place."""
         size, total = self.config.image_size, self.length * self.epochs
         tmp = self.folder.with_name(self.folder.name + ".tmp")
         tmp.mkdir(parents=True, exist_ok=True)
@@ -72,13 +75,18 @@ class ScenePool:
         out = {name: np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+", dtype=np.uint8, shape=shape)
                for name, shape in arrays.items()}
         labels = np.zeros((total, len(EMBEDDED_CLASSES)), dtype=np.int8)
-        for k in tqdm(range(total), desc=f"rendering scene pool ({total} scenes)", leave=False):
-            epoch, index = divmod(k, self.length)
-            scene = render_scene(np.random.default_rng([self.seed, self.code, epoch, index]), self.config)
-            out["images"][k] = np.asarray(jpeg_round_trip(scene.image))
+        # Scenes depend on their own generator only, so DataLoader workers render them in any process, in order.
+        workers = self.workers
+        # Its own generator: the workers' seeds must not come from (and advance) the global RNG that initialises
+        # the model next, or a pooled run would start from other weights than a streamed one.
+        scenes = DataLoader(PoolScenes(self), batch_size=None, num_workers=0 if workers == 1 else workers,
+                            collate_fn=as_arrays, generator=torch.Generator().manual_seed(0))
+        desc = f"rendering scene pool ({total} scenes, {workers} process{'es' if workers > 1 else ''})"
+        for k, (image, class_map, instance_map, label) in enumerate(tqdm(scenes, desc=desc, leave=False)):
+            out["images"][k] = image
             if self.maps:
-                out["class_maps"][k], out["instance_maps"][k] = scene.class_map, scene.instance_map
-            labels[k] = scene.labels(self.config)
+                out["class_maps"][k], out["instance_maps"][k] = class_map, instance_map
+            labels[k] = label
         for array in out.values():
             array.flush()
         np.save(tmp / "labels.npy", labels)
@@ -86,6 +94,13 @@ class ScenePool:
         if self.folder.exists():  # another run finished the same pool first
             return
         tmp.rename(self.folder)
+
+    def render(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Scene ``k`` of the pool (epoch-major) as it is stored: JPEG-round-tripped image, maps, ternary labels."""
+        epoch, index = divmod(k, self.length)
+        scene = render_scene(np.random.default_rng([self.seed, self.code, epoch, index]), self.config)
+        return (np.asarray(jpeg_round_trip(scene.image)), scene.class_map, scene.instance_map,
+                np.asarray(scene.labels(self.config), dtype=np.int8))
 
     def array(self, name: str) -> np.ndarray:
         """One of the pool's arrays, memory-mapped on first use (in each DataLoader worker)."""
@@ -101,6 +116,24 @@ class ScenePool:
         k = (epoch % self.epochs) * self.length + index
         return (np.asarray(self.array("images")[k]), np.asarray(self.array("class_maps")[k]),
                 np.asarray(self.array("instance_maps")[k]), np.asarray(self.array("labels")[k]))
+
+
+class PoolScenes(Dataset):
+    """The scenes a pool renders, one per index, for DataLoader workers."""
+
+    def __init__(self, pool: ScenePool) -> None:
+        self.pool = pool
+
+    def __len__(self) -> int:
+        return self.pool.length * self.pool.epochs
+
+    def __getitem__(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        return self.pool.render(k)
+
+
+def as_arrays(item: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    """Keep a rendered scene's numpy arrays as they are (no conversion to tensors)."""
+    return item
 
 
 class StreamingScenes(Dataset):
