@@ -65,10 +65,14 @@ $(CALIB_CLS)/dataset.json: | $(STAMP)
 $(CALIB_SEG)/dataset.json: | $(STAMP)
 	$(PY) -m training make-dataset $(CALIB_SEG) --scenes segmentation --n-train 200 --n-test 1 --seed 1 --overwrite
 
+# The training scenes are rendered first, on every core, into a pool deleted afterwards (about 720 MB): rendering them
+# in a loader worker instead took a third of the two cores the training steps need. Blocks 4-6 of the trunk stay at
+# their ImageNet weights too (7 frozen: a step 20% cheaper, the same validation mAP).
 $(RUNS)/classifier/best.pth: $(CLS_DATA)/dataset.json
 	$(PY) -m training classify --data $(CLS_DATA) --preset mobilenetv2-csra --method msl --stream 1200 --epochs 4 \
 		--warmup-epochs 1 --decay-epochs 3 --lr 0.1 --val-size 150 --workers 1 --choose-threshold \
-		--out $(RUNS)/classifier
+		--frozen-blocks 7 --pool $(RUNS)/pool --out $(RUNS)/classifier
+	rm -rf $(RUNS)/pool
 
 # The segmenter's trunk starts from the classifier's: ImageNet features that have also learnt these shapes.
 $(RUNS)/segmenter/final.pth: $(SEG_DATA)/dataset.json $(RUNS)/classifier/best.pth

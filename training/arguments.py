@@ -14,6 +14,8 @@ def initialisation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", help="torchvision/timm state_dict loaded strictly into the trunk (head stays fresh)")
     parser.add_argument("--no-pretrained", dest="pretrained", action="store_false",
                         help="start from random weights even when the preset names packaged pretrained weights")
+    parser.add_argument("--frozen-blocks", type=int, metavar="N",
+                        help="keep the trunk's first N blocks fixed (default: the preset's; MobileNetV2 presets)")
 
 
 def run_arguments(parser: argparse.ArgumentParser) -> None:

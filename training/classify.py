@@ -31,6 +31,7 @@ from training.common import (
     append_log,
     autocast,
     batch_to,
+    frozen_blocks_override,
     initialise_trunk,
     lr_factor,
     make_sgd,
@@ -118,7 +119,8 @@ def chosen_threshold(model: nn.Module, val_loader: DataLoader) -> dict[str, Any]
 
 def build_model(args: argparse.Namespace, class_names: list[str]) -> nn.Module:
     """The preset with the dataset's classes and the requested input size, its trunk initialised."""
-    model = models.create_model(args.preset, class_names=class_names, image_size=args.image_size)
+    model = models.create_model(args.preset, class_names=class_names, image_size=args.image_size,
+                                arch_args=frozen_blocks_override(args.preset, args.frozen_blocks))
     initialise_trunk(model, args.init, args.pretrained)
     return model
 

@@ -140,6 +140,15 @@ def step_batches(n: int, batch: int, seed: int, first_step: int = 0) -> Iterator
         step += 1
 
 
+def frozen_blocks_override(preset: str, frozen_blocks: int | None) -> dict[str, int] | None:
+    """``arch_args`` that set how many trunk blocks stay fixed (``--frozen-blocks``), or None for the preset's."""
+    if frozen_blocks is None:
+        return None
+    if "frozen_blocks" not in models.get_preset(preset).arch_args:
+        raise ValueError(f"--frozen-blocks: preset {preset!r} has no trunk blocks to freeze (MobileNetV2 presets do)")
+    return {"frozen_blocks": frozen_blocks}
+
+
 def initialise_trunk(model: nn.Module, init: str | None, pretrained: bool = True) -> str:
     """Load ``init`` into the trunk, else the preset's packaged weights (unless disabled); say what happened."""
     if init:

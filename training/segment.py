@@ -30,6 +30,7 @@ from training.common import (
     append_log,
     autocast,
     batch_to,
+    frozen_blocks_override,
     initialise_trunk,
     lr_factor,
     make_sgd,
@@ -138,7 +139,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         train_set, val_set = streaming_sets(args.data, args.seed, args.stream, args.val_size, Task.SEGMENTATION, size,
                                             pool=args.pool, epochs=passes)
     device = resolve_device(args.device)
-    model = models.create_model(args.preset, class_names=class_names, image_size=args.image_size)
+    model = models.create_model(args.preset, class_names=class_names, image_size=args.image_size,
+                                arch_args=frozen_blocks_override(args.preset, args.frozen_blocks))
     if not args.start_from:
         initialise_trunk(model, args.init, args.pretrained)
     to_device(model, device)

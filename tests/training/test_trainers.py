@@ -18,6 +18,7 @@ from models.presets import preset_from_dict
 from robustness.metrics import THRESHOLD_GRID, multilabel_metrics
 from tests.conftest import FineTuned
 from training.classify import predict_scores
+from training.common import initialise_trunk
 from training.data import classification_datasets
 from training.datasets import make_dataset
 
@@ -132,6 +133,35 @@ def test_every_cli_has_help(command: str) -> None:
     result = run_training(command, "--help")
     assert result.returncode == 0 and "usage: python -m training" in result.stdout
 
+
+
+def test_frozen_blocks_flag_keeps_that_many_trunk_blocks_at_their_imagenet_weights(tiny_data: Path,
+                                                                                    tmp_path: Path) -> None:
+    result = run_training("classify", "--data", str(tiny_data), "--out", str(tmp_path), "--method", "baseline",
+                          "--frozen-blocks", "7", "--image-size", "64", "--limit", "32", "--epochs", "1",
+                          "--warmup-epochs", "0", "--lr", "0.1", "--eval-mask-ratio", "", "--decay-epochs")
+    assert result.returncode == 0, result.stderr[-2000:]
+    state = torch.load(tmp_path / "best.pth", weights_only=True)
+    assert state["preset"]["arch_args"]["frozen_blocks"] == 7
+    imagenet = models.create_model("mobilenetv2-csra")
+    initialise_trunk(imagenet, None)
+    start = imagenet.state_dict()
+    trained = {k: v for k, v in state["state_dict"].items() if k.startswith("features.") and "num_batches" not in k}
+    for name, value in trained.items():
+        block = int(name.split(".")[1])
+        assert torch.equal(value, start[name]) == (block < 7), name  # blocks 0-6 fixed, the rest trained
+
+
+@pytest.mark.parametrize(("preset", "blocks", "message"), [
+    ("deeplabv2-r18", "3", "preset 'deeplabv2-r18' has no trunk blocks to freeze"),
+    ("mobilenetv2-csra", "99", "frozen_blocks must lie in 0..19, got 99")])
+def test_a_bad_frozen_blocks_flag_is_a_one_line_error(tiny_data: Path, tmp_path: Path, preset: str, blocks: str,
+                                                      message: str) -> None:
+    command = "segment" if preset.startswith("deeplab") else "classify"
+    result = run_training(command, "--data", str(tiny_data), "--out", str(tmp_path), "--preset", preset,
+                          "--frozen-blocks", blocks, "--image-size", "64", "--limit", "8")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and message in result.stderr
 
 
 def test_bad_dataset_path_is_a_one_line_error(tmp_path: Path) -> None:
