@@ -74,11 +74,13 @@ $(RUNS)/classifier/best.pth: $(CLS_DATA)/dataset.json
 		--frozen-blocks 7 --pool $(RUNS)/pool --out $(RUNS)/classifier
 	rm -rf $(RUNS)/pool
 
-# The segmenter's trunk starts from the classifier's: ImageNet features that have also learnt these shapes.
+# The segmenter's trunk starts from the classifier's: ImageNet features that have also learnt these shapes. Its 300
+# batches of 8 are two passes of 1,200 scenes, rendered first into a pool (about 600 MB, deleted afterwards).
 $(RUNS)/segmenter/final.pth: $(SEG_DATA)/dataset.json $(RUNS)/classifier/best.pth
-	$(PY) -m training segment --data $(SEG_DATA) --preset deeplab-mobilenetv2 --loss sb --stream 1000 --iters 300 \
+	$(PY) -m training segment --data $(SEG_DATA) --preset deeplab-mobilenetv2 --loss sb --stream 1200 --iters 300 \
 		--switch-iter 200 --eval-every 50 --val-size 60 --workers 1 --init $(RUNS)/classifier/best.pth \
-		--out $(RUNS)/segmenter
+		--pool $(RUNS)/pool --out $(RUNS)/segmenter
+	rm -rf $(RUNS)/pool
 
 $(RUNS)/imagenet/mobilenetv2.pth: | $(STAMP)
 	$(PY) -m models save-pretrained imagenet-mobilenetv2 $@

@@ -57,6 +57,13 @@ def test_same_seed_gives_identical_bytes_and_another_seed_does_not(tiny: Path, t
     assert (other / "JPEGImages/train_000000.jpg").read_bytes() != (tiny / "JPEGImages/train_000000.jpg").read_bytes()
 
 
+def test_several_processes_write_the_same_bytes_as_one(tmp_path: Path) -> None:
+    settings = {**TINY, "n_train": 9, "n_test": 7, "image_size": 48, "scenes": "segmentation"}
+    one = make_dataset(tmp_path / "one", **settings, workers=1)
+    three = make_dataset(tmp_path / "three", **settings, workers=3)
+    assert tree_bytes(one) == tree_bytes(three) and len(tree_bytes(one)) > 3 * 16
+
+
 def test_test_split_does_not_depend_on_the_train_size(tiny: Path, tmp_path: Path) -> None:
     fewer = make_dataset(tmp_path / "fewer", **{**TINY, "n_train": 2})
     for i in range(3):

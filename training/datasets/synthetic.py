@@ -18,9 +18,11 @@ split depends only on (seed, split, i), so changing ``n_train`` never changes th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -29,12 +31,14 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from common.compute import available_cores
 from common.labels import EMBEDDED_CLASSES, SMALL_AREA, VOID
 from training.datasets.palette import save_label_png
-from training.datasets.scenes import BUCKET_NAMES, SCENE_CONFIGS, Scene, SceneConfig, render_scene
+from training.datasets.scenes import BUCKET_NAMES, SCENE_CONFIGS, Scene, SceneConfig, SceneObject, render_scene
 
 SPLIT_CODES = {"train": 0, "test": 1}
 JPEG_QUALITY = 90
+MIN_SCENES_PER_PROCESS = 100  # fewer than this per process: rendering in this one is quicker than starting more
 WRITTEN_ENTRIES = ("JPEGImages", "SegmentationClass", "SegmentationObject", "ImageSets",
                    "train.json", "test.json", "dataset.json")
 
@@ -144,32 +148,40 @@ def config_from_description(description: dict[str, Any]) -> SceneConfig:
     return SceneConfig(**fields)
 
 
+def render_and_write(job: tuple[Path, SceneConfig, int, str, int]) -> tuple[str, list[int], list[SceneObject]]:
+    """Render scene ``index`` of ``split`` and write its files; its stem, target and objects."""
+    out, config, seed, split, index = job
+    stem = image_id(split, index)
+    scene = render_scene(scene_rng(seed, split, index), config)
+    write_scene(out, stem, scene)
+    labelled = config.label_min_pixels or config.label_min_fraction
+    return stem, scene.labels(config) if labelled else scene.target, scene.objects
+
+
 def make_dataset(out_dir: str | Path, n_train: int = 1000, n_test: int = 300, image_size: int = 224,
                  seed: int = 0, *, scenes: str = "mixed", max_objects: int | None = None,
                  min_visible: int | None = None, void_width: int | None = None,
-                 overwrite: bool = False, progress: bool = True) -> Path:
-    """Generate the embedded VOC-style dataset in ``out_dir`` and return its path."""
+                 overwrite: bool = False, progress: bool = True, workers: int | None = None) -> Path:
+    """Generate the embedded VOC-style dataset in ``out_dir`` and return its path (``workers`` processes; by
+    default every core, one per ``MIN_SCENES_PER_PROCESS`` scenes at least)."""
     config = scene_config(scenes, image_size, max_objects=max_objects, min_visible=min_visible,
                           void_width=void_width)
     _check_arguments(n_train, n_test, image_size, seed, config)
     out = Path(out_dir)
     _prepare_folder(out, overwrite)
     statistics = {}
-    bar = tqdm(total=n_train + n_test, desc="make-dataset", unit="img", disable=not progress)
-    for split, count in (("train", n_train), ("test", n_test)):
-        stems, targets, objects = [], [], []
-        for index in range(count):
-            stem = image_id(split, index)
-            scene = render_scene(scene_rng(seed, split, index), config)
-            write_scene(out, stem, scene)
-            stems.append(stem)
-            targets.append(scene.labels(config) if config.label_min_pixels or config.label_min_fraction
-                           else scene.target)
-            objects.append(scene.objects)
-            bar.update()
+    jobs = [(out, config, seed, split, index) for split, count in (("train", n_train), ("test", n_test))
+            for index in range(count)]
+    # Every scene has its own generator, so worker processes render and write them in any order; map keeps it.
+    workers = workers or min(available_cores(), len(jobs) // MIN_SCENES_PER_PROCESS)
+    with ProcessPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
+        done = pool.map(render_and_write, jobs, chunksize=8) if pool else map(render_and_write, jobs)
+        written = list(tqdm(done, total=len(jobs), desc="make-dataset", unit="img", disable=not progress))
+    for split in ("train", "test"):
+        rows = [row for job, row in zip(jobs, written, strict=True) if job[3] == split]
+        stems, targets, objects = (list(column) for column in zip(*rows, strict=True)) if rows else ([], [], [])
         _write_split_lists(out, split, stems, targets)
         statistics[split] = split_statistics(objects, targets)
-    bar.close()
     description = {
         "name": "embedded-shapes",
         "scenes": scenes,
