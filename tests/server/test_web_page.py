@@ -228,8 +228,8 @@ def test_the_page_in_a_browser(page: PageUnderTest, tmp_path: Path) -> None:
           track: row.querySelector('.track').getBoundingClientRect().width}));""")
     assert [row["name"] for row in rows] == [label["name"] for label in expected]
     assert rows[0]["name"] == expected[0]["name"]
-    if chosen.classifier == DEMO_CLASSIFIER:
-        assert rows[0]["name"] == "ring"  # the sample's largest shape, which the trained model finds
+    if chosen.classifier == DEMO_CLASSIFIER:  # the trained model finds the sample's two shapes, in either order
+        assert {"ring", "circle"} <= {row["name"] for row in rows[:3]}
     for row, label in zip(rows, expected, strict=True):
         assert row["score"] == pytest.approx(label["score"])
         assert row["track"] > 100

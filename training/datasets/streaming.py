@@ -76,9 +76,9 @@ class ScenePool:
                for name, shape in arrays.items()}
         labels = np.zeros((total, len(EMBEDDED_CLASSES)), dtype=np.int8)
         # Scenes depend on their own generator only, so DataLoader workers render them in any process, in order.
+        # The loader has its own generator: its workers' seeds must not come from (and advance) the global RNG that
+        # initialises the model next, or a pooled run would start from other weights than a streamed one.
         workers = self.workers
-        # Its own generator: the workers' seeds must not come from (and advance) the global RNG that initialises
-        # the model next, or a pooled run would start from other weights than a streamed one.
         scenes = DataLoader(PoolScenes(self), batch_size=None, num_workers=0 if workers == 1 else workers,
                             collate_fn=as_arrays, generator=torch.Generator().manual_seed(0))
         desc = f"rendering scene pool ({total} scenes, {workers} process{'es' if workers > 1 else ''})"
