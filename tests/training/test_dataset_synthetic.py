@@ -218,3 +218,12 @@ def test_cli_writes_a_dataset_and_reports_bad_input_in_one_line(tmp_path: Path, 
     assert training_main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: output folder") and err.count("\n") == 1
+
+
+def test_rendering_uses_one_process_per_64_scenes_at_most_and_no_more_than_the_cores() -> None:
+    from common.compute import available_cores
+    from training.datasets.scenes import rendering_processes
+
+    assert rendering_processes(0) == rendering_processes(63) == 1
+    assert rendering_processes(128) == min(2, available_cores())
+    assert rendering_processes(1_000_000) == available_cores()

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
+from common.compute import available_cores
 from common.kinds import Task
 from common.labels import (
     EIGHT_CONNECTED,
@@ -37,6 +38,7 @@ BUCKET_NAMES = dict(zip(SIZE_BUCKETS, ("small", "medium", "large"), strict=True)
 MIN_OBJECT_AREA = 40  # smallest drawn object, in pixels, before occlusion
 MAX_OBJECT_FRACTION = 0.45  # a large object covers at most this share of the image
 TEXTURES = ("solid", "stripes", "checker", "dots", "gradient", "noise")
+MIN_SCENES_PER_PROCESS = 64  # fewer per process: rendering them here is quicker than starting one more
 
 
 @dataclass(frozen=True)
@@ -275,6 +277,11 @@ def class_map_from_instances(instance_map: np.ndarray, objects: list[SceneObject
         near = ndimage.binary_dilation(class_map > 0, structure=EIGHT_CONNECTED, iterations=void_width)
         class_map[near & (class_map == 0)] = VOID
     return class_map
+
+
+def rendering_processes(scenes: int) -> int:
+    """How many processes render ``scenes`` scenes: every core, but one per ``MIN_SCENES_PER_PROCESS`` at least."""
+    return max(1, min(available_cores(), scenes // MIN_SCENES_PER_PROCESS))
 
 
 def render_scene(rng: np.random.Generator, config: SceneConfig = SceneConfig()) -> Scene:

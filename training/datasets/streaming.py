@@ -20,10 +20,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from common.compute import available_cores
 from common.kinds import TASKS, Task
 from training.datasets.classification import eval_transform, train_transform
-from training.datasets.scenes import EMBEDDED_CLASSES, Scene, SceneConfig, render_scene
+from training.datasets.scenes import EMBEDDED_CLASSES, Scene, SceneConfig, render_scene, rendering_processes
 from training.datasets.segmentation import JointAugment, segmentation_item
 from training.datasets.synthetic import JPEG_QUALITY, SPLIT_CODES
 
@@ -58,8 +57,7 @@ class ScenePool:
         self.folder = Path(root) / f"pool-s{seed}-n{length}-e{epochs}-{digest}"
         self.config, self.seed, self.length, self.epochs, self.code = config, seed, length, epochs, code
         self.maps = maps  # False: classification only, no class/instance maps kept
-        # Rendering processes: by default every core, one per 64 scenes at least.
-        self.workers = workers or min(available_cores(), max(1, length * epochs // 64))
+        self.workers = workers or rendering_processes(length * epochs)
         if not (self.folder / "done").is_file():
             self._render()
         self._arrays: dict[str, np.ndarray] = {}

@@ -31,14 +31,20 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from common.compute import available_cores
 from common.labels import EMBEDDED_CLASSES, SMALL_AREA, VOID
 from training.datasets.palette import save_label_png
-from training.datasets.scenes import BUCKET_NAMES, SCENE_CONFIGS, Scene, SceneConfig, SceneObject, render_scene
+from training.datasets.scenes import (
+    BUCKET_NAMES,
+    SCENE_CONFIGS,
+    Scene,
+    SceneConfig,
+    SceneObject,
+    render_scene,
+    rendering_processes,
+)
 
 SPLIT_CODES = {"train": 0, "test": 1}
 JPEG_QUALITY = 90
-MIN_SCENES_PER_PROCESS = 100  # fewer than this per process: rendering in this one is quicker than starting more
 WRITTEN_ENTRIES = ("JPEGImages", "SegmentationClass", "SegmentationObject", "ImageSets",
                    "train.json", "test.json", "dataset.json")
 
@@ -163,7 +169,7 @@ def make_dataset(out_dir: str | Path, n_train: int = 1000, n_test: int = 300, im
                  min_visible: int | None = None, void_width: int | None = None,
                  overwrite: bool = False, progress: bool = True, workers: int | None = None) -> Path:
     """Generate the embedded VOC-style dataset in ``out_dir`` and return its path (``workers`` processes; by
-    default every core, one per ``MIN_SCENES_PER_PROCESS`` scenes at least)."""
+    default ``rendering_processes``)."""
     config = scene_config(scenes, image_size, max_objects=max_objects, min_visible=min_visible,
                           void_width=void_width)
     _check_arguments(n_train, n_test, image_size, seed, config)
@@ -173,7 +179,7 @@ def make_dataset(out_dir: str | Path, n_train: int = 1000, n_test: int = 300, im
     jobs = [(out, config, seed, split, index) for split, count in (("train", n_train), ("test", n_test))
             for index in range(count)]
     # Every scene has its own generator, so worker processes render and write them in any order; map keeps it.
-    workers = workers or min(available_cores(), len(jobs) // MIN_SCENES_PER_PROCESS)
+    workers = workers or rendering_processes(len(jobs))
     with ProcessPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
         done = pool.map(render_and_write, jobs, chunksize=8) if pool else map(render_and_write, jobs)
         written = list(tqdm(done, total=len(jobs), desc="make-dataset", unit="img", disable=not progress))
