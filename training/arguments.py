@@ -52,6 +52,9 @@ def classify_arguments(parser: argparse.ArgumentParser) -> None:
                              "uniformly from b1..b6 at every step)")
     parser.add_argument("--masked-bn", choices=("update", "clean"), default="update",
                         help="BatchNorm running statistics from both passes (update) or the clean pass only (clean)")
+    parser.add_argument("--difficult", choices=("negative", "ignore"), default="negative",
+                        help="training labels of classes seen only as difficult instances (too hidden for the label "
+                             "rule): trained as absent, or left out of the BCE terms")
     parser.add_argument("--eval-mask-ratio", default="high", help="extra masked evaluation ('' to skip)")
     parser.add_argument("--mask-dir", help="folder of real Irregular-Mask PNGs (white = hole) for training and "
                                            "evaluation masks, instead of generated ones")

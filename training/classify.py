@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -44,7 +43,7 @@ from training.common import (
     to_device,
 )
 from training.data import classification_datasets
-from training.objectives import msl_loss
+from training.objectives import labelled_bce, msl_loss
 from training.occlusion import MaskSource
 
 
@@ -60,16 +59,18 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         set_lr(optimizer, lr_factor(step, args.warmup_epochs * steps_per_epoch,
                                     [e * steps_per_epoch for e in args.decay_epochs]))
         images = normalise(batch_to(images, device), model.preset)
-        targets = targets.to(device).float().clamp_min(0)  # training targets are 0/1
+        targets = targets.to(device).float()
+        known = targets != 0 if args.difficult == "ignore" else None  # ternary 0: difficult only
+        targets = targets.clamp_min(0)
         with autocast(device):
             if args.method == "msl":
                 holes = args.train_masks.draw(len(images), seed=args.seed * 1_000_003 + step).to(device)
-                parts = msl_loss(model, images, targets, holes, masked_bn=args.masked_bn)
+                parts = msl_loss(model, images, targets, holes, masked_bn=args.masked_bn, known=known)
                 loss = parts.total
                 terms = {"loss": loss.item(), "bce_clean": parts.clean_bce.item(),
                          "bce_masked": parts.masked_bce.item(), "mse": parts.consistency.item()}
             else:
-                loss = F.binary_cross_entropy_with_logits(model(images).float(), targets)
+                loss = labelled_bce(model(images).float(), targets, known)
                 terms = {"loss": loss.item()}
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -48,12 +48,23 @@ def frozen_batchnorm_statistics(model: nn.Module) -> Iterator[None]:
                 m.num_batches_tracked.copy_(count)
 
 
+def labelled_bce(logits: torch.Tensor, targets: torch.Tensor, known: torch.Tensor | None = None) -> torch.Tensor:
+    """BCE with logits over 0/1 targets, averaged over the entries where ``known`` is true (all when None)."""
+    if known is None:
+        return F.binary_cross_entropy_with_logits(logits, targets)
+    weight = known.to(logits.dtype)
+    loss = F.binary_cross_entropy_with_logits(logits, targets, weight=weight, reduction="sum")
+    return loss / weight.sum().clamp_min(1.0)
+
+
 def msl_loss(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, holes: torch.Tensor,
-             weights: tuple[float, float, float] = MSL_WEIGHTS, masked_bn: str = "update") -> MSLLoss:
+             weights: tuple[float, float, float] = MSL_WEIGHTS, masked_bn: str = "update",
+             known: torch.Tensor | None = None) -> MSLLoss:
     """The same network on the clean and the masked image; nothing detached (MSL supplement §3).
 
     ``images`` are already normalised; ``holes`` (B, H, W) is 1 where the image is hidden, so the
-    masked copy is ``images * (1 - holes)``. Targets are 0/1 (a VOC 0 "ignored" is not used in training).
+    masked copy is ``images * (1 - holes)``. Targets are 0/1; ``known`` (B, C) leaves the other entries (a VOC
+    "difficult" label) out of both BCE terms, while the consistency term covers every class.
     ``masked_bn="clean"`` keeps the BatchNorm running statistics those of the clean pass (the exported model
     sees clean images); ``"update"`` lets the masked pass fold its statistics in as well.
     """
@@ -65,8 +76,8 @@ def msl_loss(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, hole
             masked = model(apply_mask(images, holes))
     else:
         masked = model(apply_mask(images, holes))
-    l1 = F.binary_cross_entropy_with_logits(clean, targets)
-    l2 = F.binary_cross_entropy_with_logits(masked, targets)
+    l1 = labelled_bce(clean, targets, known)
+    l2 = labelled_bce(masked, targets, known)
     l3 = F.mse_loss(torch.sigmoid(clean), torch.sigmoid(masked))
     w1, w2, w3 = weights
     return MSLLoss(w1 * l1 + w2 * l2 + w3 * l3, l1, l2, l3)

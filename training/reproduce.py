@@ -38,6 +38,8 @@ METRICS = ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1")
 SEG_METRICS = ("mIoU", "IA-mIoU", "IA_S", "IA_M", "IA_L")
 CLASSIFIER, SEGMENTER = "mobilenetv2-csra", "deeplab-mobilenetv2"
 HIGH = "b6"
+DIFFICULT_WORDS = {"ignore": "; a class whose instances are all too hidden for the label rule (difficult) is left out "
+                             "of the BCE terms", "negative": "; a difficult class trains as absent"}
 
 
 
@@ -52,7 +54,8 @@ def classify_args(data: Path, out: Path, method: str, budget: dict[str, Any], se
         "--val-size", str(budget["val"]), "--lr", str(budget["lr"]), "--warmup-epochs", "1",
         "--batch-size", str(budget["batch"]), "--decay-epochs", *map(str, budget["decay"]), "--seed", str(seed),
         "--workers", str(budget["workers"]), "--device", device, "--pool", str(pool),
-        "--mask-ratio", "buckets", "--masked-bn", masked_bn,
+        "--mask-ratio", "buckets", "--masked-bn", masked_bn, "--frozen-blocks", str(budget["frozen"]),
+        "--difficult", budget["difficult"],
     ])
 
 
@@ -233,6 +236,9 @@ def run_description(result: dict[str, Any]) -> list[str]:
     ]
     asked = [s for s in str(result.get("seeds_asked", "")).split(",") if s.strip()]
     stopped = len(asked) > len(result["seeds"])
+    classifier_frozen = budget.get("frozen", 4)
+    frozen = "the first 4 blocks frozen" if classifier_frozen == 4 else \
+        f"the first {classifier_frozen} blocks frozen in the classifiers, 4 in the segmenters"
     if not full:
         lines += [f"**This is a reduced run** (budget `{name}`"
                   + (f" with {', '.join(result['overrides'])}" if result["overrides"] else "")
@@ -241,12 +247,13 @@ def run_description(result: dict[str, Any]) -> list[str]:
                   + "), not the 3-seed `--budget cpu` or `--budget gpu` run the targets are judged on; its verdicts "
                   "below say what this run measured, nothing more.", ""]
     lines += [
-        f"Every run fine-tunes torchvision's ImageNet MobileNetV2 (the first 4 blocks frozen) at {budget['size']} px "
-        f"on streamed scenes, pre-rendered once per seed into a uint8 pool that the epochs and both arms share. "
-        f"Classification: {budget['epochs']} epochs x {budget['stream']} scenes, batch {budget['batch']}, SGD lr "
-        f"{budget['lr']} (10x head), 10x drop at epoch(s) {budget['decay'] or 'none'}; the best epoch is chosen on "
-        f"{budget['val']} validation scenes; {budget['cls_test']} test images. MSL draws each training mask's "
-        "hole-ratio bucket uniformly from b1-b6 at every step. Segmentation: "
+        f"Every run fine-tunes torchvision's ImageNet MobileNetV2 ({frozen}) at {budget['size']} px on streamed "
+        "scenes, pre-rendered once per seed into a uint8 pool that the epochs and both arms share. Classification: "
+        f"{budget['epochs']} epochs x {budget['stream']} scenes, batch {budget['batch']}, SGD lr {budget['lr']} (10x "
+        f"head), 10x drop at epoch(s) {budget['decay'] or 'none'}"
+        + DIFFICULT_WORDS.get(budget.get("difficult"), "")
+        + f"; the best epoch is chosen on {budget['val']} validation scenes; {budget['cls_test']} test images. MSL "
+        "draws each training mask's hole-ratio bucket uniformly from b1-b6 at every step. Segmentation: "
         f"{budget['iters']} iterations of batch {budget['seg_batch']} at lr {budget['seg_lr']} (10x head), CE "
         f"until {budget['switch']}, then CE or L_sb (size-weighted CE, tau 5, + EWC lam/2 sum F (theta - theta*)^2, "
         f"lambda 500, unnormalised Fisher of the last {min(100, budget['switch'])} CE iterations) at the same rates; "

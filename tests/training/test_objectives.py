@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from training.objectives import EWC, msl_loss, size_balanced_ce, size_weights
+from training.objectives import EWC, labelled_bce, msl_loss, size_balanced_ce, size_weights
 
 
 class TinyLinear(nn.Module):
@@ -45,6 +45,34 @@ def test_msl_loss_matches_hand_computation() -> None:
     assert parts.masked_bce.item() == pytest.approx(l2, rel=1e-6)
     assert parts.consistency.item() == pytest.approx(l3, rel=1e-6)
     assert parts.total.item() == pytest.approx(0.3 * l1 + 0.2 * l2 + 0.5 * l3, rel=1e-6)
+
+
+def test_difficult_labels_drop_out_of_both_bce_terms_but_not_the_consistency_term() -> None:
+    x = torch.zeros(1, 3, 2, 2)
+    x[0, 0] = 1.0
+    x[0, 1] = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
+    holes = torch.tensor([[[1.0, 0.0], [0.0, 0.0]]])
+    y = torch.tensor([[1.0, 0.0]])
+    known = torch.tensor([[True, False]])  # class 1 difficult: neither positive nor negative
+    model = TinyLinear()
+    parts = msl_loss(model, x, y, holes, known=known)
+    clean, masked = [-1.0, 0.75], [-0.25, 0.5]  # as in the hand computation above
+    sig = lambda z: 1 / (1 + math.exp(-z))  # noqa: E731
+    assert parts.clean_bce.item() == pytest.approx(bce(clean[0], 1), rel=1e-6)
+    assert parts.masked_bce.item() == pytest.approx(bce(masked[0], 1), rel=1e-6)
+    l3 = ((sig(clean[0]) - sig(masked[0])) ** 2 + (sig(clean[1]) - sig(masked[1])) ** 2) / 2
+    assert parts.consistency.item() == pytest.approx(l3, rel=1e-6)
+
+
+def test_labelled_bce_averages_over_known_entries_only() -> None:
+    logits = torch.tensor([[0.0, 2.0], [-1.0, 3.0]])
+    targets = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    known = torch.tensor([[True, False], [True, True]])
+    expected = (bce(0.0, 1) + bce(-1.0, 0) + bce(3.0, 1)) / 3
+    assert labelled_bce(logits, targets, known).item() == pytest.approx(expected, rel=1e-6)
+    everything = (bce(0.0, 1) + bce(2.0, 0) + bce(-1.0, 0) + bce(3.0, 1)) / 4
+    assert labelled_bce(logits, targets).item() == pytest.approx(everything, rel=1e-6)
+    assert labelled_bce(logits, targets, torch.zeros(2, 2, dtype=torch.bool)).item() == 0.0
 
 
 def test_msl_gradient_flows_through_both_branches_of_the_consistency_term() -> None:

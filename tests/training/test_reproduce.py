@@ -24,11 +24,14 @@ def test_budgets_and_overrides() -> None:
         assert 0 < budget["switch"] < budget["iters"]
     b = budget_of("cpu", ["iters=1000", "decay=2,3", "lr=0.05"])
     assert b["iters"] == 1000 and isinstance(b["iters"], int) and b["decay"] == [2, 3] and b["lr"] == 0.05
-    assert BUDGETS["cpu"]["iters"] == 300  # the named budget itself is untouched
+    assert BUDGETS["cpu"]["iters"] == 600  # the named budget itself is untouched
+    assert budget_of("cpu", ["difficult=negative"])["difficult"] == "negative"
+    with pytest.raises(ValueError, match="difficult='maybe': choose one of negative, ignore"):
+        budget_of("cpu", ["difficult=maybe"])
     with pytest.raises(ValueError, match="KEY=VALUE"):
         budget_of("cpu", ["nope=1"])
     with pytest.raises(ValueError, match="switch"):
-        budget_of("cpu", ["switch=300"])
+        budget_of("cpu", ["switch=600"])
     with pytest.raises(ValueError, match="choose one of"):
         budget_of("huge")
 

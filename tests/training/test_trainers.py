@@ -152,6 +152,22 @@ def test_frozen_blocks_flag_keeps_that_many_trunk_blocks_at_their_imagenet_weigh
         assert torch.equal(value, start[name]) == (block < 7), name  # blocks 0-6 fixed, the rest trained
 
 
+def test_difficult_flag_changes_what_the_bce_sees_only_where_labels_are_difficult(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "cls", n_train=32, n_test=8, image_size=96, scenes="classification", seed=5,
+                        progress=False)
+    targets = np.array([r["target"] for r in json.loads((data / "train.json").read_text())])
+    assert (targets == 0).any()  # the label rule left some classes difficult
+    losses = {}
+    for mode in ("negative", "ignore"):
+        out = tmp_path / mode
+        result = run_training("classify", "--data", str(data), "--out", str(out), "--method", "baseline",
+                              "--difficult", mode, "--image-size", "64", "--epochs", "1", "--warmup-epochs", "0",
+                              "--eval-mask-ratio", "", "--decay-epochs", "--seed", "2")
+        assert result.returncode == 0, result.stderr[-2000:]
+        losses[mode] = json.loads((out / "log.json").read_text())[0]["train"]["loss"]
+    assert losses["ignore"] != losses["negative"]
+
+
 @pytest.mark.parametrize(("preset", "blocks", "message"), [
     ("deeplabv2-r18", "3", "preset 'deeplabv2-r18' has no trunk blocks to freeze"),
     ("mobilenetv2-csra", "99", "frozen_blocks must lie in 0..19, got 99")])
