@@ -199,10 +199,11 @@ def targets_section(result: dict[str, Any]) -> list[str]:
     store_cls = demo.get("demo_classifier")
     store_seg = demo.get("demo_segmenter")
     rows = [
-        ("classifier: clean test mAP >= 85 at this budget",
-         f"MSL {fmt(cls['msl']['clean']['mAP'])}, baseline {fmt(cls['baseline']['clean']['mAP'])}"
-         + (f"; the `make serve` store's demo classifier: {store_cls['clean_mAP']:.1f}" if store_cls else ""),
-         max(cls["msl"]["clean"]["mAP"]["mean"], cls["baseline"]["clean"]["mAP"]["mean"]) >= 85),
+        ("MSL classifier (the demo's method): clean test mAP >= 85 at this budget",
+         f"MSL {fmt(cls['msl']['clean']['mAP'])} (baseline {fmt(cls['baseline']['clean']['mAP'])})",
+         cls["msl"]["clean"]["mAP"]["mean"] >= 85),
+        *([("the `make serve` store's demo classifier: clean test mAP >= 85 at the budget that produced it",
+            f"{store_cls['clean_mAP']:.1f} (one run)", store_cls["clean_mAP"] >= 85)] if store_cls else []),
         ("MSL under a high mask, visible labels: loses at most half the baseline's drop, difference > 2 std",
          f"ratio {visible['ratio']:.2f}, difference {fmt(visible['difference'])} points (original labels: ratio "
          f"{original['ratio']:.2f}, difference {fmt(original['difference'])})", visible["met"]),

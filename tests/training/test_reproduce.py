@@ -1,5 +1,6 @@
 """The reproduction's budgets, its verdicts against hand-computed figures, and a page generated whole from JSON."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -70,3 +71,26 @@ def test_the_committed_page_is_generated_whole_from_its_json(tmp_path: Path) -> 
     assert result.returncode == 0, result.stderr[-2000:]
     assert (docs / "reproduction.md").read_text() == (ROOT / "docs" / "reproduction.md").read_text()
     assert (docs / "img" / "reproduction_classification.png").stat().st_size > 10_000
+
+
+def test_a_quick_reproduction_trains_every_arm_and_writes_its_page_as_reduced(tmp_path: Path) -> None:
+    docs, work = tmp_path / "docs", tmp_path / "work"
+    docs.mkdir()
+    result = subprocess.run([sys.executable, "-m", "training", "reproduce", "--quick", "--seeds", "0", "--work",
+                             str(work), "--docs", str(docs), "--demo", str(tmp_path / "no-demo"), "--threads", "2"],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    recorded = json.loads((docs / "reproduction.json").read_text())
+    assert recorded["seeds"] == [0] and not recorded["full_run"]
+    assert recorded["budget"]["difficult"] == "ignore"
+    for arm in ("baseline", "msl"):
+        occluded = recorded["classification_runs"][arm][0]["occlusion"]
+        assert set(occluded) == {"clean", "b1", "b2", "b3", "b4", "b5", "b6"}
+        assert 0 <= occluded["b6"]["visible"]["mAP"] <= 100
+    assert recorded["bn_study"]["chosen"] in ("clean", "update")
+    assert set(recorded["segmentation"]) == {"ce", "sb"}
+    assert (work / "classify-msl-cleanbn-0" / "best.pth").is_file()
+    assert (work / "classify-msl-updatebn-0" / "best.pth").is_file()
+    page = (docs / "reproduction.md").read_text()
+    assert "**This is a reduced run** (budget `tiny`, 1 seed(s))" in page
+    assert "left out of the BCE terms" in page
