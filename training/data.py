@@ -102,10 +102,12 @@ def _coco(layout: ClassificationLayout, image_size: int) -> tuple[COCOClassifica
 
 
 def classification_datasets(data: str | Path, image_size: int, limit: int | None = None, val_fraction: float = 0.1,
-                            seed: int = 0, image_dir: str | Path | None = None) -> SplitDatasets:
+                            seed: int = 0, image_dir: str | Path | None = None,
+                            difficult: str = "negative") -> SplitDatasets:
     """Train (flip + RandomResizedCrop 0.7-1.0), val (carved from train) and test (stretch resize) sets.
 
-    ``data``: see the module docstring for the layouts; ``image_dir`` only for COCO.
+    ``data``: see the module docstring for the layouts; ``image_dir`` only for COCO; ``difficult``: what VOC's
+    "difficult only" training labels become ("negative", the reference's choice, or "ignore": kept as ternary 0).
     """
     layout = classification_layout(data, image_dir)
     if layout.source == "json":
@@ -114,7 +116,7 @@ def classification_datasets(data: str | Path, image_size: int, limit: int | None
         train, test = _coco(layout, image_size)
     else:
         train = VOC2007Classification(layout.train, layout.train_split, image_size,
-                                      transform=train_transform(image_size), difficult="negative")
+                                      transform=train_transform(image_size), difficult=difficult)
         test = VOC2007Classification(layout.test, layout.test_split, image_size, difficult="ignore")
     train, val = _split_classification(train, image_size, limit, val_fraction, seed)
     return SplitDatasets(train, val, test, list(train.class_names), layout.source, layout.root)

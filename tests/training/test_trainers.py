@@ -152,20 +152,32 @@ def test_frozen_blocks_flag_keeps_that_many_trunk_blocks_at_their_imagenet_weigh
         assert torch.equal(value, start[name]) == (block < 7), name  # blocks 0-6 fixed, the rest trained
 
 
-def test_difficult_flag_changes_what_the_bce_sees_only_where_labels_are_difficult(tmp_path: Path) -> None:
-    data = make_dataset(tmp_path / "cls", n_train=32, n_test=8, image_size=96, scenes="classification", seed=5,
-                        progress=False)
-    targets = np.array([r["target"] for r in json.loads((data / "train.json").read_text())])
-    assert (targets == 0).any()  # the label rule left some classes difficult
-    losses = {}
+def first_epoch_losses(data: Path, out: Path) -> tuple[dict[str, float], str]:
+    """The first epoch's training loss of a baseline run with each --difficult mode, and the ignore run's stdout."""
+    losses, said = {}, ""
     for mode in ("negative", "ignore"):
-        out = tmp_path / mode
-        result = run_training("classify", "--data", str(data), "--out", str(out), "--method", "baseline",
+        result = run_training("classify", "--data", str(data), "--out", str(out / mode), "--method", "baseline",
                               "--difficult", mode, "--image-size", "64", "--epochs", "1", "--warmup-epochs", "0",
                               "--eval-mask-ratio", "", "--decay-epochs", "--seed", "2")
         assert result.returncode == 0, result.stderr[-2000:]
-        losses[mode] = json.loads((out / "log.json").read_text())[0]["train"]["loss"]
+        losses[mode] = json.loads((out / mode / "log.json").read_text())[0]["train"]["loss"]
+        said = result.stdout
+    return losses, said
+
+
+def test_the_difficult_flag_leaves_difficult_labels_out_and_nothing_of_binary_targets(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "cls", n_train=32, n_test=8, image_size=96, scenes="classification", seed=5,
+                        progress=False)
+    records = json.loads((data / "train.json").read_text())
+    assert any(0 in r["target"] for r in records)  # the label rule left some classes difficult
+    losses, _ = first_epoch_losses(data, tmp_path / "ternary")
     assert losses["ignore"] != losses["negative"]
+    for name in ("train.json", "test.json"):  # the same images with binary targets: 0 now means absent
+        rows = json.loads((data / name).read_text())
+        (data / name).write_text(json.dumps([{**r, "target": [max(t, 0) for t in r["target"]]} for r in rows]))
+    losses, said = first_epoch_losses(data, tmp_path / "binary")
+    assert losses["ignore"] == losses["negative"]
+    assert "these training targets are binary (no difficult labels); nothing is left out" in said
 
 
 @pytest.mark.parametrize(("preset", "blocks", "message"), [

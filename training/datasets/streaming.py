@@ -137,11 +137,13 @@ def as_arrays(item: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
 class StreamingScenes(Dataset):
     """``length`` scenes per epoch; ``set_epoch`` moves to a new, disjoint draw.
 
-    ``task=Task.CLASSIFICATION`` yields ``(image, target)`` with the ternary label rule of the config (training
-    treats difficult as negative, as the trainer clamps); ``task=Task.SEGMENTATION`` yields
+    ``task=Task.CLASSIFICATION`` yields ``(image, target)`` with the ternary label rule of the config (the trainer
+    trains a difficult 0 as absent, or leaves it out with ``--difficult ignore``); ``task=Task.SEGMENTATION`` yields
     ``(image, class_map, instance_map)``. ``train=False`` gives the evaluation form (stretch resize only).
     With a ``pool`` the scenes are read from its pre-rendered arrays instead of being rendered.
     """
+
+    ternary = True  # classification targets: 1 / -1 / 0 difficult, as MultiLabelImages.ternary says
 
     def __init__(self, config: SceneConfig, seed: int, length: int, task: str, image_size: int,
                  train: bool = True, code: int = STREAM_CODE, pool: ScenePool | None = None) -> None:
