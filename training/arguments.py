@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from training.budgets import BUDGETS
+from training.budgets import BUDGETS, DIFFICULT
 from training.datasets.scenes import SCENE_CONFIGS
 
 
@@ -52,7 +52,7 @@ def classify_arguments(parser: argparse.ArgumentParser) -> None:
                              "uniformly from b1..b6 at every step)")
     parser.add_argument("--masked-bn", choices=("update", "clean"), default="update",
                         help="BatchNorm running statistics from both passes (update) or the clean pass only (clean)")
-    parser.add_argument("--difficult", choices=("negative", "ignore"), default="negative",
+    parser.add_argument("--difficult", choices=DIFFICULT, default="negative",
                         help="training labels of classes seen only as difficult instances (too hidden for the label "
                              "rule): trained as absent, or left out of the BCE terms")
     parser.add_argument("--eval-mask-ratio", default="high", help="extra masked evaluation ('' to skip)")

@@ -60,7 +60,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
                                     [e * steps_per_epoch for e in args.decay_epochs]))
         images = normalise(batch_to(images, device), model.preset)
         targets = targets.to(device).float()
-        known = targets != 0 if args.difficult == "ignore" and args.ternary else None  # ternary 0: difficult only
+        known = targets != 0 if args.leave_out_difficult else None  # ternary 0: difficult only
         targets = targets.clamp_min(0)
         with autocast(device):
             if args.method == "msl":
@@ -136,8 +136,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if args.stream:
         train_set, val_set = streaming_sets(args.data, args.seed, args.stream, args.val_size, Task.CLASSIFICATION,
                                             size, pool=args.pool, epochs=args.epochs)
-    args.ternary = bool(getattr(train_set, "ternary", False))  # binary 0/1 targets have no difficult labels
-    if args.difficult == "ignore" and not args.ternary:
+    ternary = bool(getattr(train_set, "ternary", False))  # binary 0/1 targets have no difficult labels
+    args.leave_out_difficult = args.difficult == "ignore" and ternary
+    if args.difficult == "ignore" and not ternary:
         tqdm.write("--difficult ignore: these training targets are binary (no difficult labels); nothing is left out")
     device = resolve_device(args.device)
     model = to_device(build_model(args, data.class_names), device)
