@@ -52,6 +52,9 @@ def classify_arguments(parser: argparse.ArgumentParser) -> None:
                              "uniformly from b1..b6 at every step)")
     parser.add_argument("--masked-bn", choices=("update", "clean"), default="update",
                         help="BatchNorm running statistics from both passes (update) or the clean pass only (clean)")
+    parser.add_argument("--clean-bn-copy", action="store_true",
+                        help="also write OUT/best-cleanbn.pth: the chosen weights with the trainable BatchNorm "
+                             "statistics recomputed on clean training images")
     parser.add_argument("--difficult", choices=DIFFICULT, default="negative",
                         help="training labels of classes seen only as difficult instances (too hidden for the label "
                              "rule): trained as absent, or left out of the BCE terms")

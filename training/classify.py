@@ -109,6 +109,31 @@ def evaluate(model: nn.Module, loader: DataLoader, holes: MaskSource | None) -> 
     return result
 
 
+@torch.no_grad()
+def recompute_batchnorm(model: nn.Module, loader: DataLoader) -> int:
+    """Running statistics of the trainable BatchNorm layers recomputed as plain averages over ``loader``'s images.
+
+    Frozen blocks (eval mode under ``model.train()``) keep theirs, which ``torch.optim.swa_utils.update_bn`` would
+    reset. Returns the number of images seen.
+    """
+    model.train()
+    device = next(model.parameters()).device
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    momenta = [m.momentum for m in layers]
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None  # cumulative average
+    seen = 0
+    for images, _ in loader:
+        with autocast(device):
+            model(normalise(batch_to(images, device), model.preset))
+        seen += len(images)
+    for layer, momentum in zip(layers, momenta, strict=True):
+        layer.momentum = momentum
+    model.eval()
+    return seen
+
+
 def chosen_threshold(model: nn.Module, val_loader: DataLoader) -> dict[str, Any]:
     """Set the model's threshold to the one that maximises OF1 on the validation split; what was chosen, and why."""
     choice = choose_threshold(*predict_scores(model, val_loader))
@@ -184,4 +209,16 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     save_checkpoint(out / "best.pth", model, **kept, test=test)
     masked = f", masked {test['masked']['mAP']:.1f}" if "masked" in test else ""
     tqdm.write(f"test (epoch {best['epoch']} chosen on val): mAP {test['clean']['mAP']:.1f}{masked}")
-    return {"best": best, "test": test, "log": str(out / "log.json"), "checkpoint": str(out / "best.pth")}
+    result = {"best": best, "test": test, "log": str(out / "log.json"), "checkpoint": str(out / "best.pth")}
+    if args.clean_bn_copy:
+        if hasattr(train_set, "set_epoch"):
+            train_set.set_epoch(0)
+        seen = recompute_batchnorm(model, DataLoader(train_set, batch_size=args.batch_size, num_workers=args.workers))
+        val = evaluate(model, val_loader, eval_masks)
+        clean_test = evaluate(model, test_loader, eval_masks)
+        path = out / "best-cleanbn.pth"
+        save_checkpoint(path, model, **{**kept, "val": val}, test=clean_test, batchnorm_recomputed_on=seen)
+        tqdm.write(f"BatchNorm statistics recomputed on {seen} clean training images: "
+                   f"val mAP {val['clean']['mAP']:.1f}, test {clean_test['clean']['mAP']:.1f}")
+        result["clean_bn"] = {"best": best, "test": clean_test, "checkpoint": str(path)}
+    return result

@@ -17,7 +17,7 @@ from export.source import resolve_source
 from models.presets import preset_from_dict
 from robustness.metrics import THRESHOLD_GRID, multilabel_metrics
 from tests.conftest import FineTuned
-from training.classify import predict_scores
+from training.classify import predict_scores, recompute_batchnorm
 from training.common import initialise_trunk
 from training.data import classification_datasets
 from training.datasets import make_dataset
@@ -150,6 +150,26 @@ def test_frozen_blocks_flag_keeps_that_many_trunk_blocks_at_their_imagenet_weigh
     for name, value in trained.items():
         block = int(name.split(".")[1])
         assert torch.equal(value, start[name]) == (block < 7), name  # blocks 0-6 fixed, the rest trained
+
+
+def test_batchnorm_statistics_are_recomputed_in_the_trained_blocks_only() -> None:
+    torch.manual_seed(0)
+    model = models.create_model("mobilenetv2-csra", image_size=32, arch_args={"frozen_blocks": 7})
+    frozen, trained = model.features[1].conv[0][1], model.features[8].conv[0][1]  # a BatchNorm in each part
+    frozen_before = frozen.running_mean.clone()
+    seen_by_trained: list[torch.Tensor] = []
+    trained.register_forward_hook(lambda module, inputs, output: seen_by_trained.append(inputs[0].detach().clone()))
+    images = torch.rand(12, 3, 32, 32)
+    loader = DataLoader(list(zip(images, torch.zeros(12), strict=True)), batch_size=4)
+    assert recompute_batchnorm(model, loader) == 12
+    # Oracle: the plain average over the 3 batches of each batch's channel mean and unbiased variance.
+    means = torch.stack([x.mean(dim=(0, 2, 3)) for x in seen_by_trained])
+    variances = torch.stack([x.transpose(0, 1).flatten(1).var(dim=1) for x in seen_by_trained])
+    assert len(seen_by_trained) == 3
+    torch.testing.assert_close(trained.running_mean, means.mean(0), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(trained.running_var, variances.mean(0), rtol=1e-4, atol=1e-5)
+    assert torch.equal(frozen.running_mean, frozen_before)
+    assert trained.momentum == 0.1 and not model.training
 
 
 def first_epoch_losses(data: Path, out: Path) -> tuple[dict[str, float], str]:
