@@ -259,8 +259,7 @@ def run_description(result: dict[str, Any]) -> list[str]:
         f"Every run fine-tunes torchvision's ImageNet MobileNetV2 ({frozen}) on streamed "
         "scenes, pre-rendered once per seed into a uint8 pool that the epochs and both arms share. Classification: "
         f"{budget['epochs']} epochs x {budget['stream']} scenes at {budget['size']} px, batch {budget['batch']}, "
-        f"SGD lr {budget['lr']} (10x "
-        f"head), 10x drop at epoch(s) {budget['decay'] or 'none'}"
+        f"SGD lr {budget['lr']} (10x head), 10x drop at epoch(s) {budget['decay'] or 'none'}"
         + DIFFICULT_WORDS.get(budget.get("difficult"), "")
         + f"; the best epoch is chosen on {budget['val']} validation scenes; {budget['cls_test']} test images. MSL "
         "draws each training mask's hole-ratio bucket uniformly from b1-b6 at every step. Segmentation: "
