@@ -24,16 +24,16 @@ def test_budgets_and_overrides() -> None:
     assert set(BUDGETS) == {"tiny", "cpu", "gpu"}
     for budget in BUDGETS.values():
         assert 0 < budget["switch"] < budget["iters"]
-    b = budget_of("cpu", ["iters=1000", "decay=2,3", "lr=0.05"])
-    assert b["iters"] == 1000 and isinstance(b["iters"], int) and b["decay"] == [2, 3] and b["lr"] == 0.05
-    assert BUDGETS["cpu"]["iters"] == 600  # the named budget itself is untouched
+    b = budget_of("cpu", ["iters=1400", "decay=2,3", "lr=0.02"])
+    assert b["iters"] == 1400 and isinstance(b["iters"], int) and b["decay"] == [2, 3] and b["lr"] == 0.02
+    assert BUDGETS["cpu"]["iters"] == 1000 and BUDGETS["cpu"]["lr"] == 0.05  # the named budget itself is untouched
     assert budget_of("cpu", ["difficult=negative"])["difficult"] == "negative"
     with pytest.raises(ValueError, match="difficult='maybe': choose one of negative, ignore"):
         budget_of("cpu", ["difficult=maybe"])
     with pytest.raises(ValueError, match="KEY=VALUE"):
         budget_of("cpu", ["nope=1"])
     with pytest.raises(ValueError, match="switch"):
-        budget_of("cpu", ["switch=600"])
+        budget_of("cpu", ["switch=1000"])
     with pytest.raises(ValueError, match="choose one of"):
         budget_of("huge")
 
