@@ -12,7 +12,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
     "tiny": {"cls_test": 40, "seg_test": 24, "size": 64, "stream": 64, "epochs": 2, "decay": [], "lr": 0.05,
              "batch": 16, "seg_size": 64, "seg_stream": 32, "iters": 8, "switch": 4, "eval_every": 4, "seg_batch": 4,
              "seg_lr": 0.01, "val": 16, "workers": 0, "checks": 16, "frozen": 4, "difficult": "ignore"},
-    # About 100 min for 3 seeds on a 2-core CPU. The classifiers: 14 epochs of 1,200 scenes at 160 px with 7 blocks
+    # 108 min for 3 seeds on a 2-core CPU (measured). The classifiers: 14 epochs of 1,200 scenes at 160 px with 7 blocks
     # frozen (one MSL run of seed 0 was still gaining validation mAP at epoch 12), lr 0.05 (validation mAP of seed 0
     # beat lr 0.1 for both arms); the segmenters at the scenes' own 224 px for 1,000 iterations (one CE run of seed 0
     # was still gaining validation mIoU at 900). Evidence in docs/reproduction-investigation.md.
