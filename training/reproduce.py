@@ -49,6 +49,11 @@ DIFFICULT_WORDS = {"ignore": "; a class whose instances are all too hidden for t
 
 
 
+def classification_lr(budget: dict[str, Any], method: str) -> float:
+    """The base learning rate of one classification arm (budgets older than ``msl_lr`` used ``lr`` for both)."""
+    return float(budget.get("msl_lr", budget["lr"])) if method == "msl" else float(budget["lr"])
+
+
 def classify_args(data: Path, out: Path, method: str, budget: dict[str, Any], seed: int, device: str,
                   pool: Path) -> argparse.Namespace:
     """Arguments for one classification run (MSL: masks drawn across the six buckets at every step, both passes
@@ -58,7 +63,7 @@ def classify_args(data: Path, out: Path, method: str, budget: dict[str, Any], se
     return parser.parse_args([
         "--data", str(data), "--out", str(out), "--method", method, "--preset", CLASSIFIER,
         "--image-size", str(budget["size"]), "--epochs", str(budget["epochs"]), "--stream", str(budget["stream"]),
-        "--val-size", str(budget["val"]), "--lr", str(budget["lr"]), "--warmup-epochs", "1",
+        "--val-size", str(budget["val"]), "--lr", str(classification_lr(budget, method)), "--warmup-epochs", "1",
         "--batch-size", str(budget["batch"]), "--decay-epochs", *map(str, budget["decay"]), "--seed", str(seed),
         "--workers", str(budget["workers"]), "--device", device, "--pool", str(pool),
         "--mask-ratio", "buckets", "--masked-bn", "update", "--frozen-blocks", str(budget["frozen"]),
@@ -248,6 +253,8 @@ def run_description(result: dict[str, Any]) -> list[str]:
     classifier_frozen = budget.get("frozen", 4)
     frozen = "the first 4 blocks frozen" if classifier_frozen == 4 else \
         f"the first {classifier_frozen} blocks frozen in the classifiers, 4 in the segmenters"
+    msl_lr = classification_lr(budget, "msl")
+    msl_rate = f" for the baseline, {msl_lr} for MSL" if msl_lr != budget["lr"] else ""
     if not full:
         lines += [f"**This is a reduced run** (budget `{name}`"
                   + (f" with {', '.join(result['overrides'])}" if result["overrides"] else "")
@@ -259,7 +266,7 @@ def run_description(result: dict[str, Any]) -> list[str]:
         f"Every run fine-tunes torchvision's ImageNet MobileNetV2 ({frozen}) on streamed "
         "scenes, pre-rendered once per seed into a uint8 pool that the epochs and both arms share. Classification: "
         f"{budget['epochs']} epochs x {budget['stream']} scenes at {budget['size']} px, batch {budget['batch']}, "
-        f"SGD lr {budget['lr']} (10x head), 10x drop at epoch(s) {budget['decay'] or 'none'}"
+        f"SGD lr {budget['lr']}{msl_rate} (10x head), 10x drop at epoch(s) {budget['decay'] or 'none'}"
         + DIFFICULT_WORDS.get(budget.get("difficult"), "")
         + f"; the best epoch is chosen on {budget['val']} validation scenes; {budget['cls_test']} test images. MSL "
         "draws each training mask's hole-ratio bucket uniformly from b1-b6 at every step. Segmentation: "
