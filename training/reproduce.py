@@ -48,7 +48,6 @@ DIFFICULT_WORDS = {"ignore": "; a class whose instances are all too hidden for t
                              "of the BCE terms", "negative": "; a difficult class trains as absent"}
 
 
-
 def classification_lr(budget: dict[str, Any], method: str) -> float:
     """The base learning rate of one classification arm (budgets older than ``msl_lr`` used ``lr`` for both)."""
     return float(budget.get("msl_lr", budget["lr"])) if method == "msl" else float(budget["lr"])
