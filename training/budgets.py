@@ -39,12 +39,16 @@ def budget_of(name: str, overrides: list[str] | None = None) -> dict[str, Any]:
         key, _, value = item.partition("=")
         if key not in budget or not value:
             raise ValueError(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(budget)}")
-        if key == "decay":
-            budget[key] = [int(v) for v in value.split(",") if v]
-        elif isinstance(budget[key], str):
-            budget[key] = value
-        else:
-            budget[key] = type(budget[key])(float(value)) if isinstance(budget[key], int) else float(value)
+        try:
+            if key == "decay":
+                budget[key] = [int(v) for v in value.split(",") if v]
+            elif isinstance(budget[key], str):
+                budget[key] = value
+            else:
+                budget[key] = type(budget[key])(float(value)) if isinstance(budget[key], int) else float(value)
+        except ValueError:
+            kind = "comma-separated integers" if key == "decay" else "a number"
+            raise ValueError(f"--set {item!r}: {key} takes {kind}") from None
     if budget["difficult"] not in DIFFICULT:
         raise ValueError(f"difficult={budget['difficult']!r}: choose one of {', '.join(DIFFICULT)}")
     if not 0 < budget["switch"] < budget["iters"]:

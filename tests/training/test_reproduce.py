@@ -32,6 +32,10 @@ def test_budgets_and_overrides() -> None:
         budget_of("cpu", ["difficult=maybe"])
     with pytest.raises(ValueError, match="KEY=VALUE"):
         budget_of("cpu", ["nope=1"])
+    with pytest.raises(ValueError, match="--set 'msl_lr=abc': msl_lr takes a number"):
+        budget_of("cpu", ["msl_lr=abc"])
+    with pytest.raises(ValueError, match="--set 'decay=9,x': decay takes comma-separated integers"):
+        budget_of("cpu", ["decay=9,x"])
     with pytest.raises(ValueError, match="switch"):
         budget_of("cpu", ["switch=1000"])
     with pytest.raises(ValueError, match="choose one of"):
