@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -505,6 +506,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         stability.append(sb["ewc_stability"])
         chosen["sb"].append(sb["best"]["iter"])
         chosen["ce"].append(ce["best"]["iter"])
+        for folder in pool.glob(f"pool-s{seed}-*"):  # a seed's pools serve its runs only (about 4.5 GB at cpu)
+            shutil.rmtree(folder)
         done = seeds[:len(seg_runs["sb"])]  # the page is rewritten after every seed: a stopped run leaves its seeds
         result = assemble(args, name, budget, done, device, cls_runs, seg_runs, bn_study, stability, chosen, scenes,
                           config, started)
