@@ -109,12 +109,12 @@ def test_a_quick_reproduction_trains_every_arm_and_writes_its_page_as_reduced(tm
 
 
 def test_each_classification_arm_trains_at_its_own_rate(tmp_path: Path) -> None:
-    budget = budget_of("cpu", ["msl_lr=0.1"])
+    budget = budget_of("cpu", ["msl_lr=0.2"])
     args = {m: classify_args(tmp_path, tmp_path / m, m, budget, 0, "cpu", tmp_path) for m in ("baseline", "msl")}
-    assert (args["baseline"].lr, args["msl"].lr) == (0.05, 0.1)
+    assert (args["baseline"].lr, args["msl"].lr) == (0.05, 0.2)
     result = {"budget": budget, "budget_name": "cpu", "full_run": True, "command": "c", "seconds": 60.0,
-              "machine": "m", "seeds": [0], "overrides": ["msl_lr=0.1"], "device": "cpu"}
-    assert "SGD lr 0.05 for the baseline, 0.1 for MSL (10x head)" in "\n".join(run_description(result))
+              "machine": "m", "seeds": [0], "overrides": ["msl_lr=0.2"], "device": "cpu"}
+    assert "SGD lr 0.05 for the baseline, 0.2 for MSL (10x head)" in "\n".join(run_description(result))
     older = {key: value for key, value in BUDGETS["cpu"].items() if key != "msl_lr"}  # a JSON from before msl_lr
     assert classify_args(tmp_path, tmp_path, "msl", older, 0, "cpu", tmp_path).lr == older["lr"]
     assert "SGD lr 0.05 (10x head)" in "\n".join(run_description({**result, "budget": older}))
