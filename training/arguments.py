@@ -105,7 +105,7 @@ def segment_arguments(parser: argparse.ArgumentParser) -> None:
 def reproduce_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``python -m training reproduce``."""
     parser.add_argument("--budget", default="cpu", choices=tuple(BUDGETS),
-                        help="tiny (tests, a minute), cpu (about 110 min for 3 seeds on 2 cores) or gpu (paper-like "
+                        help="tiny (tests, a minute), cpu (about 2 h for 3 seeds on 2 cores) or gpu (paper-like "
                              "step counts for one GPU)")
     parser.add_argument("--quick", action="store_true", help="the same as --budget tiny")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE",

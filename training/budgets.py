@@ -14,11 +14,11 @@ BUDGETS: dict[str, dict[str, Any]] = {
              "batch": 16, "seg_size": 64, "seg_stream": 32, "iters": 8, "switch": 4, "eval_every": 4, "seg_batch": 4,
              "seg_lr": 0.01, "val": 16, "workers": 0, "checks": 16, "frozen": 4, "difficult": "ignore",
              "msl_lr": 0.05},
-    # 108 min for 3 seeds on a 2-core CPU (measured). The classifiers: 14 epochs of 1,200 scenes at 160 px with 7 blocks
-    # frozen (one MSL run of seed 0 was still gaining validation mAP at epoch 12); the baseline at lr 0.05 and MSL at
-    # 0.1, each the better rate by 3-seed validation mAP (baseline 88.1 vs 85.7; MSL 85.33 vs 85.30 clean, 49.5 vs
-    # 47.6 under high masks); the segmenters at the scenes' own 224 px for 1,000 iterations (one CE run of seed 0 was
-    # still gaining validation mIoU at 900). Evidence in docs/reproduction-investigation.md.
+    # 108-120 min for 3 seeds on a 2-core CPU (two measured runs). The classifiers: 14 epochs of 1,200 scenes at 160 px
+    # with 7 blocks frozen (one MSL run of seed 0 was still gaining validation mAP at epoch 12); the baseline at lr 0.05
+    # and MSL at 0.1, each the better rate by 3-seed validation mAP (baseline 88.1 vs 85.7; MSL 85.33 vs 85.30 clean,
+    # 49.5 vs 47.6 under high masks); the segmenters at the scenes' own 224 px for 1,000 iterations (one CE run of seed
+    # 0 was still gaining validation mIoU at 900). Evidence in docs/reproduction-investigation.md.
     "cpu": {"cls_test": 300, "seg_test": 200, "size": 160, "stream": 1200, "epochs": 14, "decay": [9], "lr": 0.05,
             "batch": 16, "seg_size": 224, "seg_stream": 1200, "iters": 1000, "switch": 200, "eval_every": 100,
             "seg_batch": 8, "seg_lr": 0.01, "val": 150, "workers": 1, "checks": 100, "frozen": 7,
