@@ -24,7 +24,12 @@ from tests.server.conftest import CLASSIFIER, SEGMENTER, STARTUP_SECONDS, LiveSe
 from tests.server.oracle import png_bytes, random_rgb
 
 IMAGE = png_bytes(random_rgb(96, 80, seed=3))
-SLOW_MS = 500
+# The slow server's batches take 1 s and its deadline is 2.5 s. The inference process runs one batch at a time,
+# so the first request answers at about 1 s, with 1.5 s to spare on a loaded machine (a 750 ms deadline over
+# 500 ms batches left 250 ms, and CI once answered all twelve 503/504); a third request admitted cannot finish
+# before 3 s, past its deadline.
+SLOW_MS = 1000
+SLOW_TIMEOUT_MS = 2500
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +41,8 @@ def front_ends(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     with running({
         "plain": launch_server(store, logs / "plain.log", *common, "--models", f"{CLASSIFIER},{SEGMENTER}"),
         "slow": launch_server(store, logs / "slow.log", *common, "--models", CLASSIFIER, "--max-batch", "1",
-                              "--queue-size", "1", "--extra-latency-ms", str(SLOW_MS), "--timeout-ms", "750"),
+                              "--queue-size", "1", "--extra-latency-ms", str(SLOW_MS),
+                              "--timeout-ms", str(SLOW_TIMEOUT_MS)),
         "device": launch_server(store, logs / "device.log", *common, "--models", CLASSIFIER, "--device-prepare", "on"),
     }) as started:
         yield started
