@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from models.factory import build_model
 from models.presets import get_preset
 from models.pretrained import load_pretrained, weights_path
 from tests.conftest import CLASSIFIER, SEGMENTER, SEGMENTER_PRESET, SEGMENTER_SIZE  # noqa: F401  (re-exported)
+from tests.server.oracle import metric
 
 SOFTMAX_CLASSIFIER = "r18-softmax"  # the same architecture as CLASSIFIER, exported as a single-label model
 SOFTMAX_PRESET = "resnet18-csra-128"
@@ -72,6 +74,19 @@ class LiveServer:
         """Everything the server wrote so far."""
         return self.server.logs()
 
+    def metrics(self) -> str:
+        """The server's /metrics page."""
+        with self.client() as c:
+            return c.get("/metrics").text
+
+    def wait_for_gauge(self, family: str, value: float, model: str = CLASSIFIER, timeout: float = 10.0) -> None:
+        """Poll a model's gauge on /metrics until it reads ``value``: tests sequence on the server's state, not
+        on sleeps."""
+        stop = time.monotonic() + timeout
+        while metric(self.metrics(), family, model=model) != value:
+            assert time.monotonic() < stop, f"{family} never reached {value}"
+            time.sleep(0.005)
+
     @property
     def grpc_target(self) -> str:
         """``127.0.0.1:PORT`` of its KServe v2 gRPC service (started with --grpc-port)."""
@@ -91,13 +106,15 @@ MAIN_FLAGS = ("--max-batch", "8", "--max-delay-ms", "50", "--queue-size", "64", 
               "--max-pixels", str(MAX_PIXELS), "--default-model", CLASSIFIER, "--intra-op-threads", "1",
               "--decode-threads", "2")
 
-# The strict server: TorchScript, an API key, one request in flight plus one queued, a 1 s "model" and a 1.5 s
-# deadline: the running request answers, the queued one gets a 504 (it cannot finish before 2 x 1 s) and the rest
-# are shed with 503s. The deadline sits halfway, so 500 ms of scheduling jitter changes nothing, and the shed
-# requests have 1.5 s to arrive while the queue is still full (750 ms was too little on a loaded 2-core machine:
-# the queued request timed out first, and a shed one took its place).
-EXTRA_LATENCY_MS = 1000
-TIMEOUT_MS = 1500
+# The strict server: TorchScript, an API key, one request in flight plus one queued, a 2 s "model" and a 3 s
+# deadline: the running request answers, the queued one gets a 504 (it cannot finish before 2 x 2 s) and the rest
+# are shed with 503s. The deadline sits halfway, so 1 s of scheduling delay on either side changes nothing: the
+# running request's answer may come up to 1 s late, and the queued one may be sent up to 1 s after the running
+# batch starts. The shed requests must arrive before the running batch ends (the queued request takes its place
+# then, whatever its deadline), which gives them 2 s. A 1 s model with a 1.5 s deadline failed on a loaded 2-core
+# machine: the running request answered at 1.3-1.8 s, once past its deadline.
+EXTRA_LATENCY_MS = 2000
+TIMEOUT_MS = 3000
 STRICT_FLAGS = ("--models", CLASSIFIER, "--backend", "torchscript", "--api-key", API_KEY, "--max-batch", "1",
                 "--max-delay-ms", "0", "--queue-size", "1", "--extra-latency-ms", str(EXTRA_LATENCY_MS),
                 "--timeout-ms", str(TIMEOUT_MS), "--intra-op-threads", "1")

@@ -157,7 +157,9 @@ with ThreadPoolExecutor(8) as pool:
 def test_a_flood_on_a_full_queue_is_refused_before_any_annotation_is_read(stuck: httpx.Client,
                                                                           servers: dict[str, LiveServer]) -> None:
     """Two jobs hold the queue (one hangs in its batch, one waits) while the attacker floods. Each answer is a 429
-    from the queue count alone, fast, and /health stays under 100 ms p99."""
+    from the queue count alone, fast, and /health stays under 250 ms p99. Parsing the 12.9 MB list for each POST
+    took 17 s at p50 and put /health's p99 at 506 ms; refused from the count, p95 was 23 ms and p99 30-92 ms
+    (docs/reliability.md), so the bounds of 1 s and 250 ms leave a loaded machine room and still fail the parse."""
     held = [start(stuck, limit=2, corruptions="none", occlusion="none", bootstrap=0) for _ in range(2)]
     wait_for(stuck, held[0], lambda body: body["status"] == "running")
     try:
@@ -171,8 +173,8 @@ def test_a_flood_on_a_full_queue_is_refused_before_any_annotation_is_read(stuck:
               f"{seconds[int(len(seconds) * 0.95)] * 1000:.1f} ms; /health p99 {probe.p99_ms():.1f} ms over "
               f"{len(probe.seconds)} probes")
         assert {(status, error) for status, error, _ in answers} == {(429, "too_many_evaluations")}
-        assert len(answers) >= 32 and seconds[int(len(seconds) * 0.95)] < 0.25
-        assert len(probe.seconds) >= 50 and probe.p99_ms() < 100
+        assert len(answers) >= 32 and seconds[int(len(seconds) * 0.95)] < 1.0
+        assert len(probe.seconds) >= 50 and probe.p99_ms() < 250
         assert [stuck.get(f"/evaluations/{job}").json()["status"] for job in held] == ["running", "queued"]
     finally:
         finish(stuck, *held)

@@ -162,8 +162,10 @@ def test_sigterm_drains_in_flight_requests_then_stops_every_process_and_cleans_u
     answers: list[httpx.Response] = []
     caller = threading.Thread(target=lambda: answers.append(predict(live.url)))
     caller.start()
-    time.sleep(0.7)  # the request is in the inference process's 1.5 s batch
-    assert segments(supervisor.pid)
+    deadline = time.monotonic() + 10
+    while not segments(supervisor.pid):  # a worker writes the batch there as it sends it to the inference process
+        assert time.monotonic() < deadline, "the request never reached the inference process"
+        time.sleep(0.01)
     supervisor.send_signal(signal.SIGTERM)
     caller.join(30)
     assert answers and answers[0].status_code == 200  # answered, not cut off

@@ -20,7 +20,7 @@ from tritonclient.utils import InferenceServerException
 
 from loadtests.processes import free_port
 from tests.server.conftest import API_KEY, CLASSIFIER, EXTRA_LATENCY_MS, MAX_BODY_BYTES, SEGMENTER
-from tests.server.test_strict_server import wait_for
+from tests.server.oracle import metric
 
 AUTH = {"authorization": f"Bearer {API_KEY}"}
 
@@ -215,42 +215,45 @@ def idle_strict_batch(strict_server) -> tuple[np.ndarray, str]:
     """A batch for the strict server and its input name, once the server runs and queues nothing."""
     with grpcclient.InferenceServerClient(strict_server.grpc_target) as c:
         images, name, _ = batch_with_key(c)
-    wait_for(strict_server, "batches_running", 0)
-    wait_for(strict_server, "queue_depth", 0)
+    strict_server.wait_for_gauge("batches_running", 0)
+    strict_server.wait_for_gauge("queue_depth", 0)
     return images, name
 
 
 def occupy(pool: ThreadPoolExecutor, strict_server, images: np.ndarray, name: str) -> Future:
-    """A call running its 1 s batch; its future. Its batch ends 500 ms before its 1.5 s deadline, which a
-    loaded machine can eat up, so it answers OK or DEADLINE_EXCEEDED."""
+    """A call running its 2 s batch; its future. Its batch ends 1 s before its 3 s deadline, which a loaded
+    machine could eat up, so it answers OK or DEADLINE_EXCEEDED."""
     running = pool.submit(strict_infer, strict_server, images, name)
-    wait_for(strict_server, "batches_running", 1)
+    strict_server.wait_for_gauge("batches_running", 1)
     return running
 
 
 def test_shedding_is_resource_exhausted_and_late_answers_deadline_exceeded(strict_server):
-    """The strict server (queue of one, 1 s batches, 1.5 s deadline): one call runs, one waits past its
+    """The strict server (queue of one, 2 s batches, 3 s deadline): one call runs, one waits past its
     deadline, the rest are shed at once, as the HTTP route answers 200, 504 and 503."""
     images, name = idle_strict_batch(strict_server)
     with ThreadPoolExecutor(8) as pool:
         running = occupy(pool, strict_server, images, name)
         waiting = pool.submit(strict_infer, strict_server, images, name)
-        wait_for(strict_server, "queue_depth", 1)
+        strict_server.wait_for_gauge("queue_depth", 1)
         shed = list(pool.map(lambda _: strict_infer(strict_server, images, name), range(4)))
     assert running.result()[0] in ("OK", "DEADLINE_EXCEEDED")
-    assert waiting.result()[0] == "DEADLINE_EXCEEDED"  # it cannot finish before 2 s
+    assert waiting.result()[0] == "DEADLINE_EXCEEDED"  # it cannot finish before 4 s
     assert [code for code, _ in shed] == ["RESOURCE_EXHAUSTED"] * 4
     assert all(seconds < EXTRA_LATENCY_MS / 1000 for code, seconds in shed)
 
 
 def test_a_client_whose_deadline_passes_leaves_the_queue_and_is_logged_as_gone(strict_server):
     images, name = idle_strict_batch(strict_server)
+    batches = metric(strict_server.metrics(), "batch_size_count", model=CLASSIFIER)
     with ThreadPoolExecutor(2) as pool:
         running = occupy(pool, strict_server, images, name)
-        code, seconds = strict_infer(strict_server, images, name, timeout=0.1)  # queued behind the 1 s batch
-        assert code == "DEADLINE_EXCEEDED" and seconds < 0.4
-        wait_for(strict_server, "queue_depth", 0)  # it left the queue before its batch could start
+        code, seconds = strict_infer(strict_server, images, name, timeout=0.1)  # queued behind the 2 s batch
+        assert code == "DEADLINE_EXCEEDED" and seconds < 1.0  # not kept waiting for the batch
         assert running.result()[0] in ("OK", "DEADLINE_EXCEEDED")
+    strict_server.wait_for_gauge("queue_depth", 0)
+    strict_server.wait_for_gauge("batches_running", 0)
+    assert metric(strict_server.metrics(), "batch_size_count", model=CLASSIFIER) == batches + 1  # it never ran
     assert '"status": 499' in strict_server.logs()
 
 

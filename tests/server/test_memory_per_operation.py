@@ -36,9 +36,9 @@ FLAGS = ("--models", f"{CLASSIFIER},{SEGMENTER}", "--max-body-bytes", "4000000",
          "--intra-op-threads", "1", "--max-delay-ms", "5", "--queue-size", "64", "--max-response-bytes",
          str(MAX_RESPONSE_BYTES))
 # The target is 100 ms. On the 2-core machine these tests were written on, shared with other test runs (load
-# average 7-11), /health p99 measured 14-170 ms under these attacks; 250 ms keeps a loaded machine from failing
+# average 7-11), /health p99 measured 14-233 ms under these attacks; 500 ms keeps a loaded machine from failing
 # the test while an event loop blocked by a step (seconds) still does. docs/reliability.md has the figures.
-HEALTH_P99_MS = 250
+HEALTH_P99_MS = 500
 ATTACK_SECONDS = 3.0
 
 
