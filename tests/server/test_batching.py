@@ -22,16 +22,25 @@ from server.batching import (
 
 
 class RecordingModel:
-    """Doubles its input and remembers every batch size; can be slowed down or made to fail."""
+    """Doubles its input and remembers every batch size; can be slowed down, made to fail, or gated: a gated
+    model holds each batch until the test sets ``gate``, so that a test knows a batch is running (``entered``)
+    without betting on a sleep."""
 
-    def __init__(self, delay: float = 0.0, fail: bool = False) -> None:
+    def __init__(self, delay: float = 0.0, fail: bool = False, gated: bool = False) -> None:
         self.sizes: list[int] = []
         self.delay, self.fail = delay, fail
         self.threads: set[str] = set()
+        self.entered = 0
+        self.gate = threading.Event()
+        if not gated:
+            self.gate.set()
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         self.threads.add(threading.current_thread().name)
         self.sizes.append(len(images))
+        self.entered += 1
+        if not self.gate.wait(10):
+            raise TimeoutError("the test never opened the gate")
         time.sleep(self.delay)
         if self.fail:
             raise RuntimeError("runtime exploded")
@@ -58,6 +67,14 @@ async def with_batcher(model: RecordingModel, body, **kwargs):
     finally:
         await batcher.stop()
         executor.shutdown()
+
+
+async def until(condition, timeout: float = 10.0) -> None:
+    """Yield to the event loop until ``condition()`` holds."""
+    stop = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < stop, "the condition never held"
+        await asyncio.sleep(0.001)
 
 
 def stack(value: float, n: int = 1) -> np.ndarray:
@@ -115,8 +132,8 @@ def test_exclusive_stacks_run_alone():
 class FirstValues(RecordingModel):
     """Also remembers the first value of every batch, which names the request that opened it."""
 
-    def __init__(self, delay: float) -> None:
-        super().__init__(delay)
+    def __init__(self) -> None:
+        super().__init__(gated=True)
         self.firsts: list[float] = []
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
@@ -126,14 +143,16 @@ class FirstValues(RecordingModel):
 
 def test_ordinary_requests_queued_behind_stacks_run_first_and_a_stack_waits_at_most_four_batches():
     assert PASSES_PER_STACK == 4
-    model = FirstValues(delay=0.05)
+    model = FirstValues()
 
     async def body(batcher):
         running = asyncio.ensure_future(batcher.submit(stack(100, n=3), exclusive=True))
-        await asyncio.sleep(0.01)  # the first stack is running
+        await until(lambda: model.entered == 1)  # the first stack is running
         waiting = [asyncio.ensure_future(batcher.submit(stack(200 + k, n=3), exclusive=True)) for k in range(2)]
         await asyncio.sleep(0)
         singles = [asyncio.ensure_future(batcher.submit(stack(k, n=3))) for k in range(6)]  # one per batch
+        await until(lambda: batcher.depth == 8)
+        model.gate.set()
         return await asyncio.gather(running, *waiting, *singles)
 
     results = run(with_batcher(model, body, max_batch=3, max_delay=0.0))
@@ -143,34 +162,39 @@ def test_ordinary_requests_queued_behind_stacks_run_first_and_a_stack_waits_at_m
 
 
 def test_full_queue_refuses_immediately():
-    model = RecordingModel(delay=0.2)
+    model = RecordingModel(gated=True)
 
     async def body(batcher):
         first = asyncio.ensure_future(batcher.submit(stack(0)))
-        await asyncio.sleep(0.05)  # the first batch is running; the queue is empty again
+        await until(lambda: model.entered == 1)  # the first batch is running; the queue is empty again
         second = asyncio.ensure_future(batcher.submit(stack(1)))
-        await asyncio.sleep(0)
+        await until(lambda: batcher.depth == 1)
         start = time.monotonic()
         with pytest.raises(QueueFullError, match="1 requests are already waiting"):
             await batcher.submit(stack(2))
         refused_after = time.monotonic() - start
+        model.gate.set()
         await asyncio.gather(first, second)
         return refused_after
 
-    assert run(with_batcher(model, body, max_batch=1, max_delay=0.0, queue_size=1)) < 0.01
+    # the batch is held until the gate opens, so a refusal that waited for room would not come at all
+    assert run(with_batcher(model, body, max_batch=1, max_delay=0.0, queue_size=1)) < 1.0
     assert model.sizes == [1, 1]
 
 
 def test_running_batches_and_queue_depth_are_reported_as_they_change():
-    model = RecordingModel(delay=0.1)
+    model = RecordingModel(gated=True)
     running: list[int] = []
     depths: list[int] = []
 
     async def body(batcher):
         first = asyncio.ensure_future(batcher.submit(stack(0)))
-        await asyncio.sleep(0.03)
+        await until(lambda: model.entered == 1)
         during = batcher.running
-        await asyncio.gather(first, batcher.submit(stack(1)))
+        second = asyncio.ensure_future(batcher.submit(stack(1)))
+        await until(lambda: batcher.depth == 1)
+        model.gate.set()
+        await asyncio.gather(first, second)
         await asyncio.sleep(0)  # done-callbacks run on the next loop turn
         return during, batcher.running
 
@@ -183,16 +207,17 @@ def test_running_batches_and_queue_depth_are_reported_as_they_change():
 def test_deadline_gives_up_and_a_queued_request_past_it_is_never_run():
     """The expired request is never run, and it leaves the reported depth when the loop drops it, with no later
     traffic to report it (the depth gauge used to stay at 1 until the next batch formed)."""
-    model = RecordingModel(delay=0.15)
+    model = RecordingModel(gated=True)
     depths: list[int] = []
 
     async def body(batcher):
         first = asyncio.ensure_future(batcher.submit(stack(0)))
-        await asyncio.sleep(0.01)
+        await until(lambda: model.entered == 1)
         with pytest.raises(DeadlineExceededError):
             await batcher.submit(stack(1), deadline=time.monotonic() + 0.05)
+        model.gate.set()
         await first
-        await asyncio.sleep(0.05)  # the loop takes the expired request and waits for the next one
+        await until(lambda: batcher.depth == 0)  # the loop takes the expired request and waits for the next one
         return batcher.depth
 
     assert run(with_batcher(model, body, max_batch=1, max_delay=0.0, on_depth=depths.append)) == 0
@@ -201,15 +226,15 @@ def test_deadline_gives_up_and_a_queued_request_past_it_is_never_run():
 
 
 def test_a_chunked_batch_stops_once_its_request_is_past_its_deadline():
-    """A stack of 10 at max_batch 2 is five chunks of 0.1 s; its 0.15 s deadline passes during the second (or the
+    """A stack of 10 at max_batch 2 is five chunks of 0.3 s; its 0.45 s deadline passes during the second (or the
     first, on a machine slow to start it), so no later chunk runs, and the model is not reported as failing."""
-    model = RecordingModel(delay=0.1)
+    model = RecordingModel(delay=0.3)
     outcomes: list = []
 
     async def body(batcher):
         with pytest.raises(DeadlineExceededError):
-            await batcher.submit(stack(1, n=10), deadline=time.monotonic() + 0.15, exclusive=True)
-        await asyncio.sleep(0.3)  # long enough for three more chunks, had they run
+            await batcher.submit(stack(1, n=10), deadline=time.monotonic() + 0.45, exclusive=True)
+        await asyncio.sleep(0.9)  # long enough for three more chunks, had they run
         return await batcher.submit(stack(2))  # the model still answers
 
     answer = run(with_batcher(model, body, max_batch=2, max_delay=0.0, on_outcome=outcomes.append))
@@ -287,16 +312,17 @@ def test_a_request_larger_than_max_batch_runs_alone_in_chunks():
 
 
 def test_requests_set_aside_count_against_the_queue_bound():
-    model = RecordingModel(delay=0.2)
+    model = RecordingModel(gated=True)
 
     async def body(batcher):
         running = asyncio.ensure_future(batcher.submit(stack(0.0)))
-        await asyncio.sleep(0.05)  # the first batch is running; the rest wait
+        await until(lambda: model.entered == 1)  # the first batch is running; the rest wait
         waiting = [asyncio.ensure_future(batcher.submit(np.full((1, 1, 2 + i % 2, 2), 1.0, np.float32)))
                    for i in range(3)]
-        await asyncio.sleep(0)
+        await until(lambda: batcher.depth == 3)
         with pytest.raises(QueueFullError):
             await batcher.submit(stack(9.0))
+        model.gate.set()
         return await asyncio.gather(running, *waiting)
 
     results = run(with_batcher(model, body, queue_size=3))
@@ -305,10 +331,13 @@ def test_requests_set_aside_count_against_the_queue_bound():
 
 def test_each_batch_reports_its_outcome_and_a_long_one_is_reported_hung_but_still_answered():
     outcomes, hangs = [], []
-    slow = RecordingModel(delay=0.3)
+    slow = RecordingModel(gated=True)
 
     async def body(batcher):
-        return await batcher.submit(stack(1.0))
+        answer = asyncio.ensure_future(batcher.submit(stack(1.0)))
+        await until(lambda: hangs)  # reported while the batch is still held
+        slow.gate.set()
+        return await answer
 
     result = run(with_batcher(slow, body, hang_timeout=0.1, on_outcome=outcomes.append, on_hang=hangs.append))
     assert hangs == [0.1] and outcomes == [None] and float(result.outputs[0, 0, 0, 0]) == 2.0
@@ -372,18 +401,19 @@ def test_buckets_must_end_at_max_batch():
 
 
 def test_without_a_delay_an_idle_model_runs_a_lone_request_and_batches_form_while_it_is_busy():
-    model = RecordingModel(delay=0.2)
+    model = RecordingModel(gated=True)
 
     async def body(batcher):
         first = asyncio.ensure_future(batcher.submit(stack(0)))
-        await asyncio.sleep(0.05)  # the lone request is running; these three queue behind it
+        await until(lambda: model.entered == 1)  # the lone request runs without company; these three queue behind it
         rest = [asyncio.ensure_future(batcher.submit(stack(i))) for i in (1, 2, 3)]
+        await until(lambda: batcher.depth == 3)
+        model.gate.set()
         return await asyncio.gather(first, *rest)
 
     results = run(with_batcher(model, body, max_delay=0.0))
     assert model.sizes == [1, 3]
     assert [r.batch_size for r in results] == [1, 3, 3, 3]
-    assert results[0].queue_seconds < 0.05  # it did not wait for company
 
 
 def test_stacks_prepared_on_a_device_batch_with_host_stacks_as_one_torch_batch():
