@@ -1,5 +1,10 @@
 """Fixtures shared across suites: tiny model stores of real exported models with seeded random weights, and one
-briefly fine-tuned classifier with its data (for what needs a model that has learnt something)."""
+briefly fine-tuned classifier with its data (for what needs a model that has learnt something).
+
+`make test` runs two modules at once on two cores, so one may train while the other times a server. A test
+waits for the state it needs (a server's gauge, ``LiveServer.wait_for_gauge``; a gated model in
+``test_batching``) instead of sleeping and assuming it, and a deadline it expects to be met leaves at least 1 s
+to spare."""
 
 from __future__ import annotations
 
