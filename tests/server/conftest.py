@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,16 +82,21 @@ class LiveServer:
     def wait_for_gauge(self, family: str, value: float, model: str = CLASSIFIER, timeout: float = 10.0) -> None:
         """Poll a model's gauge on /metrics until it reads ``value``: tests sequence on the server's state, not
         on sleeps."""
-        stop = time.monotonic() + timeout
-        while metric(self.metrics(), family, model=model) != value:
-            assert time.monotonic() < stop, f"{family} never reached {value}"
-            time.sleep(0.005)
+        wait_until(lambda: metric(self.metrics(), family, model=model) == value, timeout, f"{family} to reach {value}")
 
     @property
     def grpc_target(self) -> str:
         """``127.0.0.1:PORT`` of its KServe v2 gRPC service (started with --grpc-port)."""
         args = self.server.extra_args
         return f"127.0.0.1:{args[args.index('--grpc-port') + 1]}"
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> None:
+    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds."""
+    stop = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < stop, f"timed out waiting for {what}"
+        time.sleep(0.01)
 
 
 def launch_server(store: Path, log: Path, *flags: str) -> LiveServer:

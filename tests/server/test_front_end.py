@@ -20,7 +20,15 @@ import numpy as np
 import pytest
 
 from server.ipc import SHM_DIR, SHM_PREFIX
-from tests.server.conftest import CLASSIFIER, SEGMENTER, STARTUP_SECONDS, LiveServer, launch_server, running
+from tests.server.conftest import (
+    CLASSIFIER,
+    SEGMENTER,
+    STARTUP_SECONDS,
+    LiveServer,
+    launch_server,
+    running,
+    wait_until,
+)
 from tests.server.oracle import png_bytes, random_rgb
 
 IMAGE = png_bytes(random_rgb(96, 80, seed=3))
@@ -162,10 +170,8 @@ def test_sigterm_drains_in_flight_requests_then_stops_every_process_and_cleans_u
     answers: list[httpx.Response] = []
     caller = threading.Thread(target=lambda: answers.append(predict(live.url)))
     caller.start()
-    deadline = time.monotonic() + 10
-    while not segments(supervisor.pid):  # a worker writes the batch there as it sends it to the inference process
-        assert time.monotonic() < deadline, "the request never reached the inference process"
-        time.sleep(0.01)
+    # a worker writes the batch to its shared memory as it sends it to the inference process
+    wait_until(lambda: segments(supervisor.pid), 10, "the request to reach the inference process")
     supervisor.send_signal(signal.SIGTERM)
     caller.join(30)
     assert answers and answers[0].status_code == 200  # answered, not cut off

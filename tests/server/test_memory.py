@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.server.conftest import CLASSIFIER, STARTUP_SECONDS, LiveServer, launch_server
+from tests.server.conftest import CLASSIFIER, STARTUP_SECONDS, LiveServer, launch_server, wait_until
 from tests.server.health_probe import HealthProbe
 from tests.server.oracle import png_bytes
 
@@ -112,13 +112,6 @@ def flood(live: LiveServer, body: bytes, requests: int, concurrency: int) -> lis
 def noise_png(side: int, seed: int) -> bytes:
     """Random pixels: a PNG about 3 * side * side bytes long that zlib cannot shrink."""
     return png_bytes(np.random.default_rng(seed).integers(0, 256, size=(side, side, 3), dtype=np.uint8))
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    stop = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < stop, "condition never met"
-        time.sleep(0.02)
 
 
 def report(name: str, responses: list[httpx.Response], probe: Probe, baseline: float, seconds: float) -> dict:

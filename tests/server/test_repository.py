@@ -19,7 +19,7 @@ from tritonclient.utils import InferenceServerException
 
 from export.random_weights import export_random
 from loadtests.processes import free_port
-from tests.server.conftest import API_KEY, CLASSIFIER, LiveServer, launch_server, running
+from tests.server.conftest import API_KEY, CLASSIFIER, LiveServer, launch_server, running, wait_until
 
 PRESET = "resnet18-csra-128"
 SIZE = 128
@@ -69,14 +69,6 @@ def served(live: LiveServer) -> dict:
     """The classifier's /models entry."""
     with live.client() as client:
         return next(m for m in client.get("/models").json()["models"] if m["name"] == CLASSIFIER)
-
-
-def wait_until(predicate, timeout: float = 60.0, what: str = "condition") -> None:
-    """Poll ``predicate`` until true."""
-    stop = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < stop, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def triton(live: LiveServer) -> httpclient.InferenceServerClient:
@@ -138,13 +130,13 @@ def test_reloads_under_load_lose_no_request(live):
     for thread in threads:
         thread.start()
     try:
-        wait_until(lambda: len(results) > 20, what="steady load")
+        wait_until(lambda: len(results) > 20, timeout=60, what="steady load")
         stamps = [served(live)["loaded_at"]]
         c = triton(live)
         for _ in range(3):
             c.load_model(CLASSIFIER)
             stamps.append(served(live)["loaded_at"])
-        wait_until(lambda: len(results) > 60, what="load after the reloads")
+        wait_until(lambda: len(results) > 60, timeout=60, what="load after the reloads")
     finally:
         stop.set()
         for thread in threads:
@@ -156,7 +148,7 @@ def test_reloads_under_load_lose_no_request(live):
 def test_new_version_by_watch_policy_pin_and_corrupt_version(live, own_store):
     batch = images(2)
     export_random(PRESET, CLASSIFIER, own_store, seed=5, version="2")
-    wait_until(lambda: served(live)["version"] == "2", what="the watcher to serve version 2")
+    wait_until(lambda: served(live)["version"] == "2", timeout=60, what="the watcher to serve version 2")
     with live.client() as client:
         status, answer = infer(client, batch)
         v1 = onnx_logits(own_store / CLASSIFIER / "1", batch)

@@ -16,9 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.server.conftest import CLASSIFIER, STARTUP_SECONDS, LiveServer, launch_server
+from tests.server.conftest import CLASSIFIER, STARTUP_SECONDS, LiveServer, launch_server, wait_until
 from tests.server.oracle import png_bytes, random_rgb
-from tests.server.test_memory import Probe, gauge, wait_until
+from tests.server.test_memory import Probe, gauge
 
 READ_TIMEOUT_S = 5.0
 MAX_CONCURRENT = 40
