@@ -29,7 +29,7 @@ from tests.server.conftest import (
     running,
     wait_until,
 )
-from tests.server.oracle import png_bytes, random_rgb
+from tests.server.oracle import metric, png_bytes, random_rgb
 
 IMAGE = png_bytes(random_rgb(96, 80, seed=3))
 # The slow server's batches take 1 s and its deadline is 2.5 s. The inference process runs one batch at a time,
@@ -95,17 +95,11 @@ def test_concurrent_requests_through_both_workers_are_batched_by_the_one_inferen
     for answer in answers[1:]:
         np.testing.assert_allclose(scores(answer), reference, atol=1e-5)
     after = httpx.get(f"{url}/metrics").text
-    served = metric(after, 'requests_total{route="/predict",status="200"}') - metric(
-        before, 'requests_total{route="/predict",status="200"}')
+    served = (metric(after, "requests_total", route="/predict", status="200")
+              - metric(before, "requests_total", route="/predict", status="200"))
     assert served == 36  # summed over both workers
-    images = metric(after, f'batch_size_sum{{model="{CLASSIFIER}"}}') - metric(
-        before, f'batch_size_sum{{model="{CLASSIFIER}"}}')
+    images = metric(after, "batch_size_sum", model=CLASSIFIER) - metric(before, "batch_size_sum", model=CLASSIFIER)
     assert images == 36  # every image ran once, in the inference process
-
-
-def metric(text: str, name: str) -> float:
-    lines = [line for line in text.splitlines() if line.startswith(name + " ")]
-    return float(lines[0].split()[-1]) if lines else 0.0
 
 
 def test_shedding_and_deadlines_hold_across_the_processes(front_ends):
