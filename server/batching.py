@@ -9,16 +9,20 @@ the next batch. A request of more than ``max_batch`` images runs alone, in chunk
 Ordinary requests waiting behind an exclusive stack (a ``/robustness`` batch of n copies) run first, at most
 ``PASSES_PER_STACK`` batches of them per stack, so a single image never waits for several stacks queued just before
 it, and a stack never waits for ever. The queue is bounded: a full queue refuses at once (the caller answers 503).
-Each request may carry a deadline; a request past it is answered with ``DeadlineExceededError`` (504) and is
-dropped from the queue if it has not started; a batch run in chunks stops before its next chunk once none of its
-requests still wants an answer. Inference runs in an executor, so the event loop stays free; at most
-``concurrency`` batches of one model run at the same time.
+Each request may carry a deadline; a request past it is answered with ``DeadlineExceededError`` (504); a
+queued request that is answered (deadline passed, or its client gone) leaves the queue at once, so the depth and
+the queue bound count only requests still waiting for an answer, even while a long batch runs; a batch run in
+chunks stops before its next chunk once none of its requests still wants an answer. Inference runs in an
+executor, so the event loop stays free; at most ``concurrency`` batches of one model run at the same time. Should
+the batching loop itself fail (a bug, not a runtime error: those reach their batch's requests), the requests not
+yet running get its error and the loop starts again, so one bad turn never leaves a model silent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -29,6 +33,8 @@ from typing import Any
 import numpy as np
 
 PASSES_PER_STACK = 4  # ordinary batches that may run ahead of one waiting exclusive stack
+
+log = logging.getLogger("server.batching")
 
 
 class QueueFullError(RuntimeError):
@@ -53,7 +59,7 @@ class BatchResult:
     inference_seconds: float  # wall time of the batch
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: equal fields would compare the image arrays
 class _Pending:
     images: Stack
     future: asyncio.Future
@@ -61,6 +67,7 @@ class _Pending:
     deadline: float | None
     exclusive: bool
     passed: int = 0  # ordinary batches that have run ahead of this exclusive stack while it waited
+    started: bool = False  # handed to a running batch
     size: int = field(init=False)
     shape: tuple[int, ...] = field(init=False)
 
@@ -148,15 +155,18 @@ class MicroBatcher:
                  observers: BatchObservers | None = None) -> None:
         self.run_batch, self.executor, self.policy = run_batch, executor, policy
         self.observers = observers or BatchObservers()
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=policy.queue_size)
+        self._queue: deque[_Pending] = deque()  # in arrival order; bounded by submit()
+        self._arrived = asyncio.Event()  # set when the queue gains a request
         self._set_aside: deque[_Pending] = deque()  # taken from the queue, waiting for a batch of their shape
+        self._unanswered: set[_Pending] = set()  # submitted, future not done yet
         self._task: asyncio.Task | None = None
+        self._slots: asyncio.Semaphore | None = None
         self._running: set[asyncio.Task] = set()
 
     @property
     def depth(self) -> int:
-        """Requests waiting, not yet in a running batch."""
-        return self._queue.qsize() + len(self._set_aside)
+        """Requests waiting for an answer, not yet in a batch."""
+        return len(self._queue) + len(self._set_aside)
 
     @property
     def running(self) -> int:
@@ -166,7 +176,25 @@ class MicroBatcher:
     def start(self) -> None:
         """Start the batching loop on the running event loop."""
         if self._task is None:
+            self._slots = self._slots or asyncio.Semaphore(self.policy.concurrency)
             self._task = asyncio.get_running_loop().create_task(self._loop(), name="micro-batcher")
+            self._task.add_done_callback(self._loop_ended)
+
+    def _loop_ended(self, task: asyncio.Task) -> None:
+        """Answer the requests a failed loop left waiting with its error, and start a new loop."""
+        if task.cancelled() or task is not self._task:
+            return
+        error = task.exception()
+        log.error("the batching loop failed; its waiting requests get the error and the loop restarts",
+                  exc_info=error)
+        for item in list(self._unanswered):
+            if not item.started and not item.future.done():
+                item.future.set_exception(RuntimeError(f"the batching loop failed: {error!r}"))
+        self._queue.clear()
+        self._set_aside.clear()
+        self._report_depth()
+        self._task = None
+        self.start()
 
     async def stop(self) -> None:
         """Stop the loop; waiting requests get a CancelledError."""
@@ -177,8 +205,8 @@ class MicroBatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        while not self._queue.empty():
-            self._queue.get_nowait().future.cancel()
+        for item in [*self._queue, *self._set_aside]:
+            item.future.cancel()
 
     async def submit(self, images: Stack, deadline: float | None = None, exclusive: bool = False) -> BatchResult:
         """Queue an (n, C, H, W) stack and wait for its outputs.
@@ -192,7 +220,10 @@ class MicroBatcher:
         item = _Pending(images, loop.create_future(), time.monotonic(), deadline, exclusive)
         if self.depth >= self.policy.queue_size:
             raise QueueFullError(f"{self.policy.queue_size} requests are already waiting")
-        self._queue.put_nowait(item)
+        self._queue.append(item)
+        self._unanswered.add(item)
+        self._arrived.set()
+        item.future.add_done_callback(lambda _: self._leave(item))
         self._report_depth()
         if deadline is None:
             return await item.future
@@ -202,6 +233,16 @@ class MicroBatcher:
             return await item.future
         finally:
             timer.cancel()
+
+    def _leave(self, item: _Pending) -> None:
+        """Drop a request answered while it waited (deadline passed, client gone), so that it neither counts against
+        the queue bound nor keeps its images; one already taken into a batch is in neither queue."""
+        self._unanswered.discard(item)
+        for waiting in (self._queue, self._set_aside):
+            with contextlib.suppress(ValueError):
+                waiting.remove(item)
+                self._report_depth()
+                return
 
     def _report_depth(self) -> None:
         if self.observers.on_depth is not None:
@@ -213,22 +254,21 @@ class MicroBatcher:
 
     async def _from_queue(self, timeout: float | None) -> _Pending | None:
         """The next live queued request, or None after ``timeout`` seconds (None: wait for ever)."""
+        until = None if timeout is None else time.monotonic() + timeout
         while True:
-            if timeout is None:
-                item = await self._queue.get()
-            else:
-                try:
-                    item = self._queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    if timeout <= 0:
-                        return None
-                    try:
-                        item = await asyncio.wait_for(self._queue.get(), timeout)
-                    except TimeoutError:
-                        return None
-            if item.live():
-                return item
-            self._report_depth()  # a request that expired while it waited has left the queue
+            while self._queue:
+                item = self._queue.popleft()
+                if item.live():
+                    return item
+                self._report_depth()  # its deadline passed before its timer fired
+            left = None if until is None else until - time.monotonic()
+            if left is not None and left <= 0:
+                return None
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), left)
+            except TimeoutError:
+                return None
 
     def _first_set_aside(self) -> _Pending | None:
         """The oldest live request set aside earlier (it goes first: nothing waits behind later arrivals)."""
@@ -291,10 +331,17 @@ class MicroBatcher:
         return batch
 
     async def _loop(self) -> None:
-        slots = asyncio.Semaphore(self.policy.concurrency)
+        slots = self._slots
+        assert slots is not None
         while True:
             await slots.acquire()  # at most `concurrency` batches run at once
-            batch = await self._collect()
+            try:
+                batch = await self._collect()
+            except BaseException:
+                slots.release()
+                raise
+            for item in batch:
+                item.started = True
             self._report_depth()
             task = asyncio.get_running_loop().create_task(self._run(batch))
             self._running.add(task)

@@ -205,8 +205,8 @@ def test_running_batches_and_queue_depth_are_reported_as_they_change():
 
 
 def test_deadline_gives_up_and_a_queued_request_past_it_is_never_run():
-    """The expired request is never run, and it leaves the reported depth when the loop drops it, with no later
-    traffic to report it (the depth gauge used to stay at 1 until the next batch formed)."""
+    """The expired request is never run, and it leaves the queue and the reported depth as its deadline passes,
+    while the batch ahead of it still runs (it used to stay counted until the loop next pulled from the queue)."""
     model = RecordingModel(gated=True)
     depths: list[int] = []
 
@@ -215,15 +215,96 @@ def test_deadline_gives_up_and_a_queued_request_past_it_is_never_run():
         await until(lambda: model.entered == 1)
         with pytest.raises(DeadlineExceededError):
             await batcher.submit(stack(1), deadline=time.monotonic() + 0.05)
+        await until(lambda: batcher.depth == 0)
+        during = list(depths)
         model.gate.set()
         await first
-        await until(lambda: batcher.depth == 0)  # the loop takes the expired request and waits for the next one
-        return batcher.depth
+        return during
 
-    assert run(with_batcher(model, body, max_batch=1, max_delay=0.0, on_depth=depths.append)) == 0
-    assert model.sizes == [1]
-    assert depths[-1] == 0, depths
+    assert run(with_batcher(model, body, max_batch=1, max_delay=0.0, on_depth=depths.append)) == [1, 0, 1, 0]
+    assert model.sizes == [1] and model.entered == 1
 
+
+def test_requests_whose_clients_leave_give_their_places_back_while_a_batch_runs():
+    """Under overload clients that give up must not keep the queue full: their places are free at once, before the
+    running batch ends, and what they sent is never run."""
+    model = RecordingModel(gated=True)
+
+    async def body(batcher):
+        first = asyncio.ensure_future(batcher.submit(stack(0)))
+        await until(lambda: model.entered == 1)
+        gone = [asyncio.ensure_future(batcher.submit(stack(k))) for k in (1, 2)]
+        await until(lambda: batcher.depth == 2)
+        for task in gone:
+            task.cancel()
+        await until(lambda: batcher.depth == 0)
+        assert model.entered == 1  # the first batch is still held
+        fresh = [asyncio.ensure_future(batcher.submit(stack(k))) for k in (3, 4)]  # a full queue would refuse these
+        await until(lambda: batcher.depth == 2)
+        model.gate.set()
+        return await asyncio.gather(first, *fresh)
+
+    results = run(with_batcher(model, body, max_batch=2, max_delay=0.0, queue_size=2))
+    assert model.sizes == [1, 2]
+    assert [float(r.outputs[0, 0, 0, 0]) for r in results] == [0.0, 6.0, 8.0]
+
+
+def test_stacks_and_requests_of_two_shapes_queued_behind_a_batch_are_all_answered():
+    """Two waiting stacks, then requests of two shapes: the second shape is set aside behind the stacks, and taking
+    it out of line used to compare it with a stack's images (a ValueError that stopped the model's batching loop)."""
+    model = FirstValues()
+
+    async def body(batcher):
+        running = asyncio.ensure_future(batcher.submit(stack(1)))
+        await until(lambda: model.entered == 1)
+        stacks = [asyncio.ensure_future(batcher.submit(stack(10 + k, n=3), exclusive=True)) for k in range(2)]
+        await asyncio.sleep(0)
+        small = asyncio.ensure_future(batcher.submit(stack(20)))
+        large = asyncio.ensure_future(batcher.submit(np.full((1, 1, 3, 3), 30, np.float32)))
+        await until(lambda: batcher.depth == 4)
+        model.gate.set()
+        return await asyncio.wait_for(asyncio.gather(running, *stacks, small, large), 10)
+
+    results = run(with_batcher(model, body, max_batch=4, max_delay=0.0))
+    assert model.firsts == [1, 20, 30, 10, 11]  # the two ordinary requests pass the stacks, one batch per shape
+    assert [float(r.outputs[0, 0, 0, 0]) for r in results] == [2, 20, 22, 40, 60]
+
+
+class BrokenOnce(MicroBatcher):
+    """A batcher with a bug in forming its first batch, which it finds after taking the batch out of the queue."""
+
+    broken = True
+
+    async def _collect(self):
+        batch = await super()._collect()
+        if self.broken:
+            self.broken = False
+            raise ValueError("a bug in forming a batch")
+        return batch
+
+
+def test_a_failed_batching_loop_answers_its_waiting_requests_and_starts_again(caplog):
+    """The requests the failed turn held get its error (not a wait for ever), it is logged, and the new loop answers
+    the next request with the single slot the failed turn had taken (concurrency 1)."""
+    model = RecordingModel()
+
+    async def body():
+        executor = ThreadPoolExecutor(1)
+        batcher = BrokenOnce(model, executor, BatchPolicy(max_batch=4, queue_size=4))
+        batcher.start()
+        try:
+            with pytest.raises(RuntimeError, match=r"the batching loop failed: ValueError\('a bug in forming"):
+                await asyncio.wait_for(batcher.submit(stack(1)), 5)
+            depth = batcher.depth
+            return depth, await asyncio.wait_for(batcher.submit(stack(2)), 5)
+        finally:
+            await batcher.stop()
+            executor.shutdown()
+
+    depth, answer = run(body())
+    assert depth == 0 and model.sizes == [1] and float(answer.outputs[0, 0, 0, 0]) == 4.0
+    assert [r.getMessage() for r in caplog.records if r.name == "server.batching"] == [
+        "the batching loop failed; its waiting requests get the error and the loop restarts"]
 
 def test_a_chunked_batch_stops_once_its_request_is_past_its_deadline():
     """A stack of 10 at max_batch 2 is five chunks of 0.3 s; its 0.45 s deadline passes during the second (or the

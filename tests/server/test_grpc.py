@@ -250,8 +250,9 @@ def test_a_client_whose_deadline_passes_leaves_the_queue_and_is_logged_as_gone(s
         running = occupy(pool, strict_server, images, name)
         code, seconds = strict_infer(strict_server, images, name, timeout=0.1)  # queued behind the 2 s batch
         assert code == "DEADLINE_EXCEEDED" and seconds < 1.0  # not kept waiting for the batch
+        strict_server.wait_for_gauge("queue_depth", 0)  # its place is free while the 2 s batch still runs
+        assert metric(strict_server.metrics(), "batches_running", model=CLASSIFIER) == 1
         assert running.result()[0] in ("OK", "DEADLINE_EXCEEDED")
-    strict_server.wait_for_gauge("queue_depth", 0)
     strict_server.wait_for_gauge("batches_running", 0)
     assert metric(strict_server.metrics(), "batch_size_count", model=CLASSIFIER) == batches + 1  # it never ran
     assert '"status": 499' in strict_server.logs()
