@@ -202,6 +202,28 @@ def test_v2_tensors_and_uploads_of_other_sizes_mixed_in_batches_all_answer(clien
     assert codes == [200] * 48
 
 
+
+def test_robustness_stacks_among_v2_tensors_and_uploads_of_other_sizes_all_answer(client):
+    """Stacks of masked copies (each a batch of its own) queued with requests of two sizes: the batcher takes
+    requests of one size out of line past waiting stacks. That once compared a request with a stack and stopped
+    the model's batching loop, so every request after it waited in vain."""
+    tensor = np.zeros((2, 3, 32, 32), dtype=np.float32).ravel().tolist()
+    body = {"inputs": [{"name": "images", "shape": [2, 3, 32, 32], "datatype": "FP32", "data": tensor}]}
+    upload = png_bytes(random_rgb(48, 40, seed=3))
+
+    def send(i: int) -> int:
+        if i % 3 == 0:
+            return client.post(f"/robustness?model={SEGMENTER}&n=3&seed={i}",
+                               files={"file": ("a.png", upload)}).status_code
+        if i % 3 == 1:
+            return client.post(f"/v2/models/{SEGMENTER}/infer", json=body).status_code
+        return client.post(f"/segment?model={SEGMENTER}&format=json", files={"file": ("a.png", upload)}).status_code
+
+    with ThreadPoolExecutor(16) as pool:
+        codes = list(pool.map(send, range(48)))
+    assert codes == [200] * 48
+    assert send(2) == 200
+
 def test_the_index_of_a_server_whose_every_model_failed_lists_only_the_status_endpoints():
     from server.banner import curl_examples
     from server.settings import Settings
