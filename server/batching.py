@@ -59,7 +59,7 @@ class BatchResult:
     inference_seconds: float  # wall time of the batch
 
 
-@dataclass(eq=False)  # compared by identity: equal fields would compare the image arrays
+@dataclass(eq=False, repr=False)  # by identity, and never printed: fields would compare or print the images
 class _Pending:
     images: Stack
     future: asyncio.Future
@@ -239,7 +239,7 @@ class MicroBatcher:
         the queue bound nor keeps its images; one already taken into a batch is in neither queue."""
         self._unanswered.discard(item)
         for waiting in (self._queue, self._set_aside):
-            with contextlib.suppress(ValueError):
+            if item in waiting:  # deque.remove of an absent item would format its images into the error
                 waiting.remove(item)
                 self._report_depth()
                 return
