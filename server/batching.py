@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 PASSES_PER_STACK = 4  # ordinary batches that may run ahead of one waiting exclusive stack
+RESTART_DELAY = 0.1  # seconds before a failed batching loop starts again (a loop that always fails never spins)
 
 log = logging.getLogger("server.batching")
 
@@ -177,8 +178,11 @@ class MicroBatcher:
         """Start the batching loop on the running event loop."""
         if self._task is None:
             self._slots = self._slots or asyncio.Semaphore(self.policy.concurrency)
-            self._task = asyncio.get_running_loop().create_task(self._loop(), name="micro-batcher")
-            self._task.add_done_callback(self._loop_ended)
+            self._spawn(0.0)
+
+    def _spawn(self, delay: float) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop(delay), name="micro-batcher")
+        self._task.add_done_callback(self._loop_ended)
 
     def _loop_ended(self, task: asyncio.Task) -> None:
         """Answer the requests a failed loop left waiting with its error, and start a new loop."""
@@ -193,8 +197,7 @@ class MicroBatcher:
         self._queue.clear()
         self._set_aside.clear()
         self._report_depth()
-        self._task = None
-        self.start()
+        self._spawn(RESTART_DELAY)  # requests submitted meanwhile queue for the new loop
 
     async def stop(self) -> None:
         """Stop the loop; waiting requests get a CancelledError."""
@@ -330,7 +333,8 @@ class MicroBatcher:
             count += item.size
         return batch
 
-    async def _loop(self) -> None:
+    async def _loop(self, delay: float) -> None:
+        await asyncio.sleep(delay)
         slots = self._slots
         assert slots is not None
         while True:

@@ -306,6 +306,39 @@ def test_a_failed_batching_loop_answers_its_waiting_requests_and_starts_again(ca
     assert [r.getMessage() for r in caplog.records if r.name == "server.batching"] == [
         "the batching loop failed; its waiting requests get the error and the loop restarts"]
 
+
+class AlwaysBroken(MicroBatcher):
+    """A batcher whose every turn fails before it takes anything from the queue."""
+
+    turns = 0
+
+    async def _collect(self):
+        self.turns += 1
+        raise ValueError("a bug in every turn")
+
+
+def test_a_loop_that_always_fails_answers_every_request_and_does_not_spin():
+    """Each failed loop waits RESTART_DELAY (0.1 s) before the next: in 0.5 s at most six turns, not thousands,
+    and a request submitted meanwhile gets the error instead of waiting for ever."""
+    model = RecordingModel()
+
+    async def body():
+        executor = ThreadPoolExecutor(1)
+        batcher = AlwaysBroken(model, executor, BatchPolicy(max_batch=4, queue_size=4))
+        batcher.start()
+        try:
+            with pytest.raises(RuntimeError, match="the batching loop failed"):
+                await asyncio.wait_for(batcher.submit(stack(1)), 5)
+            before = batcher.turns
+            await asyncio.sleep(0.5)
+            return batcher.turns - before
+        finally:
+            await batcher.stop()
+            executor.shutdown()
+
+    assert run(body()) <= 6
+    assert model.sizes == []
+
 def test_a_chunked_batch_stops_once_its_request_is_past_its_deadline():
     """A stack of 10 at max_batch 2 is five chunks of 0.3 s; its 0.45 s deadline passes during the second (or the
     first, on a machine slow to start it), so no later chunk runs, and the model is not reported as failing."""
