@@ -54,13 +54,13 @@ def run(coro):
 OBSERVERS = {field.name for field in dataclasses.fields(BatchObservers)}
 
 
-async def with_batcher(model: RecordingModel, body, **kwargs):
+async def with_batcher(model: RecordingModel, body, batcher_class: type[MicroBatcher] = MicroBatcher, **kwargs):
     """Run ``body(batcher)`` with a batcher over ``model``; kwargs are BatchPolicy fields and BatchObservers."""
     executor = ThreadPoolExecutor(1, thread_name_prefix="infer-test")
     policy = {"max_batch": 4, "max_delay": 0.05, "queue_size": 16,
               **{k: v for k, v in kwargs.items() if k not in OBSERVERS}}
-    batcher = MicroBatcher(model, executor, BatchPolicy(**policy),
-                           BatchObservers(**{k: v for k, v in kwargs.items() if k in OBSERVERS}))
+    batcher = batcher_class(model, executor, BatchPolicy(**policy),
+                            BatchObservers(**{k: v for k, v in kwargs.items() if k in OBSERVERS}))
     batcher.start()
     try:
         return await body(batcher)
@@ -288,20 +288,13 @@ def test_a_failed_batching_loop_answers_its_waiting_requests_and_starts_again(ca
     the next request with the single slot the failed turn had taken (concurrency 1)."""
     model = RecordingModel()
 
-    async def body():
-        executor = ThreadPoolExecutor(1)
-        batcher = BrokenOnce(model, executor, BatchPolicy(max_batch=4, queue_size=4))
-        batcher.start()
-        try:
-            with pytest.raises(RuntimeError, match=r"the batching loop failed: ValueError\('a bug in forming"):
-                await asyncio.wait_for(batcher.submit(stack(1)), 5)
-            depth = batcher.depth
-            return depth, await asyncio.wait_for(batcher.submit(stack(2)), 5)
-        finally:
-            await batcher.stop()
-            executor.shutdown()
+    async def body(batcher):
+        with pytest.raises(RuntimeError, match=r"the batching loop failed: ValueError\('a bug in forming"):
+            await asyncio.wait_for(batcher.submit(stack(1)), 5)
+        depth = batcher.depth
+        return depth, await asyncio.wait_for(batcher.submit(stack(2)), 5)
 
-    depth, answer = run(body())
+    depth, answer = run(with_batcher(model, body, batcher_class=BrokenOnce, max_delay=0.0))
     assert depth == 0 and model.sizes == [1] and float(answer.outputs[0, 0, 0, 0]) == 4.0
     assert [r.getMessage() for r in caplog.records if r.name == "server.batching"] == [
         "the batching loop failed; its waiting requests get the error and the loop restarts"]
@@ -322,21 +315,14 @@ def test_a_loop_that_always_fails_answers_every_request_and_does_not_spin():
     and a request submitted meanwhile gets the error instead of waiting for ever."""
     model = RecordingModel()
 
-    async def body():
-        executor = ThreadPoolExecutor(1)
-        batcher = AlwaysBroken(model, executor, BatchPolicy(max_batch=4, queue_size=4))
-        batcher.start()
-        try:
-            with pytest.raises(RuntimeError, match="the batching loop failed"):
-                await asyncio.wait_for(batcher.submit(stack(1)), 5)
-            before = batcher.turns
-            await asyncio.sleep(0.5)
-            return batcher.turns - before
-        finally:
-            await batcher.stop()
-            executor.shutdown()
+    async def body(batcher):
+        with pytest.raises(RuntimeError, match="the batching loop failed"):
+            await asyncio.wait_for(batcher.submit(stack(1)), 5)
+        before = batcher.turns
+        await asyncio.sleep(0.5)
+        return batcher.turns - before
 
-    assert run(body()) <= 6
+    assert run(with_batcher(model, body, batcher_class=AlwaysBroken)) <= 6
     assert model.sizes == []
 
 def test_a_chunked_batch_stops_once_its_request_is_past_its_deadline():
