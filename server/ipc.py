@@ -199,6 +199,9 @@ class ThreadClients:
         if client is not None:
             client.close()
             self._local.client = None
+            with self._lock:
+                if client in self._all:  # close() may have emptied it meanwhile
+                    self._all.remove(client)
 
     def close(self) -> None:
         """Close every client."""
