@@ -202,7 +202,6 @@ def test_v2_tensors_and_uploads_of_other_sizes_mixed_in_batches_all_answer(clien
     assert codes == [200] * 48
 
 
-
 def test_robustness_stacks_among_v2_tensors_and_uploads_of_other_sizes_all_answer(client):
     """Stacks of masked copies (each a batch of its own) queued with requests of two sizes: the batcher takes
     requests of one size out of line past waiting stacks. That once compared a request with a stack and stopped
@@ -223,6 +222,7 @@ def test_robustness_stacks_among_v2_tensors_and_uploads_of_other_sizes_all_answe
         codes = list(pool.map(send, range(48)))
     assert codes == [200] * 48
     assert send(2) == 200
+
 
 def test_the_index_of_a_server_whose_every_model_failed_lists_only_the_status_endpoints():
     from server.banner import curl_examples
